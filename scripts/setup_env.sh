@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment and install its requirements.
+#   bash scripts/setup_env.sh          runtime requirements (train, eval, demo)
+#   bash scripts/setup_env.sh --dev    plus the test/dev requirements (pytest, scipy, torch CPU, ruff)
+# VENV (default .venv in the repository) and PYTHON (default python3) can be overridden.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+requirements="requirements.txt"
+[ "${1:-}" = "--dev" ] && requirements="requirements-dev.txt"
+
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if (3, 9) <= sys.version_info[:2] <= (3, 11) else 1)'; then
+  echo "setup_env: $PYTHON is $("$PYTHON" --version 2>&1); MindSpore 2.10 wheels need Python 3.9-3.11" >&2
+  exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup_env: creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(basename "$requirements" .txt)"
+if [ ! -f "$stamp" ] || [ "$requirements" -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ]; then
+  echo "setup_env: installing $requirements into $VENV (first time: a few minutes)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  touch "$stamp"
+else
+  echo "setup_env: $VENV already has $requirements"
+fi
