@@ -1,0 +1,148 @@
+"""Config loader: precedence, types, choices, unknown keys, YAML errors, shipped configs."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.config import SCHEMA, load_config, read_yaml_config
+from src.errors import DropCovError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_precedence_cli_over_yaml_over_defaults(tmp_path):
+    path = write(tmp_path, "batch_size: 16\nlr_max: 0.5\n")
+    config, _ = load_config(["--config_path", path, "--lr_max", "0.25"])
+    assert config.batch_size == 16  # YAML
+    assert config.lr_max == 0.25  # command line
+    assert config.epoch_size == SCHEMA["epoch_size"].default  # default
+    assert config.config_path == path
+
+
+@pytest.mark.parametrize("text,expected", [("True", True), ("false", False), ("1", True), ("0", False),
+                                           ("FALSE", False), ("true", True)])
+def test_boolean_spellings(text, expected):
+    config, _ = load_config(["--run_distribute", text])
+    assert config.run_distribute is expected
+
+
+def test_bad_boolean_names_key():
+    with pytest.raises(DropCovError, match=r"run_distribute must be bool, got 'maybe'"):
+        load_config(["--run_distribute", "maybe"])
+
+
+def test_list_override_forms():
+    assert load_config(["--lr_milestones", "3", "5"])[0].lr_milestones == [3, 5]
+    assert load_config(["--lr_milestones", "3,5,9"])[0].lr_milestones == [3, 5, 9]
+    assert load_config(["--lr_milestones", "[2, 4]"])[0].lr_milestones == [2, 4]
+    assert load_config(["--lr_milestones", "[]"])[0].lr_milestones == []
+    with pytest.raises(DropCovError, match=r"lr_milestones\[1\] must be int, got 'x'"):
+        load_config(["--lr_milestones", "3", "x"])
+
+
+def test_int_accepted_for_float_but_not_reverse(tmp_path):
+    assert load_config(["--config_path", write(tmp_path, "lr_max: 1\n")])[0].lr_max == 1.0
+    with pytest.raises(DropCovError, match=r"c.yaml: batch_size must be int, got 2.5"):
+        load_config(["--config_path", write(tmp_path, "batch_size: 2.5\n")])
+
+
+def test_unknown_yaml_key_suggests_closest(tmp_path):
+    path = write(tmp_path, "batch_sise: 4\n")
+    with pytest.raises(DropCovError, match=r"c.yaml: unknown key 'batch_sise'; did you mean 'batch_size'\?"):
+        load_config(["--config_path", path])
+
+
+def test_unknown_cli_option_suggests_closest():
+    with pytest.raises(DropCovError, match=r"unknown option '--lr_mx'; did you mean 'lr_max'\?"):
+        load_config(["--lr_mx", "0.1"])
+
+
+def test_yaml_syntax_error_reports_file_line_column(tmp_path):
+    path = write(tmp_path, "batch_size: 4\nlr_max: [0.1\nhead: gap\n")
+    with pytest.raises(DropCovError) as err:
+        load_config(["--config_path", path])
+    message = str(err.value)
+    assert message.startswith(f"{path}:") and "YAML syntax error" in message
+    line, column = message[len(path) + 1:].split(":")[:2]
+    assert int(line) >= 2 and int(column) >= 1
+
+
+def test_value_outside_choices_lists_allowed():
+    with pytest.raises(DropCovError, match=r"post_norm='sqrt' is not allowed; choose one of: none, isqrt"):
+        load_config(["--post_norm", "sqrt"])
+
+
+def test_yaml_choices_document_restricts(tmp_path):
+    path = write(tmp_path, "device_target: GPU\n---\ndevice_target: where to run\n---\ndevice_target: [GPU]\n")
+    values, helps, choices = read_yaml_config(path)
+    assert helps == {"device_target": "where to run"} and choices == {"device_target": ["GPU"]}
+    with pytest.raises(DropCovError, match=r"device_target='CPU' is not allowed; choose one of: GPU"):
+        load_config(["--config_path", path, "--device_target", "CPU"])
+
+
+@pytest.mark.parametrize("value", ["0", "-4"])
+def test_batch_size_must_be_positive(value):
+    with pytest.raises(DropCovError, match=rf"batch_size={value} is too small; it must be >= 1"):
+        load_config(["--batch_size", value])
+
+
+def test_missing_config_file_is_named():
+    with pytest.raises(DropCovError, match=r"config file not found: /no/such.yaml"):
+        load_config(["--config_path", "/no/such.yaml"])
+
+
+def test_help_shows_yaml_help_and_choices(tmp_path, capsys):
+    path = write(tmp_path, "head: gap\n---\nhead: which head to use\n---\nhead: [gap]\n")
+    with pytest.raises(SystemExit) as exit_info:
+        load_config(["--config_path", path, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "which head to use" in out and "default 'gap'" in out and "choices: gap" in out
+
+
+def test_save_round_trip(tmp_path):
+    config, _ = load_config(["--batch_size", "7", "--lr_milestones", "1", "2"])
+    out = tmp_path / "config.yaml"
+    config.save(str(out))
+    assert yaml.safe_load(out.read_text()) == config.to_dict()
+    again, _ = load_config(["--config_path", str(out)])
+    assert again.to_dict() == config.to_dict()
+
+
+def test_attribute_errors_suggest():
+    config, _ = load_config([])
+    with pytest.raises(AttributeError, match="did you mean 'batch_size'"):
+        _ = config.batchsize
+
+
+def test_extra_arguments_are_returned():
+    def extra(parser):
+        parser.add_argument("--top_k", type=int, default=5)
+
+    config, args = load_config(["--top_k", "3", "--batch_size", "2"], extra_arguments=extra)
+    assert args.top_k == 3 and config.batch_size == 2 and not hasattr(args, "batch_size")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_configs_load(path):
+    config, _ = load_config(["--config_path", str(path)])
+    text = path.read_text()
+    assert "/home/" not in text and "/Users/" not in text  # no personal paths
+    assert config.class_num >= 10
+
+
+def test_published_recipe_values():
+    for net in ("resnet18", "resnet34", "resnet50"):
+        config, _ = load_config(["--config_path", str(CONFIG_DIR / f"{net}_imagenet2012_config.yaml")])
+        assert (config.class_num, config.batch_size, config.device_num) == (1001, 64, 4)
+        assert (config.lr_max, config.lr_milestones, config.lr_gamma, config.epoch_size) == (0.12, [30, 60, 90], 0.1, 100)
+        assert (config.label_smooth_factor, config.momentum, config.weight_decay) == (0.1, 0.9, 1e-4)
+        assert (config.loss_scale, config.loss_scale_type, config.amp_level) == (1024.0, "fixed", "O2")
+        assert (config.device_target, config.mode_name, config.head, config.cov_dim) == ("GPU", "GRAPH_MODE", "dropcov", 128)
