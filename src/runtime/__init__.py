@@ -1,0 +1,1 @@
+"""Runtime concerns: process environment, device context, distributed set-up, logging, checkpoints."""

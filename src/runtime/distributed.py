@@ -1,0 +1,94 @@
+"""Data-parallel set-up: which launcher started us, communicator init, rank and group size.
+
+A single-process run never calls ``init()``. ``mpirun`` (OpenMPI) is the GPU/NCCL path; ``msrun``
+works for any device (MindSpore's own collective backend on CPU).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from src.errors import DropCovError
+
+logger = logging.getLogger(__name__)
+
+LAUNCH_HINT = ("start it with a launcher: `mpirun -n N python train.py ... --run_distribute=True` (GPU, "
+               "NCCL) or `msrun --worker_num=N --local_worker_num=N --master_addr=127.0.0.1 "
+               "--master_port=8118 --join=True train.py ... --run_distribute=True` (GPU or CPU); "
+               "or drop --run_distribute for a single-device run")
+
+
+@dataclass(frozen=True)
+class ParallelInfo:
+    """Where this process sits in a (possibly single-process) data-parallel job."""
+
+    rank: int = 0
+    group_size: int = 1
+    launcher: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.group_size > 1 or self.launcher is not None
+
+
+def detect_launcher(environ: dict | None = None) -> str | None:
+    """'mpirun' under OpenMPI/PMI, 'msrun' under MindSpore's launcher, None otherwise."""
+    env = os.environ if environ is None else environ
+    if "OMPI_COMM_WORLD_SIZE" in env or "PMI_SIZE" in env or "PMIX_RANK" in env:
+        return "mpirun"
+    if env.get("MS_ROLE") and "MS_WORKER_NUM" in env:
+        return "msrun"
+    return None
+
+
+def launcher_local_rank(environ: dict | None = None) -> int:
+    """This process's index on its node according to the launcher (0 when not launched)."""
+    env = os.environ if environ is None else environ
+    for key in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "DEVICE_ID"):
+        if env.get(key, "").isdigit():
+            return int(env[key])
+    return 0
+
+
+def init_data_parallel(run_distribute: bool, device_target: str, device_num: int = 1,
+                       all_reduce_fusion_config: Sequence[int] = ()) -> ParallelInfo:
+    """Initialise communication for data parallel training when asked; otherwise a 1-process info.
+
+    Gradients are averaged across ranks (``gradients_mean``); the group size comes from the
+    communicator, and a disagreeing ``device_num`` gets a warning, not a silent override.
+    """
+    if not run_distribute:
+        return ParallelInfo()
+    launcher = detect_launcher()
+    if launcher is None:
+        raise DropCovError(f"run_distribute=True but this process was not started by mpirun or msrun: "
+                           f"{LAUNCH_HINT}")
+    if launcher == "mpirun" and device_target.upper() == "CPU":
+        raise DropCovError("mpirun is the GPU/NCCL path; for data parallel on CPU launch with msrun "
+                           "(`bash scripts/run_distribute_train_msrun.sh N CONFIG ...`)")
+    import mindspore as ms
+    from mindspore.communication import get_group_size, get_rank, init
+
+    try:
+        init()
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DropCovError(f"distributed init failed under {launcher} on {device_target}: {first}") from err
+    rank, size = get_rank(), get_group_size()
+    if device_num != size:
+        logger.warning("device_num=%d but the launcher started %d processes: using %d", device_num, size, size)
+    kwargs = {"parallel_mode": ms.ParallelMode.DATA_PARALLEL, "gradients_mean": True, "device_num": size}
+    ms.set_auto_parallel_context(**kwargs)
+    if all_reduce_fusion_config:
+        try:
+            ms.set_auto_parallel_context(all_reduce_fusion_config=list(all_reduce_fusion_config))
+        except (RuntimeError, ValueError, TypeError) as err:
+            logger.warning("all_reduce_fusion_config %s not applied: %s", list(all_reduce_fusion_config), err)
+    logger.info("data parallel: rank %d of %d (launcher %s)", rank, size, launcher)
+    return ParallelInfo(rank=rank, group_size=size, launcher=launcher)

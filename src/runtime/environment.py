@@ -1,0 +1,36 @@
+"""Process environment that must be settled before MindSpore is imported.
+
+On AVX-512 CPUs oneDNN wraps MindSpore's plain-layout 3x3 convolutions in a path that falls back to
+its reference kernel (about 50x slower). Capping oneDNN at AVX2 before ``import mindspore`` avoids it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+ONEDNN_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+ONEDNN_ISA_FOR_CPU = "AVX2"
+
+logger = logging.getLogger(__name__)
+
+
+def configure_cpu_environment(device_target: str) -> str | None:
+    """Set ``ONEDNN_MAX_CPU_ISA=AVX2`` for CPU runs unless the user chose a value.
+
+    Must run before the first ``import mindspore`` of the process; returns the value set, or None
+    when nothing was changed. Logs a line when it sets the variable, and a warning when MindSpore
+    was already imported (the setting would then have no effect).
+    """
+    if str(device_target).upper() != "CPU" or ONEDNN_ISA_VARIABLE in os.environ:
+        return None
+    if "mindspore" in sys.modules:
+        logger.warning("%s not set before MindSpore was imported: CPU convolutions may be slow; "
+                       "export %s=%s before starting.", ONEDNN_ISA_VARIABLE, ONEDNN_ISA_VARIABLE,
+                       ONEDNN_ISA_FOR_CPU)
+        return None
+    os.environ[ONEDNN_ISA_VARIABLE] = ONEDNN_ISA_FOR_CPU
+    logger.info("set %s=%s for the CPU run (oneDNN's AVX-512 path uses a slow reference kernel for "
+                "3x3 convolutions in MindSpore); export another value to override.",
+                ONEDNN_ISA_VARIABLE, ONEDNN_ISA_FOR_CPU)
+    return ONEDNN_ISA_FOR_CPU
