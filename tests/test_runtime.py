@@ -1,0 +1,87 @@
+"""Runtime helpers: oneDNN environment, launcher detection, one-line errors from entry points."""
+import subprocess
+import sys
+
+import pytest
+
+from src.errors import DropCovError
+from src.runtime.distributed import detect_launcher, init_data_parallel, launcher_local_rank
+from src.runtime.entry import run_entry_point
+
+
+def test_configure_cpu_environment_sets_avx2_before_import(repo_root):
+    code = ("import logging, os, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
+            "from src.runtime.environment import configure_cpu_environment as c;"
+            "print(c('GPU')); print(c('CPU')); print(os.environ['ONEDNN_MAX_CPU_ISA'])")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, env=env, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[0] == "None"
+    assert "set ONEDNN_MAX_CPU_ISA=AVX2" in out[1]
+    assert out[2:] == ["AVX2", "AVX2"]
+
+
+def test_configure_cpu_environment_respects_user_value(repo_root):
+    code = ("from src.runtime.environment import configure_cpu_environment as c; import os;"
+            "print(c('CPU'), os.environ['ONEDNN_MAX_CPU_ISA'])")
+    env = dict(__import__("os").environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "None AVX512_CORE"
+
+
+@pytest.mark.parametrize("environ,expected", [
+    ({}, None),
+    ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "1"}, "mpirun"),
+    ({"PMI_SIZE": "2"}, "mpirun"),
+    ({"MS_ROLE": "MS_WORKER", "MS_WORKER_NUM": "2", "RANK_ID": "0"}, "msrun"),
+    ({"RANK_ID": "0"}, None),  # a stray RANK_ID alone is not a launcher
+])
+def test_detect_launcher(environ, expected):
+    assert detect_launcher(environ) == expected
+
+
+def test_local_rank_from_launcher():
+    assert launcher_local_rank({"OMPI_COMM_WORLD_LOCAL_RANK": "3"}) == 3
+    assert launcher_local_rank({"DEVICE_ID": "1"}) == 1
+    assert launcher_local_rank({}) == 0
+
+
+def test_single_process_never_initialises():
+    info = init_data_parallel(False, "CPU", device_num=4)
+    assert (info.rank, info.group_size, info.launcher, info.is_main) == (0, 1, None, True)
+
+
+def test_distributed_without_launcher_says_how_to_launch(monkeypatch):
+    for key in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MS_ROLE", "MS_WORKER_NUM"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(DropCovError, match=r"not started by mpirun or msrun: start it with a launcher: `mpirun"):
+        init_data_parallel(True, "CPU")
+
+
+def test_mpirun_on_cpu_points_to_msrun(monkeypatch):
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    with pytest.raises(DropCovError, match="mpirun is the GPU/NCCL path; for data parallel on CPU launch with msrun"):
+        init_data_parallel(True, "CPU")
+
+
+def test_entry_point_prints_one_line(capsys):
+    def main(argv):
+        raise DropCovError("data_path /x: not found\n(second line)")
+
+    assert run_entry_point(main, [], program="train.py") == 2
+    err = capsys.readouterr().err
+    assert err == "train.py: error: data_path /x: not found (second line)\n"
+
+
+def test_entry_point_debug_reraises():
+    def main(argv):
+        raise DropCovError("boom")
+
+    with pytest.raises(DropCovError, match="boom"):
+        run_entry_point(main, ["--debug"])
+
+
+def test_entry_point_returns_main_code():
+    assert run_entry_point(lambda argv: None, []) == 0
+    assert run_entry_point(lambda argv: 3, []) == 3
