@@ -1,0 +1,98 @@
+"""Per-step learning-rate schedules.
+
+A schedule is a float32 array with one learning rate per optimizer step (``total_epochs *
+steps_per_epoch`` entries). MindSpore's optimizers take it as a 1-D Tensor and read entry
+``global_step`` at every step, so a resumed run that restores the optimizer's ``global_step``
+continues at exactly the right learning rate (see :func:`lr_at_step`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from src.errors import DropCovError
+
+LR_DECAY_MODES = ("multistep", "linear", "cosine", "poly", "constant")
+
+
+def create_lr_schedule(mode: str, lr_init: float, lr_max: float, lr_end: float, warmup_epochs: float,
+                       total_epochs: int, steps_per_epoch: int, milestones: Sequence[int] = (30, 60, 90),
+                       gamma: float = 0.1, power: float = 2.0) -> np.ndarray:
+    """Learning rate for every step of a run, shape ``(total_epochs * steps_per_epoch,)``, float32.
+
+    With ``S = steps_per_epoch``, ``W = round(warmup_epochs * S)`` warmup steps, ``T = total_epochs * S``
+    steps in all, and step ``i`` (0-based, the step about to be taken when ``global_step == i``):
+
+    - warmup, ``i < W``: ``lr_init + (lr_max - lr_init) * i / W`` (linear; step ``W`` reaches ``lr_max``).
+    - after warmup, with ``t = i - W`` and ``D = T - W`` decay steps:
+
+      - ``multistep``: ``lr_max * gamma ** k``, ``k`` = number of milestones ``m`` (in epochs, counted from
+        the start of the run) with ``i >= m * S``.
+        Published recipe: ``lr_max=0.12``, milestones ``(30, 60, 90)``, ``gamma=0.1``, 100 epochs, no warmup.
+      - ``linear``: ``lr_end + (lr_max - lr_end) * (1 - t / D)``
+      - ``cosine``: ``lr_end + (lr_max - lr_end) * (1 + cos(pi * t / D)) / 2``
+      - ``poly``: ``lr_end + (lr_max - lr_end) * (1 - t / D) ** power``
+      - ``constant``: ``lr_max``
+
+    ``lr_end`` is unused by ``multistep`` and ``constant``; ``lr_init`` only by the warmup.
+    Raises :class:`DropCovError` naming the config key at fault (``lr_decay_mode``, ``warmup_epochs``, ...).
+    """
+    if mode not in LR_DECAY_MODES:
+        raise DropCovError(f"lr_decay_mode {mode!r} is not known; use one of {', '.join(LR_DECAY_MODES)}")
+    if int(total_epochs) != total_epochs or total_epochs < 1:
+        raise DropCovError(f"epoch_size must be a positive integer, got {total_epochs!r}")
+    if int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1:
+        raise DropCovError(f"steps per epoch must be a positive integer, got {steps_per_epoch!r} "
+                           "(is the training set smaller than one batch?)")
+    if not 0 <= warmup_epochs <= total_epochs:
+        raise DropCovError(f"warmup_epochs must lie in [0, epoch_size={total_epochs}], got {warmup_epochs!r}")
+    if mode == "multistep":
+        if any(b <= a for a, b in zip(milestones, list(milestones)[1:])) or any(m < 0 for m in milestones):
+            raise DropCovError(f"lr_milestones must be increasing non-negative epochs, got {list(milestones)}")
+        if gamma <= 0:
+            raise DropCovError(f"lr_gamma must be positive, got {gamma!r}")
+    if mode == "poly" and power <= 0:
+        raise DropCovError(f"lr_power must be positive, got {power!r}")
+
+    total_epochs, steps_per_epoch = int(total_epochs), int(steps_per_epoch)
+    total_steps = total_epochs * steps_per_epoch
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    step = np.arange(total_steps, dtype=np.float64)
+    lr = np.empty(total_steps, dtype=np.float64)
+
+    warm = step < warmup_steps
+    if warmup_steps > 0:
+        lr[warm] = lr_init + (lr_max - lr_init) * step[warm] / warmup_steps
+
+    decay = ~warm
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = (step[decay] - warmup_steps) / decay_steps  # in [0, 1)
+    if mode == "multistep":
+        boundaries = np.asarray(list(milestones), dtype=np.float64) * steps_per_epoch
+        passed = (step[decay][:, None] >= boundaries[None, :]).sum(axis=1)
+        lr[decay] = lr_max * np.power(gamma, passed)
+    elif mode == "linear":
+        lr[decay] = lr_end + (lr_max - lr_end) * (1.0 - progress)
+    elif mode == "cosine":
+        lr[decay] = lr_end + (lr_max - lr_end) * 0.5 * (1.0 + np.cos(math.pi * progress))
+    elif mode == "poly":
+        lr[decay] = lr_end + (lr_max - lr_end) * np.power(1.0 - progress, power)
+    else:  # constant
+        lr[decay] = lr_max
+    return lr.astype(np.float32)
+
+
+def lr_at_step(schedule: np.ndarray, global_step: int) -> float:
+    """The learning rate the optimizer uses when its ``global_step`` equals ``global_step``.
+
+    Used on resume (and for logging) to state the lr a restored run continues with; raises
+    :class:`DropCovError` when the step lies past the end of the schedule (the run already finished,
+    or ``epoch_size`` was lowered since the checkpoint was written).
+    """
+    if not 0 <= global_step < len(schedule):
+        raise DropCovError(f"global step {global_step} lies outside the learning-rate schedule of "
+                           f"{len(schedule)} steps: the checkpoint's run has finished, or epoch_size / "
+                           "train_steps_per_epoch changed since it was written; raise epoch_size to train on")
+    return float(schedule[global_step])
