@@ -1,0 +1,80 @@
+"""Model registry: ``@register_model`` factories, ``create_model(name, ...)``, ``list_models()``."""
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from mindspore import nn
+
+from ..errors import DropCovError
+
+_MODEL_ENTRYPOINTS: dict[str, Callable[..., nn.Cell]] = {}
+
+
+def register_model(factory: Callable[..., nn.Cell]) -> Callable[..., nn.Cell]:
+    """Register ``factory`` under its function name (e.g. ``resnet50``); returns it unchanged."""
+    name = factory.__name__
+    if name in _MODEL_ENTRYPOINTS:
+        raise ValueError(f"model {name!r} is registered twice")
+    _MODEL_ENTRYPOINTS[name] = factory
+    return factory
+
+
+def _load_builtin_models() -> None:
+    from . import resnet  # noqa: F401  (registers resnet18 ... resnet152)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`, sorted."""
+    _load_builtin_models()
+    return sorted(_MODEL_ENTRYPOINTS)
+
+
+def model_entrypoint(name: str) -> Callable[..., nn.Cell]:
+    """The factory registered as ``name``; :class:`DropCovError` naming the valid ones if unknown."""
+    _load_builtin_models()
+    if name not in _MODEL_ENTRYPOINTS:
+        names = sorted(_MODEL_ENTRYPOINTS)
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DropCovError(f"unknown model net_name={name!r}{hint}: choose one of {', '.join(names)}")
+    return _MODEL_ENTRYPOINTS[name]
+
+
+def create_model(name: str, num_classes: int = 1000, head: str = "dropcov", cov_dim: int = 128,
+                 post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
+                 adaptive_dropout: bool = True, arch_style: str = "mindspore") -> nn.Cell:
+    """Build a registered network by name.
+
+    Args:
+        name: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101`` or ``resnet152``
+            (see :func:`list_models`).
+        num_classes: classifier outputs (the published ImageNet checkpoints use 1001).
+        head: ``'dropcov'`` (covariance pooling with adaptive channel dropout) or ``'gap'``
+            (global average pooling, the standard ResNet).
+        cov_dim: channels ``d`` after the DropCov head's 1x1 reduction; the representation has
+            ``d(d+1)/2`` values (128 -> 8256 in the published checkpoints, 256 in the PyTorch ones).
+        post_norm: ``'none'`` (published checkpoints) or ``'isqrt'`` (iSQRT-COV matrix square root).
+        isqrt_iters: Newton–Schulz iterations for ``post_norm='isqrt'``.
+        layer4_stride: stride of the last stage; 0 = auto (1 for ``dropcov``, 2 for ``gap``).
+        adaptive_dropout: False turns off the DropCov head's ECA re-weighting and channel dropout
+            in training too (evaluation never uses them).
+        arch_style: ``'mindspore'`` (layout, padding and BatchNorm of the published MindSpore
+            checkpoints) or ``'torch'`` (the authors' PyTorch network; same parameter names).
+
+    Returns:
+        A :class:`src.models.resnet.ResNet` cell, in evaluation mode until ``set_train()``.
+
+    Raises:
+        DropCovError: unknown ``name`` or an option out of range (the message names it).
+
+    Example:
+        >>> from src.models import create_model
+        >>> net = create_model("resnet50", num_classes=1001)           # the published layout
+        >>> gap = create_model("resnet18", head="gap")
+        >>> torch_style = create_model("resnet50", cov_dim=256, arch_style="torch")
+    """
+    factory = model_entrypoint(name)
+    return factory(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
+                   isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
+                   adaptive_dropout=adaptive_dropout, arch_style=arch_style)

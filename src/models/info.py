@@ -1,0 +1,137 @@
+"""Parameter and multiply-add counts of the registered networks, computed analytically.
+
+Shapes are propagated through the stem, the four stages and the head of
+:mod:`src.models.resnet` (no network is built and MindSpore runs nothing), for any model options.
+
+What is counted:
+
+- parameters: trainable ones only (conv and dense weights, dense bias, BatchNorm gamma and beta, the
+  ECA Conv1d's 3 weights); BatchNorm moving statistics are not parameters to train.
+- multiply-adds (MACs) of one image at inference: every convolution (``Hout*Wout*Cout*Cin*k*k``)
+  and dense layer (``in*out``), and the matrix products of the DropCov head: the covariance
+  ``Xc Xc^T`` (``N*d*d``) and, with ``post_norm='isqrt'``, the Newton–Schulz products
+  (``(3n-3)*d^3``, ``d^3`` for ``n = 1``). BatchNorm, ReLU, pooling, residual additions, the
+  triangle gather and the training-only ECA/dropout branch are not counted — the convention of
+  the ResNet literature (ResNet-18 1.81 G, ResNet-34 3.66 G).
+"""
+from __future__ import annotations
+
+from ..errors import DropCovError
+from .dropcov_head import triangle_size
+from .resnet import (
+    RESNET_SPECS,
+    STAGE_WIDTHS,
+    ResNetSpec,
+    resolve_layer4_stride,
+    validate_model_options,
+)
+
+SEED_TABLE: dict[tuple[str, str], tuple[float, float]] = {
+    ("resnet18", "gap"): (11.7, 1.81),
+    ("resnet18", "dropcov"): (19.6, 3.11),
+    ("resnet34", "gap"): (21.8, 3.66),
+    ("resnet34", "dropcov"): (29.7, 5.56),
+    ("resnet50", "gap"): (25.6, 3.86),
+    ("resnet50", "dropcov"): (32.0, 6.19),
+}
+"""(params M, GFLOPs) of the seed README's table at 1000 classes and 224x224, for comparison."""
+
+
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    """Output length of a conv/pool with symmetric ``kernel // 2`` padding or TF 'same' (they agree)."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.params = 0
+        self.macs = 0
+
+    def conv(self, size: int, cin: int, cout: int, kernel: int, stride: int) -> int:
+        out = _conv_out(size, kernel, stride)
+        self.params += cout * cin * kernel * kernel
+        self.macs += out * out * cout * cin * kernel * kernel
+        return out
+
+    def batch_norm(self, channels: int) -> None:
+        self.params += 2 * channels
+
+    def dense(self, fan_in: int, fan_out: int) -> None:
+        self.params += fan_in * fan_out + fan_out
+        self.macs += fan_in * fan_out
+
+
+def _backbone(counter: _Counter, spec: ResNetSpec, image_size: int, layer4_stride: int) -> int:
+    """Count the stem and the stages; returns the side of the last feature map."""
+    size = counter.conv(image_size, 3, 64, 7, 2)
+    counter.batch_norm(64)
+    size = _conv_out(size, 3, 2)  # max-pool 3x3/2
+    in_channels = 64
+    for width, depth, stride in zip(STAGE_WIDTHS, spec.layers, (1, 2, 2, layer4_stride)):
+        out_channels = width * spec.expansion
+        for index in range(depth):
+            block_stride = stride if index == 0 else 1
+            if spec.block == "basic":
+                out = counter.conv(size, in_channels, width, 3, block_stride)
+                counter.conv(out, width, width, 3, 1)
+                counter.batch_norm(width)
+                counter.batch_norm(width)
+            else:
+                counter.conv(size, in_channels, width, 1, 1)
+                out = counter.conv(size, width, width, 3, block_stride)
+                counter.conv(out, width, out_channels, 1, 1)
+                counter.batch_norm(width)
+                counter.batch_norm(width)
+                counter.batch_norm(out_channels)
+            if block_stride != 1 or in_channels != out_channels:
+                counter.conv(size, in_channels, out_channels, 1, block_stride)
+                counter.batch_norm(out_channels)
+            in_channels, size = out_channels, out
+    return size
+
+
+def isqrt_matmuls(iters: int) -> int:
+    """Batched ``d x d`` matrix products of :func:`src.models.gcp.isqrt` with ``iters`` iterations."""
+    return 1 if iters == 1 else 3 * iters - 3
+
+
+def describe_model(name: str, image_size: int = 224, num_classes: int = 1000, head: str = "dropcov",
+                   cov_dim: int = 128, post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
+                   adaptive_dropout: bool = True, arch_style: str = "mindspore") -> dict:
+    """Trainable parameters and inference multiply-adds of ``create_model(name, **options)``.
+
+    Takes the keyword arguments of :func:`src.models.create_model` plus ``image_size`` (square
+    input side). Returns a dict with the options and ``params`` (count), ``params_m`` (millions),
+    ``macs`` (per image), ``gmacs`` (billions) and ``feature_size`` (side of the last map).
+    """
+    from ._registry import model_entrypoint
+
+    model_entrypoint(name)  # DropCovError for an unknown name
+    validate_model_options(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
+                           isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
+                           adaptive_dropout=adaptive_dropout, arch_style=arch_style)
+    if name not in RESNET_SPECS:
+        raise NotImplementedError(f"describe_model knows the ResNets only, not {name!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
+        raise DropCovError(f"image_size={image_size!r} is not supported: it must be an integer >= 32")
+    spec = RESNET_SPECS[name]
+    counter = _Counter()
+    size = _backbone(counter, spec, image_size, resolve_layer4_stride(head, layer4_stride))
+    if head == "dropcov":
+        positions = size * size
+        counter.conv(size, spec.out_channels, cov_dim, 1, 1)  # layer_reduce
+        counter.batch_norm(cov_dim)  # layer_reduce_bn
+        counter.params += 3  # eca_layer.conv (training only: no MACs counted)
+        counter.macs += positions * cov_dim * cov_dim  # covariance
+        if post_norm == "isqrt":
+            counter.macs += isqrt_matmuls(isqrt_iters) * cov_dim ** 3
+        counter.dense(triangle_size(cov_dim), num_classes)
+    else:
+        counter.dense(spec.out_channels, num_classes)
+    return {
+        "net_name": name, "head": head, "cov_dim": cov_dim if head == "dropcov" else None,
+        "post_norm": post_norm if head == "dropcov" else None, "class_num": num_classes,
+        "image_size": image_size, "arch_style": arch_style, "feature_size": size,
+        "params": counter.params, "params_m": counter.params / 1e6,
+        "macs": counter.macs, "gmacs": counter.macs / 1e9,
+    }

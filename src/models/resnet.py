@@ -1,0 +1,316 @@
+"""ResNet-18/34/50/101/152 backbones with a DropCov or GAP head, laid out like the published checkpoints.
+
+Two ``arch_style`` values:
+
+- ``'mindspore'`` (the published MindSpore checkpoints): ResNet-18/34 stem conv 7x7/2 with explicit
+  padding 3, BN (eps 1e-5, momentum 0.1), ReLU, zero pad 1, max-pool 3x3/2 valid; basic blocks with
+  3x3 convs padded 1 and BN (1e-4, 0.9); shortcut BN (1e-5, 0.1). ResNet-50/101/152 use TF-style
+  ``pad_mode='same'`` in the stem conv, the stem max-pool and every block conv (stride on the 3x3,
+  "v1.5") with BN (1e-4, 0.9) everywhere. ``layer_reduce_bn`` is (1e-4, 0.9).
+- ``'torch'`` (the authors' PyTorch network): symmetric padding everywhere (stem pad 3, max-pool
+  3x3/2 pad 1 — done as zero pad + valid pool, exact after the ReLU), BN eps 1e-5 and momentum 0.9
+  (PyTorch's 0.1) everywhere, stride on the 3x3 conv. Parameter names stay the MindSpore ones.
+
+Momentum follows MindSpore's convention: ``moving = momentum*moving + (1-momentum)*batch``.
+``layer4_stride`` 0 means 1 for the DropCov head (14x14 map at 224) and 2 for the GAP head.
+Initialisation: every Conv2d XavierUniform(gain 1), ``fc`` TruncatedNormal(0.01) with bias 0,
+BN gamma 1 beta 0, the ECA Conv1d MindSpore's default.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from mindspore import Tensor, nn
+from mindspore.common.initializer import XavierUniform
+
+from ..errors import DropCovError
+from ._registry import register_model
+from .dropcov_head import POST_NORMS, DropCovHead, GlobalAvgPoolHead, batch_norm
+
+STAGE_WIDTHS = (64, 128, 256, 512)
+HEADS = ("dropcov", "gap")
+ARCH_STYLES = ("mindspore", "torch")
+LAYER4_STRIDES = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """Depth of a ResNet: block type (``'basic'`` or ``'bottleneck'``) and blocks per stage."""
+
+    block: str
+    layers: tuple[int, int, int, int]
+
+    @property
+    def expansion(self) -> int:
+        """Output channels of a block per unit of stage width (1 basic, 4 bottleneck)."""
+        return 1 if self.block == "basic" else 4
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the last feature map (C5)."""
+        return STAGE_WIDTHS[-1] * self.expansion
+
+
+RESNET_SPECS: dict[str, ResNetSpec] = {
+    "resnet18": ResNetSpec("basic", (2, 2, 2, 2)),
+    "resnet34": ResNetSpec("basic", (3, 4, 6, 3)),
+    "resnet50": ResNetSpec("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ResNetSpec("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ResNetSpec("bottleneck", (3, 8, 36, 3)),
+}
+
+
+@dataclass(frozen=True)
+class ArchStyle:
+    """Padding mode and BatchNorm (eps, momentum) per position for one ``arch_style`` and block type."""
+
+    same_padding: bool
+    stem_bn: tuple[float, float]
+    block_bn: tuple[float, float]
+    shortcut_bn: tuple[float, float]
+    head_bn: tuple[float, float]
+
+
+def arch_style_for(arch_style: str, block: str) -> ArchStyle:
+    """Settings of ``arch_style`` (``'mindspore'`` or ``'torch'``) for ``block`` (``'basic'``/``'bottleneck'``)."""
+    if arch_style == "torch":
+        bn = (1e-5, 0.9)
+        return ArchStyle(same_padding=False, stem_bn=bn, block_bn=bn, shortcut_bn=bn, head_bn=bn)
+    if block == "basic":
+        return ArchStyle(same_padding=False, stem_bn=(1e-5, 0.1), block_bn=(1e-4, 0.9),
+                         shortcut_bn=(1e-5, 0.1), head_bn=(1e-4, 0.9))
+    bn = (1e-4, 0.9)
+    return ArchStyle(same_padding=True, stem_bn=bn, block_bn=bn, shortcut_bn=bn, head_bn=bn)
+
+
+def resolve_layer4_stride(head: str, layer4_stride: int) -> int:
+    """``layer4_stride`` with 0 resolved: 1 for the DropCov head, 2 for GAP."""
+    if layer4_stride:
+        return layer4_stride
+    return 1 if head == "dropcov" else 2
+
+
+def _choice_error(key: str, value: object, choices: tuple) -> DropCovError:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return DropCovError(f"{key}={value!r} is not supported{hint}: choose one of "
+                        f"{', '.join(str(c) for c in choices)}")
+
+
+def validate_model_options(num_classes: int = 1000, head: str = "dropcov", cov_dim: int = 128,
+                           post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
+                           adaptive_dropout: bool = True, arch_style: str = "mindspore") -> None:
+    """Raise :class:`DropCovError` naming the first model option that is out of range."""
+    if head not in HEADS:
+        raise _choice_error("head", head, HEADS)
+    if post_norm not in POST_NORMS:
+        raise _choice_error("post_norm", post_norm, POST_NORMS)
+    if arch_style not in ARCH_STYLES:
+        raise _choice_error("arch_style", arch_style, ARCH_STYLES)
+    if isinstance(layer4_stride, bool) or not isinstance(layer4_stride, int) or layer4_stride not in LAYER4_STRIDES:
+        raise _choice_error("layer4_stride", layer4_stride, LAYER4_STRIDES)
+    for key, value in (("num_classes", num_classes), ("cov_dim", cov_dim), ("isqrt_iters", isqrt_iters)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DropCovError(f"{key}={value!r} is not supported: it must be an integer >= 1")
+    if cov_dim < 2 and head == "dropcov":
+        raise DropCovError(f"cov_dim={cov_dim!r} is not supported: the DropCov head needs cov_dim >= 2")
+    if not isinstance(adaptive_dropout, bool):
+        raise DropCovError(f"adaptive_dropout={adaptive_dropout!r} is not supported: use true or false")
+
+
+def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int, same_padding: bool) -> nn.Conv2d:
+    """Bias-free conv, XavierUniform(gain 1); TF ``'same'`` padding or symmetric ``kernel_size // 2``."""
+    if same_padding:
+        pad_mode, padding = "same", 0
+    else:
+        pad_mode, padding = "pad", kernel_size // 2
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode=pad_mode,
+                     padding=padding, has_bias=False, weight_init=XavierUniform(gain=1))
+
+
+class BasicBlock(nn.Cell):
+    """conv3x3(stride) -> ``bn1d`` -> ReLU -> conv3x3 -> ``bn2d`` -> + shortcut -> ReLU."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, width: int, stride: int, style: ArchStyle) -> None:
+        super().__init__()
+        out_channels = width
+        self.conv1 = conv2d(in_channels, width, 3, stride, style.same_padding)
+        self.bn1d = batch_norm(width, *style.block_bn)
+        self.conv2 = conv2d(width, width, 3, 1, style.same_padding)
+        self.bn2d = batch_norm(width, *style.block_bn)
+        self.relu = nn.ReLU()
+        self.down_sample = stride != 1 or in_channels != out_channels
+        self.down_sample_layer = None
+        if self.down_sample:
+            self.down_sample_layer = nn.SequentialCell([
+                conv2d(in_channels, out_channels, 1, stride, style.same_padding),
+                batch_norm(out_channels, *style.shortcut_bn)])
+
+    def construct(self, x: Tensor) -> Tensor:
+        identity = x
+        out = self.relu(self.bn1d(self.conv1(x)))
+        out = self.bn2d(self.conv2(out))
+        if self.down_sample:
+            identity = self.down_sample_layer(x)
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Cell):
+    """conv1x1 -> ``bn1`` -> ReLU -> conv3x3(stride) -> ``bn2`` -> ReLU -> conv1x1 -> ``bn3`` -> + shortcut -> ReLU."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int, style: ArchStyle) -> None:
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = conv2d(in_channels, width, 1, 1, style.same_padding)
+        self.bn1 = batch_norm(width, *style.block_bn)
+        self.conv2 = conv2d(width, width, 3, stride, style.same_padding)
+        self.bn2 = batch_norm(width, *style.block_bn)
+        self.conv3 = conv2d(width, out_channels, 1, 1, style.same_padding)
+        self.bn3 = batch_norm(out_channels, *style.block_bn)
+        self.relu = nn.ReLU()
+        self.down_sample = stride != 1 or in_channels != out_channels
+        self.down_sample_layer = None
+        if self.down_sample:
+            self.down_sample_layer = nn.SequentialCell([
+                conv2d(in_channels, out_channels, 1, stride, style.same_padding),
+                batch_norm(out_channels, *style.shortcut_bn)])
+
+    def construct(self, x: Tensor) -> Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.down_sample:
+            identity = self.down_sample_layer(x)
+        return self.relu(out + identity)
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNetBackbone(nn.Cell):
+    """Stem and the four stages: ``(B, 3, H, W)`` -> C5 ``(B, 512*expansion, H/16 or H/32, ...)``.
+
+    Parameter names: ``conv1``, ``bn1``, ``layer{1..4}.{i}.*`` (see the module docstring for styles).
+    """
+
+    def __init__(self, spec: ResNetSpec, layer4_stride: int, style: ArchStyle) -> None:
+        super().__init__()
+        self.conv1 = conv2d(3, 64, 7, 2, style.same_padding)
+        self.bn1 = batch_norm(64, *style.stem_bn)
+        self.relu = nn.ReLU()
+        if style.same_padding:
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
+        else:
+            # Zero padding equals PyTorch's -inf padding here: the input is post-ReLU (>= 0).
+            self.maxpool = nn.SequentialCell([nn.Pad(paddings=((0, 0), (0, 0), (1, 1), (1, 1))),
+                                              nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")])
+        block = BLOCKS[spec.block]
+        strides = (1, 2, 2, layer4_stride)
+        in_channels = 64
+        stages = []
+        for width, depth, stride in zip(STAGE_WIDTHS, spec.layers, strides):
+            blocks = []
+            for index in range(depth):
+                blocks.append(block(in_channels, width, stride if index == 0 else 1, style))
+                in_channels = width * block.expansion
+            stages.append(nn.SequentialCell(blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+
+    def construct(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+
+def _dropcov_head(spec: ResNetSpec, style: ArchStyle, num_classes: int, cov_dim: int, post_norm: str,
+                  isqrt_iters: int, adaptive_dropout: bool) -> nn.Cell:
+    return DropCovHead(spec.out_channels, num_classes, cov_dim=cov_dim, post_norm=post_norm,
+                       isqrt_iters=isqrt_iters, adaptive_dropout=adaptive_dropout,
+                       bn_eps=style.head_bn[0], bn_momentum=style.head_bn[1])
+
+
+def _gap_head(spec: ResNetSpec, style: ArchStyle, num_classes: int, cov_dim: int, post_norm: str,
+              isqrt_iters: int, adaptive_dropout: bool) -> nn.Cell:
+    return GlobalAvgPoolHead(spec.out_channels, num_classes)
+
+
+HEAD_BUILDERS = {"dropcov": _dropcov_head, "gap": _gap_head}
+
+
+class ResNet(nn.Cell):
+    """A ResNet backbone with a DropCov or GAP head; ``construct = forward_head(forward_features(x))``.
+
+    Built with ``auto_prefix=False``, so parameter names are the checkpoint's (``conv1.weight``,
+    ``layer1.0.conv1.weight``, ..., ``layer_reduce.weight``, ``fc.weight``, ``eca_layer.conv.weight``)
+    rather than ``backbone.*``/``head.*``. ``Parameter.name`` is what ``save_checkpoint``,
+    ``load_param_into_net`` and optimisers use; the structural names of ``parameters_and_names()``
+    still carry ``backbone.``/``head.``.
+
+    Args: see :func:`src.models.create_model`.
+    """
+
+    def __init__(self, spec: ResNetSpec, num_classes: int = 1000, head: str = "dropcov", cov_dim: int = 128,
+                 post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
+                 adaptive_dropout: bool = True, arch_style: str = "mindspore") -> None:
+        super().__init__(auto_prefix=False)
+        validate_model_options(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
+                               isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
+                               adaptive_dropout=adaptive_dropout, arch_style=arch_style)
+        style = arch_style_for(arch_style, spec.block)
+        self.num_classes = num_classes
+        self.num_features = spec.out_channels
+        self.backbone = ResNetBackbone(spec, resolve_layer4_stride(head, layer4_stride), style)
+        self.head = HEAD_BUILDERS[head](spec, style, num_classes, cov_dim, post_norm, isqrt_iters,
+                                        adaptive_dropout)
+        # A new Cell reports training=False but compiles under phase 'train'; set_train(True) would
+        # then reuse that evaluation graph. Start in a consistent evaluation mode.
+        self.set_train(False)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images ``(B, 3, H, W)`` -> last feature map ``(B, num_features, h, w)``."""
+        return self.backbone(x)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Last feature map -> logits ``(B, num_classes)``."""
+        return self.head(features)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def resnet18(**kwargs) -> ResNet:
+    """ResNet-18: basic blocks [2, 2, 2, 2]."""
+    return ResNet(RESNET_SPECS["resnet18"], **kwargs)
+
+
+@register_model
+def resnet34(**kwargs) -> ResNet:
+    """ResNet-34: basic blocks [3, 4, 6, 3]."""
+    return ResNet(RESNET_SPECS["resnet34"], **kwargs)
+
+
+@register_model
+def resnet50(**kwargs) -> ResNet:
+    """ResNet-50: bottleneck blocks [3, 4, 6, 3] (stride on the 3x3 conv)."""
+    return ResNet(RESNET_SPECS["resnet50"], **kwargs)
+
+
+@register_model
+def resnet101(**kwargs) -> ResNet:
+    """ResNet-101: bottleneck blocks [3, 4, 23, 3]."""
+    return ResNet(RESNET_SPECS["resnet101"], **kwargs)
+
+
+@register_model
+def resnet152(**kwargs) -> ResNet:
+    """ResNet-152: bottleneck blocks [3, 8, 36, 3]."""
+    return ResNet(RESNET_SPECS["resnet152"], **kwargs)
