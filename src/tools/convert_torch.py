@@ -1,0 +1,189 @@
+"""Convert the authors' PyTorch DropCov checkpoints (``.pth`` / ``.pth.tar``) to MindSpore ``.ckpt`` files.
+
+Usage::
+
+    python -m src.tools.convert_torch --net_name resnet50 resnet50_dropcov.pth.tar resnet50_dropcov_torch.ckpt
+    python -m src.tools.convert_torch --config_path config/resnet50_dropcov_torch_config.yaml IN.pth OUT.ckpt
+
+The result loads into ``create_model(net_name, arch_style='torch', cov_dim=..., num_classes=...)``
+(the ``*_dropcov_torch_config.yaml`` configs) and reproduces the PyTorch evaluation logits.
+``cov_dim`` and ``class_num`` default to the checkpoint's own (``layer_reduce.weight`` and
+``fc.weight`` rows). PyTorch is needed only here (``requirements-dev.txt``) and is imported lazily.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from src.errors import DropCovError
+from src.models.torch_mapping import block_kind, convert_torch_state_dict, infer_head_sizes
+
+logger = logging.getLogger(__name__)
+
+STATE_DICT_CONTAINERS = ("state_dict", "model")
+NET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as error:
+        raise DropCovError("converting a PyTorch checkpoint needs PyTorch: pip install -r requirements-dev.txt "
+                           "(CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+                           ) from error
+    return torch
+
+
+def load_torch_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, Any]:
+    """The tensors of a ``.pth``/``.pth.tar`` file: a plain state dict, or one under 'state_dict'/'model'.
+
+    Reads with ``torch.load(map_location='cpu', weights_only=True)``, which unpickles only tensors and
+    plain containers; ``trust_pickle=True`` allows arbitrary pickled objects (only for files you trust).
+    The ``module.`` prefix of (Distributed)DataParallel is kept here and removed by the name mapping.
+    """
+    torch = _import_torch()
+    path = Path(path)
+    if not path.is_file():
+        raise DropCovError(f"PyTorch checkpoint {str(path)!r} does not exist; pass the .pth/.pth.tar file")
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DropCovError(f"{path}: torch.load(weights_only=True) refused it ({reason}); if you trust the "
+                           f"file, rerun with --trust_pickle") from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise DropCovError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: "
+                           f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from error
+    if isinstance(loaded, Mapping):
+        for container in STATE_DICT_CONTAINERS:
+            if container in loaded:
+                loaded = loaded[container]
+                break
+    if hasattr(loaded, "state_dict") and callable(loaded.state_dict):  # a pickled nn.Module (--trust_pickle)
+        loaded = loaded.state_dict()
+    if not isinstance(loaded, Mapping):
+        raise DropCovError(f"{path}: holds a {type(loaded).__name__}, not a state dict")
+    tensors = {name: value for name, value in loaded.items() if isinstance(value, torch.Tensor)}
+    if not tensors:
+        raise DropCovError(f"{path}: no tensors found (top-level keys: {', '.join(map(str, loaded))}); "
+                           f"expected a state dict, or one under {' / '.join(STATE_DICT_CONTAINERS)}")
+    others = sorted(str(name) for name in loaded if name not in tensors)
+    if others:
+        raise DropCovError(f"{path}: entries that are not tensors: {', '.join(others[:8])}; expected a "
+                           f"state dict, or one under {' / '.join(STATE_DICT_CONTAINERS)}")
+    return dict(tensors)
+
+
+def target_parameter_shapes(net_name: str, cov_dim: int, class_num: int) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter of the torch-style MindSpore network, in network order."""
+    from src.models import create_model
+
+    network = create_model(net_name, num_classes=class_num, head="dropcov", cov_dim=cov_dim,
+                           post_norm="none", adaptive_dropout=True, arch_style="torch")
+    return {param.name: tuple(param.shape) for param in network.get_parameters()}
+
+
+def save_mindspore_checkpoint(parameters: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write name -> array as a MindSpore checkpoint, atomically (via :mod:`src.runtime.checkpoint`)."""
+    import mindspore as ms
+
+    from src.runtime.checkpoint import save_checkpoint_atomic
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise DropCovError(f"output folder {str(path.parent)!r} does not exist; create it first")
+    entries = [{"name": name, "data": ms.Tensor(np.ascontiguousarray(array))}
+               for name, array in parameters.items()]
+    save_checkpoint_atomic(entries, path)
+
+
+def convert_checkpoint(input_path: str | os.PathLike, output_path: str | os.PathLike, net_name: str,
+                       cov_dim: int | None = None, class_num: int | None = None,
+                       trust_pickle: bool = False) -> dict[str, np.ndarray]:
+    """Read a PyTorch DropCov checkpoint, map it onto ``net_name`` (arch_style torch), write ``.ckpt``.
+
+    ``cov_dim``/``class_num`` default to the checkpoint's; given values must match it. Returns the
+    converted parameters (MindSpore name -> float32 array).
+    """
+    block_kind(net_name)  # unknown net_name -> DropCovError before the (slow) load
+    state_dict = load_torch_state_dict(input_path, trust_pickle=trust_pickle)
+    found_cov_dim, found_class_num = infer_head_sizes(state_dict)
+    cov_dim = cov_dim if cov_dim is not None else found_cov_dim
+    class_num = class_num if class_num is not None else found_class_num
+    if cov_dim is None or class_num is None:
+        raise DropCovError(f"{input_path}: no layer_reduce.weight / fc.weight, so not a DropCov checkpoint "
+                           f"of the authors' PyTorch code")
+    shapes = target_parameter_shapes(net_name, cov_dim, class_num)
+    parameters = convert_torch_state_dict(state_dict, net_name, shapes, source=str(input_path))
+    save_mindspore_checkpoint(parameters, output_path)
+    logger.info("wrote %s: %d parameters of %s + DropCov (cov_dim %d, %d classes, arch_style torch)",
+                output_path, len(parameters), net_name, cov_dim, class_num)
+    return parameters
+
+
+def _config_values(config_path: str) -> dict[str, Any]:
+    """net_name / cov_dim / class_num of a YAML config (validated by ``src.config``); other keys unused."""
+    from src.config import SCHEMA, coerce_value, read_yaml_config
+
+    values, _, _ = read_yaml_config(config_path)
+    arch_style = values.get("arch_style", SCHEMA["arch_style"].default)
+    if arch_style != "torch":
+        raise DropCovError(f"{config_path}: arch_style is {arch_style!r}; converted PyTorch checkpoints need "
+                           f"arch_style torch (use a *_dropcov_torch_config.yaml)")
+    if values.get("head", "dropcov") != "dropcov":
+        raise DropCovError(f"{config_path}: head is {values['head']!r}; PyTorch DropCov checkpoints need "
+                           f"head dropcov")
+    return {key: coerce_value(key, values[key], SCHEMA[key], config_path)
+            for key in ("net_name", "cov_dim", "class_num") if key in values}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m src.tools.convert_torch",
+        description="Convert an authors' PyTorch DropCov checkpoint (.pth/.pth.tar) to a MindSpore .ckpt "
+                    "for the arch_style torch network.")
+    parser.add_argument("input", help="PyTorch checkpoint: a state dict, or one under 'state_dict'/'model'")
+    parser.add_argument("output", help="MindSpore checkpoint to write (.ckpt)")
+    parser.add_argument("--config_path", default=None,
+                        help="YAML config to take net_name/cov_dim/class_num from (options below override it)")
+    parser.add_argument("--net_name", choices=NET_NAMES, default=None, help="backbone of the checkpoint")
+    parser.add_argument("--cov_dim", type=int, default=None,
+                        help="covariance width (default: the checkpoint's, 256 for the authors' models)")
+    parser.add_argument("--class_num", type=int, default=None,
+                        help="classes (default: the checkpoint's, 1000 for the authors' models)")
+    parser.add_argument("--trust_pickle", action="store_true",
+                        help="let torch.load unpickle arbitrary objects (only for files you trust)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 on success, 1 on a DropCovError)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        options = _config_values(args.config_path) if args.config_path else {}
+        for key in ("net_name", "cov_dim", "class_num"):
+            if getattr(args, key) is not None:
+                options[key] = getattr(args, key)
+        if "net_name" not in options:
+            raise DropCovError("no net_name: pass --net_name (resnet18/34/50/101/152) or --config_path")
+        convert_checkpoint(args.input, args.output, options["net_name"], cov_dim=options.get("cov_dim"),
+                           class_num=options.get("class_num"), trust_pickle=args.trust_pickle)
+    except DropCovError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
