@@ -146,3 +146,16 @@ def test_published_recipe_values():
         assert (config.label_smooth_factor, config.momentum, config.weight_decay) == (0.1, 0.9, 1e-4)
         assert (config.loss_scale, config.loss_scale_type, config.amp_level) == (1024.0, "fixed", "O2")
         assert (config.device_target, config.mode_name, config.head, config.cov_dim) == ("GPU", "GRAPH_MODE", "dropcov", 128)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_configs_build_their_model(path):
+    from src.models import create_model
+    from src.tools.model_info import model_kwargs_from_config
+
+    config, _ = load_config(["--config_path", str(path)])
+    net = create_model(config.net_name, **model_kwargs_from_config(config))
+    fc_weight = next(p for p in net.get_parameters() if p.name == "fc.weight")
+    assert fc_weight.shape[0] == config.class_num
+    if config.head == "dropcov":
+        assert fc_weight.shape[1] == config.cov_dim * (config.cov_dim + 1) // 2
