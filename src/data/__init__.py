@@ -1,0 +1,76 @@
+"""Dataset pipelines: ImageNet-style image folders and binary CIFAR-10, behind one factory.
+
+Importing this package does no work and does not import MindSpore (the builders import it when
+called), so the dataset tools stay light.
+"""
+from __future__ import annotations
+
+import importlib
+
+from src.data.bundle import DatasetBundle
+from src.data.checks import resolve_split_folder
+from src.data.decode import pipeline_error_to_dropcov, pipeline_errors_as_dropcov
+from src.data.labels import CLASS_INDICES_FILE, read_class_indices, write_class_indices
+from src.errors import DropCovError
+
+__all__ = ["CLASS_INDICES_FILE", "DatasetBundle", "create_dataset", "list_datasets", "pipeline_error_to_dropcov",
+           "pipeline_errors_as_dropcov", "read_class_indices", "resolve_split_folder", "write_class_indices"]
+
+# dataset name -> (module, builder); imported on use so that MindSpore loads only when a pipeline is built.
+_BUILDERS = {
+    "imagenet": ("src.data.imagenet", "create_imagenet_dataset"),
+    "cifar10": ("src.data.cifar10", "create_cifar10_dataset"),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`create_dataset` (the ``dataset`` config key)."""
+    return sorted(_BUILDERS)
+
+
+def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, image_size: int,
+                   num_parallel_workers: int = 8, num_shards: int = 1, shard_id: int = 0, seed: int = 1,
+                   eval_dataset_path: str = "", safe_decode: bool = True,
+                   check_headers: bool = True) -> DatasetBundle:
+    """Build a batched train or evaluation pipeline.
+
+    Args:
+        dataset: "imagenet" (a folder of class folders, ImageNet layout; also the digits demo data) or
+            "cifar10" (binary CIFAR-10).
+        data_path: dataset root holding ``train/`` and ``val/`` (or a folder of class folders; for
+            CIFAR-10 the folder of the ``.bin`` files).
+        split: "train" (shuffled, sharded, last partial batch dropped) or "val" (in order, every image
+            exactly once across the ``num_shards`` ranks, last partial batch kept).
+        batch_size: images per batch on this rank.
+        image_size: output side length (train crop / eval centre crop; CIFAR-10 resizes when not 32).
+        num_parallel_workers: data-loading threads, capped at the machine's core count.
+        num_shards: number of ranks reading the dataset; shard_id: this rank (0-based).
+        seed: dataset seed (shuffle and augmentation); must be the same on every rank.
+        eval_dataset_path: for "val", a folder that replaces ``data_path/val``.
+        safe_decode: image folders only: decode with Pillow so a damaged file stops the run with its
+            name (MindSpore's decoder can crash or hang on one); False uses MindSpore's fused decode ops.
+        check_headers: image folders only: read the first bytes of this rank's files before starting,
+            so a non-image file fails at once.
+
+    Returns:
+        DatasetBundle with ``.dataset`` (yielding float32 (B, 3, S, S) images and int32 labels),
+        ``.num_images`` (this shard), ``.total_images``, ``.class_names``, ``.steps_per_epoch``.
+
+    Raises:
+        DropCovError: missing folders, empty classes, non-image files, bad sizes or shard layout.
+
+    Example:
+        >>> bundle = create_dataset("imagenet", "/data/imagenet", "val", batch_size=64, image_size=224,
+        ...                         num_shards=4, shard_id=rank)
+        >>> for images, labels in bundle.dataset.create_tuple_iterator(num_epochs=1):
+        ...     ...
+    """
+    if dataset not in _BUILDERS:
+        raise DropCovError(f"unknown dataset {dataset!r}: use one of {', '.join(list_datasets())}")
+    module_name, builder_name = _BUILDERS[dataset]
+    builder = getattr(importlib.import_module(module_name), builder_name)
+    options = dict(num_parallel_workers=num_parallel_workers, num_shards=num_shards, shard_id=shard_id,
+                   seed=seed, eval_dataset_path=eval_dataset_path)
+    if dataset == "imagenet":
+        options.update(safe_decode=safe_decode, check_headers=check_headers)
+    return builder(data_path, split, batch_size, image_size, **options)

@@ -1,0 +1,211 @@
+"""Cheap checks on a dataset folder, run before training so bad data fails early with one line.
+
+Layout (ImageNet style)::
+
+    DATA_PATH/train/<class>/<image>      DATA_PATH/val/<class>/<image>
+
+or a folder that itself holds the class folders. Labels are the indices of the sorted class-folder
+names. Everything here works from directory listings and the first bytes of each file: it never
+decodes an image (``src.data.verify`` does that) and never imports MindSpore.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+from src.errors import DropCovError
+
+logger = logging.getLogger(__name__)
+
+#: File extensions taken as images (compared case-insensitively).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+#: Folder name of each split under ``data_path``.
+SPLIT_FOLDERS = {"train": "train", "val": "val", "eval": "val"}
+
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"))
+
+
+@dataclass(frozen=True)
+class ImageFolderListing:
+    """The images of one split folder, in the order the pipelines read them.
+
+    ``files`` are sorted by class (sorted folder names) then by file name, matching MindSpore's
+    ``ImageFolderDataset`` order; ``labels[i]`` is the class index of ``files[i]``.
+    """
+
+    folder: str
+    class_names: tuple[str, ...]
+    files: tuple[str, ...]
+    labels: tuple[int, ...]
+
+    @property
+    def extensions(self) -> list[str]:
+        """The exact (case-preserving) extensions present, for ``ImageFolderDataset(extensions=...)``."""
+        return sorted({os.path.splitext(path)[1] for path in self.files})
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def is_image_name(name: str) -> bool:
+    """True when ``name`` has one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _class_folders(folder: str) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries if entry.is_dir())
+
+
+def _holds_class_folders(folder: str) -> bool:
+    """True when some sub-folder of ``folder`` directly holds an image file."""
+    for name in _class_folders(folder):
+        with os.scandir(os.path.join(folder, name)) as entries:
+            if any(entry.is_file() and is_image_name(entry.name) for entry in entries):
+                return True
+    return False
+
+
+def resolve_split_folder(data_path: str, split: str, eval_dataset_path: str = "") -> str:
+    """The folder holding the class folders of ``split`` ("train" or "val").
+
+    ``data_path/train`` or ``data_path/val`` when present; ``data_path`` itself when it directly holds
+    class folders (and has neither ``train/`` nor ``val/``). For "val", a non-empty
+    ``eval_dataset_path`` overrides the folder. Raises :class:`DropCovError` naming the path otherwise.
+    """
+    if split not in SPLIT_FOLDERS:
+        raise DropCovError(f"unknown dataset split {split!r}: use one of {sorted(SPLIT_FOLDERS)}")
+    subfolder = SPLIT_FOLDERS[split]
+    if subfolder == "val" and eval_dataset_path:
+        if not os.path.isdir(eval_dataset_path):
+            raise DropCovError(f"eval_dataset_path {eval_dataset_path} is not a folder: point --eval_dataset_path "
+                               "at a folder of class folders (or leave it empty to use DATA_PATH/val)")
+        return eval_dataset_path
+    if not data_path:
+        raise DropCovError("data_path is empty: set --data_path to the dataset folder (holding train/ and val/)")
+    if not os.path.isdir(data_path):
+        what = "is not a folder" if os.path.exists(data_path) else "does not exist"
+        raise DropCovError(f"dataset folder {data_path} {what}: set --data_path to the folder holding train/ and val/")
+    candidate = os.path.join(data_path, subfolder)
+    if os.path.isdir(candidate):
+        return candidate
+    has_split_folders = any(os.path.isdir(os.path.join(data_path, name)) for name in ("train", "val"))
+    if not has_split_folders and _holds_class_folders(data_path):
+        logger.info("%s has no %s/ folder but holds class folders: using it as the %s split",
+                    data_path, subfolder, split)
+        return data_path
+    raise DropCovError(f"missing {subfolder}/ in {data_path}: expected {candidate} with one folder per class "
+                       "(or point --data_path at a folder of class folders)")
+
+
+def scan_image_folder(folder: str) -> ImageFolderListing:
+    """List the images of a split folder and check its structure (no file is opened).
+
+    Raises :class:`DropCovError` for: a missing folder, no class folders, an empty class folder, or a
+    file whose extension is not in :data:`IMAGE_EXTENSIONS` (sub-folders inside class folders are
+    ignored, as ``ImageFolderDataset`` does).
+    """
+    if not os.path.isdir(folder):
+        raise DropCovError(f"dataset folder {folder} does not exist")
+    class_names = _class_folders(folder)
+    if not class_names:
+        raise DropCovError(f"no class folders in {folder}: expected one sub-folder per class holding its images")
+    files: list[str] = []
+    labels: list[int] = []
+    non_images: list[str] = []
+    for label, name in enumerate(class_names):
+        class_folder = os.path.join(folder, name)
+        with os.scandir(class_folder) as entries:
+            names = sorted(entry.name for entry in entries if entry.is_file())
+        images = [item for item in names if is_image_name(item)]
+        non_images.extend(os.path.join(class_folder, item) for item in names if not is_image_name(item))
+        if not names:
+            raise DropCovError(f"class folder {class_folder} is empty: add its images or remove the folder")
+        files.extend(os.path.join(class_folder, item) for item in images)
+        labels.extend([label] * len(images))
+    if non_images:
+        more = f" (and {len(non_images) - 1} more)" if len(non_images) > 1 else ""
+        raise DropCovError(f"{non_images[0]} is not an image{more}: only {', '.join(IMAGE_EXTENSIONS)} files "
+                           "may sit in class folders; move other files out")
+    return ImageFolderListing(folder, tuple(class_names), tuple(files), tuple(labels))
+
+
+def image_header_problem(path: str) -> str | None:
+    """Why ``path`` is not a JPEG/PNG/BMP file judging by its first bytes, or None when it looks fine."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if not head:
+        return "is an empty file"
+    if any(head.startswith(magic) for magic, _ in _MAGIC):
+        return None
+    return f"is not a JPEG, PNG or BMP image (starts with bytes {head[:8].hex()})"
+
+
+def check_image_headers(files: Sequence[str], num_workers: int = 8) -> None:
+    """Read the first bytes of every file (in threads) and raise for the first that is not an image.
+
+    Cost: one open and a 16-byte read per file. The message names the bad file and how many others failed.
+    """
+    if not files:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        problems = [(path, problem) for path, problem in zip(files, pool.map(image_header_problem, files,
+                                                                             chunksize=256)) if problem]
+    if problems:
+        path, problem = problems[0]
+        more = f" ({len(problems) - 1} more bad files; list them with python -m src.tools.verify_dataset)" \
+            if len(problems) > 1 else ""
+        raise DropCovError(f"{path} {problem}: remove or replace it{more}")
+
+
+# CIFAR-10, binary version (cifar-10-batches-bin): files of 10,000 records of 1 label byte + 3,072 pixel bytes.
+CIFAR10_RECORD_BYTES = 1 + 3 * 32 * 32
+CIFAR10_RECORDS_PER_FILE = 10000
+CIFAR10_FILE_BYTES = CIFAR10_RECORD_BYTES * CIFAR10_RECORDS_PER_FILE
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_SUBFOLDER = "cifar-10-batches-bin"
+CIFAR10_FILE_PATTERNS = {"train": re.compile(r"^data_batch_\d+\.bin$"), "val": re.compile(r"^test_batch\.bin$")}
+
+
+def resolve_cifar10_folder(data_path: str, split: str, eval_dataset_path: str = "") -> str:
+    """The folder holding the CIFAR-10 ``.bin`` files: ``data_path`` (or ``eval_dataset_path`` for "val"),
+    or its ``cifar-10-batches-bin`` sub-folder."""
+    folder = eval_dataset_path if SPLIT_FOLDERS.get(split) == "val" and eval_dataset_path else data_path
+    if not folder or not os.path.isdir(folder):
+        raise DropCovError(f"CIFAR-10 folder {folder or '(empty data_path)'} does not exist: set --data_path to "
+                           f"the {CIFAR10_SUBFOLDER} folder of the binary CIFAR-10 download")
+    nested = os.path.join(folder, CIFAR10_SUBFOLDER)
+    return nested if os.path.isdir(nested) else folder
+
+
+def cifar10_files(folder: str, split: str) -> list[str]:
+    """The ``.bin`` files of ``split`` in ``folder`` (``data_batch_*.bin`` / ``test_batch.bin``), size-checked."""
+    pattern = CIFAR10_FILE_PATTERNS[SPLIT_FOLDERS[split]]
+    files = sorted(os.path.join(folder, name) for name in os.listdir(folder) if pattern.match(name))
+    if not files:
+        wanted = "data_batch_1.bin .. data_batch_5.bin" if split == "train" else "test_batch.bin"
+        raise DropCovError(f"missing CIFAR-10 {split} files in {folder}: expected {wanted} (binary version)")
+    for path in files:
+        size = os.path.getsize(path)
+        if size != CIFAR10_FILE_BYTES:
+            raise DropCovError(f"{path} has {size} bytes, not {CIFAR10_FILE_BYTES} (10,000 records of "
+                               f"{CIFAR10_RECORD_BYTES} bytes): re-download the binary CIFAR-10")
+    return files
+
+
+def cifar10_class_names(folder: str) -> tuple[str, ...]:
+    """Class names from ``batches.meta.txt`` when it lists 10, else the standard CIFAR-10 names."""
+    meta = os.path.join(folder, "batches.meta.txt")
+    if os.path.isfile(meta):
+        with open(meta, encoding="utf-8") as handle:
+            names = tuple(line.strip() for line in handle if line.strip())
+        if len(names) == len(CIFAR10_CLASSES):
+            return names
+    return CIFAR10_CLASSES

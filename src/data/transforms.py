@@ -1,0 +1,92 @@
+"""Per-image transforms of the pipelines (MindSpore ``dataset.vision`` operations).
+
+ImageNet (REFERENCE.md), on uint8 HWC RGB images::
+
+    train: RandomCropDecodeResize(size, scale=(0.08, 1), ratio=(3/4, 4/3)), RandomHorizontalFlip
+    eval:  Decode, Resize(int(size / 0.875)) on the shorter side (256 for 224), CenterCrop(size)
+    both:  Normalize(mean=[0.485, 0.456, 0.406]*255, std=[0.229, 0.224, 0.225]*255), HWC2CHW
+           -> float32 (3, size, size); labels int32
+
+``RandomCropDecodeResize`` is MindSpore's fused form of ``Decode`` + ``RandomResizedCrop`` (same
+crop sampling, bilinear). With ``safe_decode=True`` (the default) the decode step is
+:func:`src.data.decode.decode_image` (Pillow, same pixels as ``Decode``) followed by
+``RandomResizedCrop`` / ``Resize``: a damaged file then stops the run with its name instead of
+crashing or hanging MindSpore's decoder (see :mod:`src.data.decode`). ``safe_decode=False`` uses the
+fused MindSpore operations exactly; use it only on data checked with ``src.tools.verify_dataset``.
+
+CIFAR-10 (the usual recipe): RandomCrop(32, padding 4), RandomHorizontalFlip for training; optional
+Resize to ``image_size``; Normalize with the CIFAR-10 mean/std (x255), HWC2CHW.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from src.data.decode import decode_image
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+CIFAR10_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
+CIFAR10_STD = (0.2023 * 255, 0.1994 * 255, 0.2010 * 255)
+TRAIN_CROP_SCALE = (0.08, 1.0)
+TRAIN_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+EVAL_CROP_FRACTION = 0.875
+CIFAR10_IMAGE_SIZE = 32
+CIFAR10_PADDING = 4
+
+
+def eval_resize_size(image_size: int) -> int:
+    """Shorter-side length before the evaluation centre crop: ``int(image_size / 0.875)`` (224 -> 256)."""
+    return int(image_size / EVAL_CROP_FRACTION)
+
+
+def _normalize_to_chw(mean: tuple[float, ...], std: tuple[float, ...]) -> list[Any]:
+    import mindspore.dataset.vision as vision
+
+    return [vision.Normalize(mean=list(mean), std=list(std)), vision.HWC2CHW()]
+
+
+def imagenet_train_operations(image_size: int, safe_decode: bool = True) -> list[Any]:
+    """Encoded image bytes -> float32 (3, image_size, image_size): random resized crop, flip, normalise."""
+    import mindspore.dataset.vision as vision
+
+    if safe_decode:
+        crop = [decode_image, vision.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO)]
+    else:
+        crop = [vision.RandomCropDecodeResize(image_size, scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO)]
+    return crop + [vision.RandomHorizontalFlip()] + _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
+
+
+def imagenet_eval_operations(image_size: int, safe_decode: bool = True) -> list[Any]:
+    """Encoded image bytes -> float32 (3, image_size, image_size): shorter side to size/0.875, centre crop."""
+    import mindspore.dataset.vision as vision
+
+    decode = decode_image if safe_decode else vision.Decode()
+    return [decode, vision.Resize(eval_resize_size(image_size)), vision.CenterCrop(image_size)] + \
+        _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
+
+
+def cifar10_train_operations(image_size: int = CIFAR10_IMAGE_SIZE) -> list[Any]:
+    """uint8 (32, 32, 3) -> float32 (3, image_size, image_size): padded random crop, flip, normalise."""
+    import mindspore.dataset.vision as vision
+
+    operations = [vision.RandomCrop(CIFAR10_IMAGE_SIZE, padding=CIFAR10_PADDING), vision.RandomHorizontalFlip()]
+    return operations + _cifar10_resize(image_size) + _normalize_to_chw(CIFAR10_MEAN, CIFAR10_STD)
+
+
+def cifar10_eval_operations(image_size: int = CIFAR10_IMAGE_SIZE) -> list[Any]:
+    """uint8 (32, 32, 3) -> float32 (3, image_size, image_size): resize if needed, normalise."""
+    return _cifar10_resize(image_size) + _normalize_to_chw(CIFAR10_MEAN, CIFAR10_STD)
+
+
+def _cifar10_resize(image_size: int) -> list[Any]:
+    import mindspore.dataset.vision as vision
+
+    return [] if image_size == CIFAR10_IMAGE_SIZE else [vision.Resize((image_size, image_size))]
+
+
+def label_operations() -> list[Any]:
+    """Labels -> int32 (the loss and the metrics expect int32)."""
+    import mindspore
+    import mindspore.dataset.transforms as transforms
+
+    return [transforms.TypeCast(mindspore.int32)]

@@ -1,0 +1,189 @@
+"""Transforms against independent Pillow + numpy computations (REFERENCE.md recipe)."""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.data import create_dataset
+from src.data.decode import decode_image
+from src.data.transforms import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    cifar10_eval_operations,
+    cifar10_train_operations,
+    eval_resize_size,
+    imagenet_train_operations,
+)
+
+
+def compose(operations):
+    """Apply deterministic ``operations`` eagerly to one image."""
+    import mindspore.dataset.transforms as transforms
+
+    return transforms.Compose(operations)
+
+
+def through_pipeline(operations, images: np.ndarray) -> np.ndarray:
+    """Run ``operations`` over ``images`` (N, H, W, 3) in a pipeline (random ones draw afresh per image)."""
+    import mindspore.dataset as ds
+
+    dataset = ds.NumpySlicesDataset({"image": images}, shuffle=False).map(operations, input_columns="image")
+    return np.stack([row["image"] for row in dataset.create_dict_iterator(output_numpy=True, num_epochs=1)])
+
+
+def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour ramps plus noise: uint8 (H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = np.stack([128 + 100 * np.sin(x / 5), 128 + 90 * np.cos(y / 4), 4 * (x + y)], axis=-1)
+    return np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+
+
+def encode(array: np.ndarray, fmt: str, **options) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **options)
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+
+
+def bilinear_resize(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Bilinear resize with pixel-centre alignment and edge clamping (OpenCV INTER_LINEAR), float64."""
+
+    def axis_weights(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        source = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+        low = np.floor(source).astype(int)
+        frac = source - low
+        frac[low < 0] = 0.0
+        low[low < 0] = 0
+        top = low >= size_in - 1
+        frac[top] = 0.0
+        low[top] = size_in - 1
+        return low, np.minimum(low + 1, size_in - 1), frac
+
+    image = image.astype(np.float64)
+    r0, r1, fy = axis_weights(image.shape[0], out_h)
+    rows = image[r0] * (1 - fy)[:, None, None] + image[r1] * fy[:, None, None]
+    c0, c1, fx = axis_weights(image.shape[1], out_w)
+    return rows[:, c0] * (1 - fx)[None, :, None] + rows[:, c1] * fx[None, :, None]
+
+
+def expected_eval(image: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to int(size/0.875) (long side truncated), centre crop (offset floored), normalise, CHW."""
+    height, width = image.shape[:2]
+    short = eval_resize_size(size)
+    if height <= width:
+        out_h, out_w = short, int(short * width / height)
+    else:
+        out_h, out_w = int(short * height / width), short
+    resized = np.rint(bilinear_resize(image, out_h, out_w))
+    top, left = (out_h - size) // 2, (out_w - size) // 2
+    crop = resized[top:top + size, left:left + size]
+    return ((crop - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
+
+
+def test_eval_resize_size_matches_the_recipe():
+    assert eval_resize_size(224) == 256
+    assert eval_resize_size(32) == 36
+
+
+def test_decode_image_matches_mindspore_decode():
+    import mindspore.dataset.vision as vision
+
+    colour = natural_image(37, 45)
+    samples = [encode(colour, "JPEG", quality=90), encode(colour, "JPEG", quality=75, subsampling=0),
+               encode(colour, "PNG"), encode(colour[:, :, 0], "JPEG"),
+               encode(np.dstack([colour, np.full(colour.shape[:2], 7, np.uint8)]), "PNG")]
+    for encoded in samples:
+        ours = decode_image(encoded)
+        assert ours.dtype == np.uint8 and ours.shape == (37, 45, 3)
+        np.testing.assert_array_equal(ours, vision.Decode()(encoded))
+    np.testing.assert_array_equal(decode_image(samples[2]), colour)
+    with pytest.raises(ValueError, match="cannot decode image"):
+        decode_image(samples[0][: len(samples[0]) // 2])
+
+
+@pytest.mark.parametrize("height,width,size", [(37, 45, 24), (50, 29, 16), (30, 30, 24)])
+def test_eval_pipeline_matches_numpy(tmp_path, height, width, size):
+    image = natural_image(height, width, seed=height)
+    os.makedirs(tmp_path / "val" / "a")
+    Image.fromarray(image).save(tmp_path / "val" / "a" / "x.png")
+    bundle = create_dataset("imagenet", str(tmp_path), "val", batch_size=1, image_size=size, num_parallel_workers=1)
+    (output, label), = bundle.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
+    assert output.shape == (1, 3, size, size) and output.dtype == np.float32 and label.tolist() == [0]
+    expected = expected_eval(image, size)
+    # one grey level of rounding in the fixed-point bilinear filter
+    np.testing.assert_allclose(output[0], expected, atol=1.0 / min(IMAGENET_STD) + 1e-5)
+    assert np.mean(np.abs(output[0] - expected)) < 0.2 / min(IMAGENET_STD)
+
+
+def test_eval_pipeline_same_with_mindspore_decode(tmp_path):
+    os.makedirs(tmp_path / "a")
+    for k in range(3):
+        with open(tmp_path / "a" / f"{k}.jpg", "wb") as handle:
+            handle.write(encode(natural_image(40 + k, 33, seed=k), "JPEG", quality=85).tobytes())
+    outputs = []
+    for safe in (True, False):
+        bundle = create_dataset("imagenet", str(tmp_path), "val", batch_size=3, image_size=24, safe_decode=safe)
+        (images, _), = bundle.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
+        outputs.append(images)
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_train_pipeline_crops_flips_and_normalises(tmp_path):
+    """A left-to-right ramp stays monotonic under any crop: increasing unflipped, decreasing flipped.
+
+    (Eager random operations repeat one draw once a dataset seed is set, so this runs the pipeline.)
+    """
+    crop = [op for op in imagenet_train_operations(16) if type(op).__name__ == "RandomResizedCrop"][0]
+    assert tuple(crop.scale) == (0.08, 1.0) and np.allclose(crop.ratio, (3 / 4, 4 / 3))
+    ramp = np.repeat(np.repeat(np.linspace(0, 255, 64).astype(np.uint8)[None, :, None], 48, 0), 3, 2)
+    os.makedirs(tmp_path / "train" / "a")
+    for k in range(30):
+        Image.fromarray(ramp).save(tmp_path / "train" / "a" / f"{k:02d}.png")
+    bundle = create_dataset("imagenet", str(tmp_path), "train", batch_size=5, image_size=16, num_parallel_workers=2)
+    increasing = decreasing = 0
+    widths = set()
+    for images, _ in bundle.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
+        assert images.shape == (5, 3, 16, 16) and images.dtype == np.float32
+        pixels = images * np.array(IMAGENET_STD)[:, None, None] + np.array(IMAGENET_MEAN)[:, None, None]
+        assert pixels.min() > -0.5 and pixels.max() < 255.5
+        for profile in pixels[:, 0].mean(axis=1):
+            steps = np.diff(profile)
+            increasing += bool(np.all(steps >= -1e-3))
+            decreasing += bool(np.all(steps <= 1e-3))
+            widths.add(round(float(abs(profile[-1] - profile[0])), 1))
+    assert increasing >= 5 and decreasing >= 5 and increasing + decreasing == 30
+    assert len(widths) > 10  # crops of many sizes
+
+
+def test_cifar10_eval_normalises_exactly():
+    image = natural_image(32, 32)
+    output = compose(cifar10_eval_operations(32))(image)
+    expected = ((image - np.array(CIFAR10_MEAN)) / np.array(CIFAR10_STD)).transpose(2, 0, 1)
+    assert output.shape == (3, 32, 32) and output.dtype == np.float32
+    np.testing.assert_allclose(output, expected, rtol=1e-6, atol=1e-5)
+    assert compose(cifar10_eval_operations(40))(image).shape == (3, 40, 40)
+
+
+def test_cifar10_train_is_a_padded_crop_maybe_flipped():
+    image = natural_image(32, 32, seed=5)
+    padded = np.pad(image, ((4, 4), (4, 4), (0, 0))).astype(np.float64)
+    windows = [padded[top:top + 32, left:left + 32] for top in range(9) for left in range(9)]
+    candidates = np.stack(windows + [window[:, ::-1] for window in windows])
+    outputs = through_pipeline(cifar10_train_operations(32), np.stack([image] * 20))
+    assert outputs.shape == (20, 3, 32, 32) and outputs.dtype == np.float32
+    flipped = 0
+    matches = set()
+    for output in outputs.astype(np.float64):
+        pixels = output.transpose(1, 2, 0) * np.array(CIFAR10_STD) + np.array(CIFAR10_MEAN)
+        errors = np.abs(candidates - pixels).reshape(len(candidates), -1).max(axis=1)
+        match = int(np.argmin(errors))
+        assert errors[match] < 1e-3
+        flipped += match >= len(windows)
+        matches.add(match % len(windows))
+    assert 0 < flipped < 20 and len(matches) > 3
