@@ -13,6 +13,7 @@ from src.models.gcp import (
     covariance_pool,
     isqrt,
     upper_triangle,
+    upper_triangle_index,
 )
 
 
@@ -73,7 +74,7 @@ def test_covariance_of_float16_input_is_float32_without_overflow():
 def test_upper_triangle_order_is_row_major_with_diagonal():
     dim = 4
     m = np.arange(2 * dim * dim, dtype=np.float32).reshape(2, dim, dim)
-    got = _Fn(upper_triangle)(Tensor(m)).asnumpy()
+    got = _Fn(upper_triangle)(Tensor(m), upper_triangle_index(dim)).asnumpy()
     rows, cols = np.triu_indices(dim)
     assert got.shape == (2, dim * (dim + 1) // 2)
     np.testing.assert_array_equal(got, m[:, rows, cols])
@@ -88,7 +89,7 @@ def test_upper_triangle_gradient_scatters_back_to_the_triangle():
 
     class Loss(nn.Cell):
         def construct(self, m, w):
-            return (upper_triangle(m) * w).sum()
+            return (upper_triangle(m, upper_triangle_index(dim)) * w).sum()
 
     grad = ms.grad(Loss(), grad_position=0)(Tensor(m), Tensor(weights)).asnumpy()
     expected = np.zeros_like(m)
@@ -202,7 +203,7 @@ def test_functions_also_run_in_pynative_mode():
     try:
         x = np.random.default_rng(10).random((2, 4, 3, 3)).astype(np.float32)
         sigma = covariance_pool(Tensor(x))
-        vector = upper_triangle(isqrt(sigma, 3)).asnumpy()
+        vector = upper_triangle(isqrt(sigma, 3), upper_triangle_index(4)).asnumpy()
         rows, cols = np.triu_indices(4)
         np.testing.assert_allclose(vector, _newton_schulz_np(_covariance_np(x), 3)[:, rows, cols],
                                    rtol=1e-4, atol=1e-5)

@@ -10,7 +10,14 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, XavierUniform
 
-from .gcp import adaptive_drop_rate, channel_dropout, covariance_pool, isqrt, upper_triangle
+from .gcp import (
+    adaptive_drop_rate,
+    channel_dropout,
+    covariance_pool,
+    isqrt,
+    upper_triangle,
+    upper_triangle_index,
+)
 
 POST_NORMS = ("none", "isqrt")
 
@@ -59,16 +66,17 @@ class CovarianceRepresentation(nn.Cell):
     itself, so the result stays float32 even when AMP (O2/O3) re-flags the whole network float16.
     """
 
-    def __init__(self, post_norm: str = "none", isqrt_iters: int = 5) -> None:
+    def __init__(self, cov_dim: int, post_norm: str = "none", isqrt_iters: int = 5) -> None:
         super().__init__()
         self.use_isqrt = post_norm == "isqrt"
         self.isqrt_iters = isqrt_iters
+        self.triangle_index = upper_triangle_index(cov_dim)
 
     def construct(self, x: Tensor) -> Tensor:
         sigma = covariance_pool(x)
         if self.use_isqrt:
             sigma = isqrt(sigma, self.isqrt_iters)
-        return upper_triangle(sigma)
+        return upper_triangle(sigma, self.triangle_index)
 
 
 class DropCovHead(nn.Cell):
@@ -107,7 +115,7 @@ class DropCovHead(nn.Cell):
         self.relu = nn.ReLU()
         self.fc = classifier(triangle_size(cov_dim), num_classes)
         self.eca_layer = ChannelWeights()
-        self.representation = CovarianceRepresentation(post_norm, isqrt_iters).to_float(ms.float32)
+        self.representation = CovarianceRepresentation(cov_dim, post_norm, isqrt_iters).to_float(ms.float32)
         self.set_train(False)  # a new Cell has phase 'train' with training False: keep them consistent
 
     def reduce(self, x: Tensor) -> Tensor:

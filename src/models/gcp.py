@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor, ops
 
 COSINE_EPS = 1e-8
@@ -76,22 +77,32 @@ def isqrt(sigma: Tensor, iters: int = 5) -> Tensor:
     return y * ops.sqrt(trace)
 
 
-def upper_triangle(m: Tensor) -> Tensor:
+def upper_triangle_index(dim: int) -> Tensor:
+    """Flat indices ``i * d + j`` of the pairs ``i <= j`` of a ``d x d`` matrix, row-major (int32, constant).
+
+    Built once with NumPy when the network is constructed, so the graph holds a constant instead of a
+    ``TriuIndices`` operator (which MindSpore cannot export to ONNX).
+    """
+    rows, cols = np.triu_indices(dim)
+    return Tensor((rows * dim + cols).astype(np.int32))
+
+
+def upper_triangle(m: Tensor, flat_index: Tensor) -> Tensor:
     """Vectorise the upper triangle (diagonal included) of square matrices, row-major.
 
     Output element ``t`` is ``m[:, i, j]`` for the t-th pair ``(i, j)`` with ``i <= j``, ``i`` outer:
-    ``(0,0), (0,1), ..., (0,d-1), (1,1), ..., (d-1,d-1)``. Implemented as a gather with a constant
-    index, so its gradient scatters back to the same entries (zero below the diagonal).
+    ``(0,0), (0,1), ..., (0,d-1), (1,1), ..., (d-1,d-1)``. Implemented as a gather with the constant
+    index of :func:`upper_triangle_index`, so its gradient scatters back to the same entries (zero
+    below the diagonal).
 
     Args:
         m: ``(B, d, d)``.
+        flat_index: ``upper_triangle_index(d)``.
 
     Returns:
         ``(B, d(d+1)/2)``, same dtype as ``m``.
     """
     batch, dim = m.shape[0], m.shape[-1]
-    rows_cols = ops.triu_indices(dim, dim, 0)
-    flat_index = rows_cols[0] * dim + rows_cols[1]
     return ops.gather(m.reshape(batch, dim * dim), flat_index, 1)
 
 
