@@ -221,3 +221,17 @@ def test_model_info_command_prints_a_row_and_the_table(capsys):
     assert len(table) == 7 and table[2].split()[:2] == ["resnet18", "dropcov"]
     assert model_info.main(["--net_name", "resnet5"]) == 2
     assert "did you mean 'resnet50'" in capsys.readouterr().err
+
+
+def test_basic_stem_pool_equals_zero_pad_then_valid_pool():
+    """The R18/34 stem pools with padding 1 inside MaxPool2d; on post-ReLU input that equals the
+    original network's explicit zero pad followed by a 'valid' 3x3/2 max-pool (checked with numpy)."""
+    net = create_model("resnet18", num_classes=10)
+    pool = next(cell for name, cell in net.cells_and_names() if name.endswith("maxpool"))
+    x = np.maximum(np.random.default_rng(0).standard_normal((2, 64, 9, 9)), 0).astype(np.float32)
+    got = pool(Tensor(x)).asnumpy()
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = (padded.shape[2] - 3) // 2 + 1
+    windows = np.stack([padded[:, :, i:i + 2 * out - 1:2, j:j + 2 * out - 1:2]
+                        for i in range(3) for j in range(3)])
+    np.testing.assert_array_equal(got, windows.max(axis=0))
