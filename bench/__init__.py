@@ -1,0 +1,1 @@
+"""Benchmarks of dropcov-mindspore: ``python bench/run_all.py`` runs them all (see docs/BENCHMARKS.md)."""

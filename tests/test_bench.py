@@ -1,0 +1,164 @@
+"""The benchmark code runs at tiny sizes and writes well-formed results (no timing is asserted)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+from bench import report
+from bench.common import REPO_ROOT, run_worker, step_statistics, training_gflop_per_image, worker_environment
+from bench.machine import describe_machine, summary_line
+from bench.pipeline import generate_imagenet_like
+
+
+def test_step_statistics_and_flops():
+    stats = step_statistics([0.3, 0.1, 0.2], images_per_step=8)
+    assert stats["median_s"] == pytest.approx(0.2)
+    assert stats["images_per_s"] == pytest.approx(40.0)
+    assert (stats["min_s"], stats["max_s"]) == (0.1, 0.3)
+    # 3 x forward multiply-adds x 2 FLOPs: ResNet-18 + DropCov at 224 is ~3.07 GMACs -> ~18.4 GFLOP.
+    assert training_gflop_per_image(3.07e9) == pytest.approx(18.42)
+    with pytest.raises(ValueError):
+        step_statistics([], 8)
+
+
+def test_worker_environment_sets_and_removes(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    env = worker_environment({"ONEDNN_MAX_CPU_ISA": None, "BENCH_TEST_FLAG": 3})
+    assert "ONEDNN_MAX_CPU_ISA" not in env
+    assert env["BENCH_TEST_FLAG"] == "3"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
+
+
+def test_failed_worker_is_recorded_not_raised():
+    result = run_worker("train_step", {"no_such_argument": 1}, timeout=120)
+    assert result["ok"] is False and "no_such_argument" in result["error"] and result["wall_s"] > 0
+
+
+def test_machine_description():
+    machine = describe_machine()
+    assert machine["usable_cores"] >= 1
+    assert set(machine["versions"]) >= {"mindspore", "numpy", "torch"}
+    assert isinstance(machine["isa_flags"], list)
+    assert machine["cpu_model"]
+    assert str(machine["usable_cores"]) in summary_line(machine)
+
+
+def _synthetic_results() -> dict:
+    def train(head_label, mode, median, gflop=100.0):
+        return {"ok": True, "net_name": "resnet18", "head_label": head_label, "mode_name": mode,
+                "train_gflop_per_step": gflop, "train": step_statistics([median], 8)}
+
+    return {
+        "settings": {"batch_size": 8, "image_size": 224, "device_target": "CPU", "warmup": 1, "steps": 1},
+        "machine": {"usable_cores": 2, "summary": "test CPU"},
+        "peak": {"kernels": [], "best": {"gflops": 200.0, "backend": "numpy", "kernel": "matmul", "isa": "n/a"}},
+        "train": [train("dropcov", "GRAPH_MODE", 0.8), train("dropcov", "PYNATIVE_MODE", 1.6),
+                  train("gap_s1", "GRAPH_MODE", 0.78)],
+        "head": {"ok": True, "batch_size": 8, "feature_size": 14,
+                 "nets": {"resnet18": {"whole": {"dropcov": {"median_s": 0.024}, "gap": {"median_s": 0.004}},
+                                       "pieces": {}, "speedups": {
+                                           "rowsum_cov_full": {"median_s": 1e-3},
+                                           "rowsum_cov_fast": {"median_s": 1e-3}}}}},
+        "pytorch": {"default": {"ok": True, "torch": "x", "threads": 2,
+                                "nets": {"resnet18": {"train": step_statistics([0.4], 8)}}}},
+        "pipeline": {"ok": True, "images": 4, "jpeg_size": "500x375", "batch_size": 8, "image_size": 224,
+                     "train": [{"workers": 1, "images_per_s": 5.0}, {"workers": 2, "images_per_s": 20.0}],
+                     "eval": []},
+    }
+
+
+def test_derived_figures_and_targets():
+    results = _synthetic_results()
+    derived = report.derive(results)
+    graph = results["train"][0]
+    assert graph["achieved_gflops"] == pytest.approx(125.0)
+    assert graph["peak_fraction"] == pytest.approx(0.625)
+    per_net = derived["nets"]["resnet18"]
+    assert per_net["graph_over_pynative"]["dropcov"] == pytest.approx(2.0)
+    assert per_net["dropcov_over_gap_s1_step_share"] == pytest.approx(0.025)
+    assert per_net["head_alone_extra_share"] == pytest.approx(0.025)
+    assert per_net["ours_over_pytorch_default"] == pytest.approx(0.5)
+    verdicts = {target["name"].split(" — ")[0]: target["passed"] for target in derived["targets"]}
+    assert verdicts["ResNet-18+DropCov GRAPH >= 1.6x PYNATIVE"] is True
+    assert verdicts["ResNet-18+DropCov GRAPH >= 9.3 images/s (batch 8, 224)"] is True  # 10 images/s
+    assert any(name.startswith("resnet18: DropCov head") and passed for name, passed in verdicts.items())
+    assert any(name.startswith("Input pipeline") and passed for name, passed in verdicts.items())  # 20 >= 10
+    assert any(name.startswith("Stretch") and passed is False for name, passed in verdicts.items())
+    text = "\n".join(report.report_lines(results))
+    assert "PASS" in text and "FAIL" in text and "| resnet18" in text
+
+
+def test_update_docs_keeps_hand_written_text(tmp_path):
+    docs = tmp_path / "BENCHMARKS.md"
+    docs.write_text(f"# Title\n\nintro\n\n{report.DOCS_BEGIN}\nold\n{report.DOCS_END}\n\nafter\n")
+    report.update_docs(docs, ["new table"], "python bench/run_all.py")
+    text = docs.read_text()
+    assert text.startswith("# Title\n\nintro\n") and text.rstrip().endswith("after")
+    assert "new table" in text and "old" not in text
+    report.update_docs(tmp_path / "fresh.md", ["x"], "cmd")
+    assert report.DOCS_BEGIN in (tmp_path / "fresh.md").read_text()
+
+
+def test_generated_jpegs_look_like_imagenet(tmp_path):
+    from PIL import Image
+
+    info = generate_imagenet_like(tmp_path, images=4, classes=2)
+    files = sorted((tmp_path / "train").rglob("*.JPEG"))
+    assert len(files) == 4 and len(list((tmp_path / "val").rglob("*.JPEG"))) == 4
+    assert len({path.parent.name for path in files}) == 2
+    sizes = {Image.open(path).size for path in files}
+    assert sizes == {(500, 375), (375, 500)}
+    assert info["mean_kb"] > 10
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed")
+def test_pytorch_reference_step_runs():
+    from bench.pytorch_ref import measure_pytorch
+
+    result = measure_pytorch(net_names=("resnet18",), batch_size=2, image_size=32, warmup=0, steps=1,
+                             threads=1, peak=False)
+    assert result["nets"]["resnet18"]["train"]["median_s"] > 0
+
+
+def test_pipeline_runs_when_data_package_exists():
+    if not hasattr(pytest.importorskip("src.data"), "create_dataset"):
+        pytest.skip("src.data.create_dataset is not written yet")
+    from bench.pipeline import measure_pipeline
+
+    result = measure_pipeline(images=4, batch_size=2, image_size=32, max_workers=1, min_images=8)
+    assert result["repeats"] == 2
+    for kind in ("train", "eval"):
+        assert [(entry["workers"], entry["safe_decode"]) for entry in result[kind]] == [(1, True), (1, False)]
+        assert all(entry["images"] == 8 and entry["images_per_s"] > 0 for entry in result[kind])
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_well_formed_json(tmp_path):
+    from bench import run_all
+
+    docs = tmp_path / "BENCHMARKS.md"
+    code = run_all.main(["--quick", "--image_size", "32", "--batch_size", "2", "--warmup", "1", "--steps", "1",
+                         "--nets", "resnet18", "--heads", "dropcov", "--modes", "GRAPH_MODE",
+                         "--sections", "peak,train,head", "--output_dir", str(tmp_path), "--docs", str(docs)])
+    assert code == 0
+    results = json.loads((tmp_path / "quick.json").read_text())
+    assert results["schema"] == 1 and results["settings"]["quick"] is True
+    assert results["machine"]["load_average"] is None or len(results["machine"]["load_average"]) == 3
+    assert len(results["load_average_end"] or [0, 0, 0]) == 3
+    (entry,) = results["train"]
+    assert entry["ok"], entry.get("error")
+    assert (entry["net_name"], entry["head_label"], entry["mode_name"]) == ("resnet18", "dropcov", "GRAPH_MODE")
+    for value in (entry["train"]["median_s"], entry["train"]["images_per_s"], entry["eval"]["images_per_s"],
+                  entry["achieved_gflops"], entry["peak_fraction"], results["peak"]["best"]["gflops"]):
+        assert value > 0 and math.isfinite(value)
+    assert entry["train"]["losses_finite"]
+    assert results["head"]["ok"], results["head"].get("error")
+    assert set(results["head"]["nets"]["resnet18"]["whole"]) == {"dropcov", "dropcov_no_dropout",
+                                                                 "dropcov_isqrt", "gap"}
+    assert {kernel["isa"] for kernel in results["peak"]["kernels"]} >= {"default", "AVX2"}
+    assert all("name" in target and "passed" in target for target in results["derived"]["targets"])
+    assert report.DOCS_BEGIN in docs.read_text()
