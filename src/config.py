@@ -41,7 +41,8 @@ def _spec(default: Any, help: str, choices: Iterable | None = None, minimum: flo
 
 SCHEMA: dict[str, KeySpec] = {
     # model
-    "net_name": _spec("resnet50", "backbone: resnet18, resnet34, resnet50, resnet101, resnet152"),
+    "net_name": _spec("resnet50", "backbone (a name of the model registry, src.models.list_models())",
+                      ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
     "head": _spec("dropcov", "classification head: DropCov covariance head or global average pooling",
                   ["dropcov", "gap"]),
     "cov_dim": _spec(128, "channels of the 1x1 reduction before covariance pooling", minimum=2),
@@ -241,6 +242,25 @@ def check_value(key: str, value: Any, spec: KeySpec, choices: Sequence | None, s
         raise DropCovError(f"{source}: {key}={value!r} is too small; it must be >= {spec.minimum:g}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader for which a key given twice in one mapping is an error, not a silent override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first.line + 1}); keep one of them",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_config(path: str) -> tuple[dict, dict, dict]:
     """Read a config file: (values, help texts, choices). Errors name the file, line and column."""
     if not path:
@@ -250,7 +270,7 @@ def read_yaml_config(path: str) -> tuple[dict, dict, dict]:
                            f"such as config/resnet50_imagenet2012_config.yaml)")
     try:
         with open(path, encoding="utf-8") as f:
-            documents = [doc for doc in yaml.safe_load_all(f)]
+            documents = list(yaml.load_all(f, Loader=_UniqueKeyLoader))
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path

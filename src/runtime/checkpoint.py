@@ -6,9 +6,10 @@ at most ``keep_max`` kept, plus ``best.ckpt``). A training checkpoint holds the 
 optimizer state (``moments.<param>``, ``global_step``, ``momentum``, ``learning_rate``) and the entries
 ``epoch_num`` (completed epochs), ``global_step`` (completed optimizer steps) and ``config`` (YAML text).
 
-Reading: :func:`load_checkpoint_file` (one-line :class:`DropCovError` for a missing, non-checkpoint or
-truncated file), :func:`load_network_weights` (checks every network name and shape itself before
-loading, ignores bookkeeping entries, and says which config fits a checkpoint that does not fit),
+Reading: :func:`check_checkpoint_file` (cheap checks before any long work), :func:`load_checkpoint_file`
+(one-line :class:`DropCovError` for a missing, non-checkpoint or truncated file),
+:func:`load_network_weights` (checks every network name and shape itself before loading, ignores
+bookkeeping entries, and says which config fits a checkpoint that does not fit),
 :func:`adapt_for_finetune` (drops a classifier of another class count), :func:`read_resume_state` and
 :func:`restore_optimizer_state` (exact resume).
 """
@@ -228,6 +229,10 @@ def latest(directory: Union[str, os.PathLike]) -> Path | None:
     Considers ``*.ckpt`` files (periodic and ``best.ckpt``), newest modification time first (then the
     higher global step in a periodic name); skips hidden partial files, ``*.tmp`` and files whose record
     structure is broken (truncated or not a checkpoint), logging a warning for each skipped one.
+    Files under a final ``.ckpt`` name are complete when this project wrote them (atomic rename), so a
+    broken one was damaged afterwards; resuming from the newest intact one loses only the work after it.
+    Raises :class:`DropCovError` when the folder holds ``.ckpt`` files and none is readable: starting
+    from scratch over them would silently throw the run away.
     """
     directory = Path(directory).expanduser()
     if not directory.is_dir():
@@ -236,11 +241,18 @@ def latest(directory: Union[str, os.PathLike]) -> Path | None:
                   if entry.suffix == CHECKPOINT_SUFFIX and not entry.name.startswith(".") and entry.is_file()]
     candidates.sort(key=lambda entry: (entry.stat().st_mtime_ns, _step_in_name(entry.name), entry.name),
                     reverse=True)
+    problems = []
     for candidate in candidates:
         problem = _structure_problem(candidate)
         if problem is None:
             return candidate
         logger.warning("--resume auto skips %s: %s", candidate, problem)
+        problems.append((candidate, problem))
+    if problems:
+        newest, problem = problems[0]
+        raise DropCovError(f"--resume auto: none of the {len(problems)} checkpoint file(s) in {directory} can be "
+                           f"read (the newest, {newest.name}, {problem}); pass --resume PATH of an intact "
+                           "checkpoint, or move the broken files away to start from scratch")
     return None
 
 
@@ -251,12 +263,11 @@ def _step_in_name(name: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------- reading
-def load_checkpoint_file(path: Union[str, os.PathLike], option: str | None = None) -> ParamDict:
-    """Read a MindSpore ``.ckpt`` into a name -> Parameter (or str) dict.
-
-    Raises a one-line :class:`DropCovError` naming the file (and ``--option`` when given) if it does not
-    exist, is a directory, is empty, is not a checkpoint (text, image, PyTorch file, ...), is truncated or
-    otherwise cannot be parsed.
+def check_checkpoint_file(path: Union[str, os.PathLike], option: str | None = None) -> Path:
+    """The cheap checks of :func:`load_checkpoint_file` without reading the values: the file exists, is
+    not a folder, its record structure is intact (not truncated, not another kind of file) and it is named
+    ``*.ckpt``. Entry points call it right after parsing, so a bad path fails before any long work.
+    Returns the expanded path; raises a one-line :class:`DropCovError` naming the file and ``--option``.
     """
     path = Path(path).expanduser()
     where = f" (--{option})" if option else ""
@@ -270,6 +281,18 @@ def load_checkpoint_file(path: Union[str, os.PathLike], option: str | None = Non
     if path.suffix != CHECKPOINT_SUFFIX:
         raise DropCovError(f"{path}{where} looks like a MindSpore checkpoint but MindSpore only reads files "
                            f"named *{CHECKPOINT_SUFFIX}; rename or link it to a name ending in {CHECKPOINT_SUFFIX}")
+    return path
+
+
+def load_checkpoint_file(path: Union[str, os.PathLike], option: str | None = None) -> ParamDict:
+    """Read a MindSpore ``.ckpt`` into a name -> Parameter (or str) dict.
+
+    Raises a one-line :class:`DropCovError` naming the file (and ``--option`` when given) if it does not
+    exist, is a directory, is empty, is not a checkpoint (text, image, PyTorch file, ...), is truncated or
+    otherwise cannot be parsed (:func:`check_checkpoint_file` does the checks that need no parsing).
+    """
+    path = check_checkpoint_file(path, option)
+    where = f" (--{option})" if option else ""
     try:
         param_dict = ms.load_checkpoint(str(path))
     except (ValueError, RuntimeError, TypeError, OSError) as error:
@@ -583,15 +606,23 @@ def _prefix_hint(report: LoadReport) -> str:
 
 def adapt_for_finetune(param_dict: Mapping[str, Any], net: nn.Cell,
                        classifier_prefix: str = "fc.") -> Tuple[ParamDict, List[str]]:
-    """Drop classifier entries whose shape differs from ``net``'s (another ``class_num``).
+    """Drop classifier entries whose output dimension differs from ``net``'s (another ``class_num``).
 
     Returns a new dict without them (the network's classifier keeps its fresh initialisation) and the
     dropped keys, to log and to pass as ``allow_missing`` to :func:`load_network_weights`. Optimizer
-    moments of the classifier are bookkeeping and ignored by loading anyway.
+    moments of the classifier are bookkeeping and ignored by loading anyway. Nothing is dropped when the
+    classifier's input width differs too (another ``cov_dim``, head or backbone): that is not a class
+    count change, and :func:`load_network_weights` then names the config that fits.
     """
     net_shapes = {param.name: tuple(param.shape) for param in net.get_parameters()}
-    dropped = [name for name, value in param_dict.items()
-               if name.startswith(classifier_prefix) and name in net_shapes and _shape(value) != net_shapes[name]]
+    differing = {name: _shape(value) for name, value in param_dict.items()
+                 if name.startswith(classifier_prefix) and name in net_shapes and _shape(value) != net_shapes[name]}
+    # Only the output dimension may differ: another input width (cov_dim, head, backbone) is not a class
+    # count change, and strict loading must report it with the config that fits.
+    if any(shape is None or len(shape) != len(net_shapes[name]) or shape[1:] != net_shapes[name][1:]
+           for name, shape in differing.items()):
+        return dict(param_dict), []
+    dropped = list(differing)
     adapted = {name: value for name, value in param_dict.items() if name not in set(dropped)}
     return adapted, dropped
 

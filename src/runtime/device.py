@@ -1,37 +1,71 @@
 """The one place that settles the device and MindSpore's execution mode for a process."""
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Iterator
 
 from src.errors import DropCovError
 
 logger = logging.getLogger(__name__)
 
 _MODES = {"GRAPH_MODE": 0, "PYNATIVE_MODE": 1}
+#: MindSpore's spelling of each device target (the config accepts CPU, GPU, Ascend).
+_TARGETS = {"CPU": "CPU", "GPU": "GPU", "ASCEND": "Ascend"}
+
+
+@contextlib.contextmanager
+def _quiet_mindspore_warnings() -> Iterator[None]:
+    """Hold back WARNING-level log lines while probing a device: MindSpore's probe prints a few lines on
+    stderr (about plugin libraries of other backends) before our own one-line error."""
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def device_available(device_target: str) -> bool:
+    """True when MindSpore's plugin for ``device_target`` (GPU or Ascend) loads and sees a device;
+    always True for CPU."""
+    import mindspore as ms
+
+    target = _TARGETS.get(str(device_target).upper(), device_target)
+    if target == "CPU":
+        return True
+    try:
+        with _quiet_mindspore_warnings():
+            return bool(ms.hal.is_available(target)) and ms.hal.device_count(target) > 0
+    except (RuntimeError, ValueError, AttributeError):
+        return False
 
 
 def gpu_available() -> bool:
     """True when MindSpore's GPU plugin loads and sees at least one CUDA device."""
-    import mindspore as ms
-
-    try:
-        return bool(ms.hal.is_available("GPU")) and ms.hal.device_count("GPU") > 0
-    except (RuntimeError, ValueError, AttributeError):
-        return False
+    return device_available("GPU")
 
 
 def setup_device(device_target: str, mode_name: str = "GRAPH_MODE", device_id: int | None = 0) -> None:
     """Select the device and execution mode before any network is built.
 
     ``device_id`` None lets the distributed launcher decide (GPU ranks pick their local rank).
-    A GPU request on a machine where MindSpore sees no GPU is a one-line error, not a crash later.
+    A GPU (or Ascend) request on a machine where MindSpore sees no such device is a one-line error,
+    not a crash later; so is an unknown target or mode.
     """
     import mindspore as ms
 
-    target = device_target.upper()
-    if target == "GPU" and not gpu_available():
-        raise DropCovError("device_target GPU: MindSpore sees no usable GPU here (check the CUDA 11.x "
-                           "libraries and `python scripts/check_env.py`), or run with --device_target CPU")
+    target = _TARGETS.get(str(device_target).upper())
+    if target is None:
+        raise DropCovError(f"device_target {device_target!r} is not supported: use CPU, GPU or Ascend")
+    if mode_name not in _MODES:
+        raise DropCovError(f"mode_name {mode_name!r} is not supported: use {' or '.join(_MODES)}")
+    if target != "CPU" and not device_available(target):
+        if target == "GPU":
+            raise DropCovError("device_target GPU: MindSpore sees no usable GPU here (check the CUDA 11.x "
+                               "libraries and `python scripts/check_env.py`), or run with --device_target CPU")
+        raise DropCovError(f"device_target {target}: MindSpore sees no usable {target} device here (check the "
+                           "CANN installation and `python scripts/check_env.py`), or run with --device_target CPU")
     if device_id is None:
         ms.set_device(target)
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -14,10 +15,23 @@ from src.errors import DropCovError
 
 logger = logging.getLogger(__name__)
 
-LAUNCH_HINT = ("start it with a launcher: `mpirun -n N python train.py ... --run_distribute=True` (GPU, "
-               "NCCL) or `msrun --worker_num=N --local_worker_num=N --master_addr=127.0.0.1 "
-               "--master_port=8118 --join=True train.py ... --run_distribute=True` (GPU or CPU); "
-               "or drop --run_distribute for a single-device run")
+#: Entry points that run data parallel (named in the launch hint when they are the running script).
+DISTRIBUTED_ENTRY_POINTS = ("train.py", "eval.py")
+
+
+def launch_hint(program: str = "") -> str:
+    """How to start ``program`` under a launcher (default: the running script when it is train.py or
+    eval.py, else train.py)."""
+    if not program:
+        script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        program = script if script in DISTRIBUTED_ENTRY_POINTS else "train.py"
+    return (f"start it with a launcher: `mpirun -n N python {program} ... --run_distribute=True` (GPU, NCCL) "
+            f"or `msrun --worker_num=N --local_worker_num=N --master_addr=127.0.0.1 --master_port=8118 "
+            f"--join=True {program} ... --run_distribute=True` (GPU or CPU); or drop --run_distribute for a "
+            "single-device run")
+
+
+LAUNCH_HINT = launch_hint("train.py")
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,7 @@ def init_data_parallel(run_distribute: bool, device_target: str, device_num: int
     launcher = detect_launcher()
     if launcher is None:
         raise DropCovError(f"run_distribute=True but this process was not started by mpirun or msrun: "
-                           f"{LAUNCH_HINT}")
+                           f"{launch_hint()}")
     if launcher == "mpirun" and device_target.upper() == "CPU":
         raise DropCovError("mpirun is the GPU/NCCL path; for data parallel on CPU launch with msrun "
                            "(`bash scripts/run_distribute_train_msrun.sh N CONFIG ...`)")

@@ -1,0 +1,95 @@
+"""Process logging for the entry points: who prints what, and where the run's log file goes.
+
+Rank 0 logs INFO to the console and to ``<output_dir>/<log_name>``; other ranks of a data-parallel job
+log only warnings and errors to the console (their INFO lines would repeat rank 0's), unless
+``all_ranks`` asks for everything, in which case each rank also writes ``<stem>_rank<r>.log``.
+The project's modules log through ``logging.getLogger(__name__)`` and never configure handlers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Union
+
+from src.errors import DropCovError
+
+_HANDLER_MARK = "_dropcov_handler"
+CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def _mark(handler: logging.Handler) -> logging.Handler:
+    setattr(handler, _HANDLER_MARK, True)
+    return handler
+
+
+def ensure_writable_directory(path: Union[str, os.PathLike], option: str = "output_path") -> Path:
+    """Create ``path`` if needed and prove it writable (a probe file); a one-line error naming it if not.
+
+    Called before any work, so a run does not train for hours and then fail to save.
+    """
+    directory = Path(path).expanduser()
+    probe = directory / f".write_test.{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(probe, "w", encoding="utf-8") as stream:
+            stream.write("ok")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise DropCovError(f"{option} {str(directory)!r} cannot be written ({reason}); choose a writable "
+                           f"folder with --{option}") from error
+    return directory
+
+
+def log_file_name(log_name: str, rank: int, all_ranks: bool) -> str:
+    """``train.log`` for rank 0; ``train_rank<r>.log`` for another rank when every rank writes a file."""
+    if rank == 0 or not all_ranks:
+        return log_name
+    stem, dot, suffix = log_name.rpartition(".")
+    return f"{stem}_rank{rank}.{suffix}" if dot else f"{log_name}_rank{rank}"
+
+
+def setup_logging(output_dir: Union[str, os.PathLike] | None, rank: int = 0, all_ranks: bool = False,
+                  log_name: str = "train.log", level: int = logging.INFO) -> Path | None:
+    """Configure the root logger for this process; returns the log file written, or None.
+
+    Args:
+        output_dir: run folder for the log file (created if missing); None logs to the console only.
+        rank: this process's rank; rank 0 gets ``level`` on the console and in the file.
+        all_ranks: give every rank ``level`` and its own file (``<stem>_rank<r>.log``); otherwise
+            ranks other than 0 show WARNING and above on the console only.
+        log_name: file name inside ``output_dir`` (``train.log``; ``eval.log`` for evaluation).
+        level: the level of the ranks that log fully.
+
+    Calling it again replaces the handlers it added before (tests, or a second run in one process).
+    In a multi-rank job the console lines carry ``[rank r]`` so merged launcher output stays readable.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+            handler.close()
+    verbose = rank == 0 or all_ranks
+    console_level = level if verbose else logging.WARNING
+    prefix = f"[rank {rank}] " if rank or all_ranks else ""
+    console = _mark(logging.StreamHandler(sys.stdout))
+    console.setLevel(console_level)
+    console.setFormatter(logging.Formatter(CONSOLE_FORMAT.replace("%(message)s", prefix + "%(message)s"),
+                                           DATE_FORMAT))
+    root.addHandler(console)
+    root.setLevel(min(console_level, level))
+
+    log_path = None
+    if output_dir is not None and verbose:
+        directory = ensure_writable_directory(output_dir)
+        log_path = directory / log_file_name(log_name, rank, all_ranks)
+        file_handler = _mark(logging.FileHandler(log_path, encoding="utf-8"))
+        file_handler.setLevel(level)
+        file_handler.setFormatter(logging.Formatter(CONSOLE_FORMAT, DATE_FORMAT))
+        root.addHandler(file_handler)
+    # MindSpore's Python logger has its own handler; keep it from repeating through ours.
+    logging.getLogger("mindspore").propagate = False
+    return log_path

@@ -1,0 +1,208 @@
+"""Train a DropCov (or GAP) ResNet on one device or data-parallel across processes.
+
+  python train.py --config_path config/resnet50_imagenet2012_config.yaml --data_path /data/imagenet \\
+      --device_target GPU --output_path ./output
+  mpirun -n 4 python train.py --config_path ... --run_distribute=True --device_num=4 --device_target=GPU ...
+  msrun --worker_num=2 --local_worker_num=2 --master_addr=127.0.0.1 --master_port=8118 --join=True \\
+      train.py --config_path ... --run_distribute=True --device_target=CPU ...
+  python train.py --config_path ... --output_path ./output --resume auto     # continue a stopped run
+
+The output folder receives config.yaml, class_indices.json, train.log, metrics.jsonl, metrics.png and
+checkpoints/ (rank 0 only). SIGTERM or Ctrl-C saves a checkpoint and stops; --resume auto continues it.
+"""
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from src.config import Config, load_config
+from src.errors import DropCovError
+from src.runtime.entry import run_entry_point
+from src.runtime.environment import configure_cpu_environment
+
+logger = logging.getLogger("train")
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """This run's command line with ``--resume auto`` in place of any ``--resume`` option."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return " ".join(["python train.py", *map(shlex.quote, kept), "--resume auto"])
+
+
+def setup_run(config: Config) -> tuple:
+    """Device, communicator, output folder and logging: ``(parallel_info, output, checkpoint_dir)``."""
+    from src.runtime.device import setup_device
+    from src.runtime.distributed import detect_launcher, init_data_parallel
+    from src.runtime.logging import ensure_writable_directory, setup_logging
+
+    launched = config.run_distribute and detect_launcher() is not None
+    setup_device(config.device_target, config.mode_name, None if launched else config.device_id)
+    parallel = init_data_parallel(config.run_distribute, config.device_target, config.device_num,
+                                  config.all_reduce_fusion_config)
+    output = Path(config.output_path).expanduser()
+    checkpoint_dir = Path(config.checkpoint_path).expanduser() if config.checkpoint_path else output / "checkpoints"
+    if parallel.is_main:
+        ensure_writable_directory(output, "output_path")
+        if config.checkpoint_path:
+            ensure_writable_directory(checkpoint_dir, "checkpoint_path")
+    setup_logging(output, parallel.rank)
+    logger.info("resolved config (%s):\n%s", config.config_path or "defaults", config.to_yaml().rstrip())
+    if parallel.distributed:
+        logger.info("data parallel: rank %d of %d (launcher %s), gradients averaged over ranks", parallel.rank,
+                    parallel.group_size, parallel.launcher)
+    return parallel, output, checkpoint_dir
+
+
+def build_datasets(config: Config, parallel: Any) -> tuple:
+    """Training bundle (sharded by rank, shuffled, augmented) and, with run_eval, the validation bundle
+    (each rank scores a disjoint share; :func:`src.engine.evaluate.evaluate` sums the counts)."""
+    from src.data import create_dataset
+
+    common = dict(num_parallel_workers=config.num_parallel_workers, num_shards=parallel.group_size,
+                  shard_id=parallel.rank, seed=config.seed)
+    train = create_dataset(config.dataset, config.data_path, "train", config.batch_size, config.train_image_size,
+                           **common)
+    if config.class_num < len(train.class_names):
+        raise DropCovError(f"class_num={config.class_num} but {train.source} has {len(train.class_names)} classes; "
+                           f"set --class_num {len(train.class_names)} (or more)")
+    val = None
+    if config.run_eval:
+        val = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
+                             eval_dataset_path=config.eval_dataset_path, **common)
+    return train, val
+
+
+def build_training(config: Config, steps_per_epoch: int) -> tuple:
+    """Network, per-step lr schedule, optimizer and compiled train step: ``(net, lr, optimizer, step)``."""
+    from src.engine.loss import create_loss
+    from src.engine.lr_schedule import create_lr_schedule
+    from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
+    from src.engine.trainer import build_train_step
+    from src.models import create_model
+
+    net = create_model(config.net_name, num_classes=config.class_num, head=config.head, cov_dim=config.cov_dim,
+                       post_norm=config.post_norm, isqrt_iters=config.isqrt_iters,
+                       layer4_stride=config.layer4_stride, adaptive_dropout=config.adaptive_dropout,
+                       arch_style=config.arch_style)
+    lr_schedule = create_lr_schedule(config.lr_decay_mode, config.lr_init, config.lr_max, config.lr_end,
+                                     config.warmup_epochs, config.epoch_size, steps_per_epoch,
+                                     config.lr_milestones, config.lr_gamma, config.lr_power)
+    optimizer = create_optimizer(net, config.optimizer, lr_schedule, config.momentum, config.weight_decay,
+                                 optimizer_loss_scale(config.loss_scale_type, config.loss_scale))
+    loss_fn = create_loss(config.class_num, config.label_smooth_factor if config.use_label_smooth else 0.0)
+    train_step = build_train_step(net, loss_fn, optimizer, config.amp_level,
+                                  create_loss_scale_manager(config.loss_scale_type, config.loss_scale))
+    return net, lr_schedule, optimizer, train_step
+
+
+def restore_or_initialise(config: Config, checkpoint_dir: Path, net: Any, optimizer: Any, train_step: Any,
+                          lr_schedule: Any, steps_per_epoch: int) -> Any:
+    """``--resume`` (auto: latest readable checkpoint of the folder) or ``--pre_trained`` weights.
+
+    Returns the :class:`src.engine.trainer.TrainState` to continue from, or None for a fresh start.
+    """
+    from src.engine.trainer import config_differences, restore_training_state
+    from src.runtime.checkpoint import (
+        adapt_for_finetune,
+        latest,
+        load_checkpoint_file,
+        load_network_weights,
+        read_extra,
+    )
+
+    resume_path = None
+    if config.resume:
+        resume_path = latest(checkpoint_dir) if config.resume == "auto" else Path(config.resume)
+        if resume_path is None:
+            logger.info("--resume auto: no checkpoint in %s yet; starting from scratch", checkpoint_dir)
+    if resume_path is not None:
+        params = load_checkpoint_file(resume_path, option="resume")
+        for difference in config_differences(read_extra(params, "config"), config.to_dict()):
+            logger.warning("resume: config differs from the checkpoint's: %s", difference)
+        state = restore_training_state(net, train_step, optimizer, params, str(resume_path), steps_per_epoch,
+                                       config.epoch_size * steps_per_epoch)
+        logger.info("resumed from %s: %d epochs and %d steps done; continuing at lr %.6g", resume_path,
+                    state.epoch, state.global_step, lr_schedule[min(state.global_step, len(lr_schedule) - 1)])
+        if config.pre_trained:
+            logger.warning("--pre_trained %s ignored: the run resumes from %s", config.pre_trained, resume_path)
+        return state
+    if config.pre_trained:
+        params = load_checkpoint_file(config.pre_trained, option="pre_trained")
+        params, dropped = adapt_for_finetune(params, net)
+        load_network_weights(net, params, strict=True, allow_missing=dropped, source=config.pre_trained)
+        if dropped:
+            logger.warning("pre_trained %s: classifier of another class count not loaded (re-initialised): %s",
+                           config.pre_trained, ", ".join(dropped))
+        logger.info("initialised from %s", config.pre_trained)
+    return None
+
+
+def main(argv: Sequence[str]) -> int:
+    config, _ = load_config(argv, description=__doc__)
+    configure_cpu_environment(config.device_target)  # before MindSpore is imported
+
+    import mindspore as ms
+    import numpy as np
+
+    from src.data import pipeline_errors_as_dropcov, write_class_indices
+    from src.engine.metrics import MetricsWriter
+    from src.engine.trainer import TrainSettings, fit
+    from src.runtime.checkpoint import CheckpointManager
+    from src.runtime.signals import StopRequest
+
+    parallel, output, checkpoint_dir = setup_run(config)
+    ms.set_seed(config.seed)  # the same seed on every rank: identical initial weights
+    np.random.seed(config.seed)
+    train_data, val_data = build_datasets(config, parallel)
+    steps_per_epoch = train_data.steps_per_epoch
+    if config.train_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.train_steps_per_epoch)
+    if parallel.is_main:
+        config.save(str(output / "config.yaml"))
+        write_class_indices(str(output / "class_indices.json"), train_data.class_names)
+    logger.info("data: %d training images in %d classes, %d per step on %d device(s), %d steps per epoch%s",
+                train_data.total_images, len(train_data.class_names), config.batch_size * parallel.group_size,
+                parallel.group_size, steps_per_epoch,
+                f"; {val_data.total_images} validation images" if val_data is not None else "")
+
+    net, lr_schedule, optimizer, train_step = build_training(config, steps_per_epoch)
+    state = restore_or_initialise(config, checkpoint_dir, net, optimizer, train_step, lr_schedule,
+                                  steps_per_epoch)
+    settings = TrainSettings(epochs=config.epoch_size, steps_per_epoch=steps_per_epoch,
+                             batch_size=config.batch_size, log_interval=config.log_interval,
+                             save_checkpoint=config.save_checkpoint,
+                             save_checkpoint_epochs=config.save_checkpoint_epochs, run_eval=config.run_eval,
+                             eval_start_epoch=config.eval_start_epoch, eval_interval=config.eval_interval,
+                             save_best_ckpt=config.save_best_ckpt)
+    checkpoints = None
+    if parallel.is_main:  # only rank 0 writes checkpoints
+        checkpoints = CheckpointManager(checkpoint_dir, f"{config.net_name}_{config.head}",
+                                        config.keep_checkpoint_max,
+                                        best_metric=state.best_top1 if state is not None else None)
+    metrics = MetricsWriter(output / "metrics.jsonl", enabled=parallel.is_main)
+    extra = {"config": config.to_yaml(), "steps_per_epoch": steps_per_epoch}
+    hint = resume_command(argv) if not parallel.distributed else "the same launch command plus --resume auto"
+    with StopRequest() as stop, pipeline_errors_as_dropcov():
+        result = fit(train_step, net, train_data, settings, lr_schedule, parallel, state=state,
+                     eval_bundle=val_data, checkpoints=checkpoints, checkpoint_extra=extra, metrics=metrics,
+                     plot_path=output / "metrics.png", stop=stop, resume_hint=hint)
+    if result.stopped_by:
+        return stop.exit_status
+    best = f", best val top-1 {100 * result.state.best_top1:.2f}%" if result.state.best_top1 is not None else ""
+    logger.info("training finished: %d/%d epochs, global step %d%s; output in %s", result.state.epoch,
+                settings.epochs, result.state.global_step, best, output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry_point(main, program="train.py"))
