@@ -1,0 +1,180 @@
+"""Score a checkpoint on the validation split: top-1, top-5, mean cross entropy, images per second.
+
+  python eval.py --data_path=IMAGENET --checkpoint_file_path=CKPT --device_target="GPU" \\
+      --config_path=./config/resnet50_imagenet2012_config.yaml
+  mpirun -n 4 python eval.py ... --run_distribute=True                       (GPU ranks)
+  msrun --worker_num=2 --local_worker_num=2 --join=True eval.py ... --run_distribute=True --device_target=CPU
+
+Reads a published checkpoint or one written by train.py (optimizer state is ignored; the network's
+parameters must all match the config). Scores every image of IMAGENET/val (or --eval_dataset_path)
+exactly once, in float32 (amp_level is a training setting), with counts summed over ranks; prints the
+result and writes it as JSON to OUTPUT_PATH/eval_results.json (or --output_file).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Sequence
+
+from src.config import Config, load_config
+from src.engine.metrics import format_duration
+from src.errors import DropCovError
+from src.runtime.entry import run_entry_point
+from src.runtime.environment import configure_cpu_environment
+
+logger = logging.getLogger("eval")
+
+RESULTS_FILE = "eval_results.json"
+NET_OPTIONS = ("net_name", "head", "cov_dim", "post_norm", "isqrt_iters", "layer4_stride", "arch_style",
+               "class_num")
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output_file", default="",
+                        help=f"JSON file for the results (default OUTPUT_PATH/{RESULTS_FILE})")
+
+
+class _ProgressDataset:
+    """A dataset whose tuple iterator calls ``report(batches_done)`` after each batch has been consumed."""
+
+    def __init__(self, dataset: Any, report) -> None:
+        self._dataset = dataset
+        self._report = report
+
+    def create_tuple_iterator(self, *args, **kwargs):
+        for done, batch in enumerate(self._dataset.create_tuple_iterator(*args, **kwargs), 1):
+            yield batch
+            self._report(done)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dataset, name)
+
+
+class _ProgressBundle:
+    """A dataset bundle that logs ``images done / total, images/s, time left`` every ``interval`` batches."""
+
+    def __init__(self, bundle: Any, interval: int, group_size: int, batch_size: int) -> None:
+        self._bundle = bundle
+        self._interval = max(1, int(interval))
+        self._total = int(getattr(bundle, "total_images", 0) or 0)
+        self._per_batch = batch_size * group_size
+        self._started = time.perf_counter()
+        self._batches = int(getattr(bundle, "steps_per_epoch", 0) or 0)
+        self.dataset = _ProgressDataset(bundle.dataset, self._report)
+
+    def _report(self, done: int) -> None:
+        if done % self._interval and done != self._batches:
+            return
+        images = min(done * self._per_batch, self._total) if self._total else done * self._per_batch
+        elapsed = time.perf_counter() - self._started
+        rate = images / max(elapsed, 1e-9)
+        left = (self._total - images) / rate if self._total and rate > 0 else float("nan")
+        share = f"/{self._total} ({100.0 * images / self._total:.1f}%)" if self._total else ""
+        logger.info("eval: %d%s images, %.1f images/s, %s left", images, share, rate, format_duration(left))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bundle, name)
+
+
+def results_record(config: Config, metrics: Dict[str, float], val_root: str, group_size: int) -> Dict[str, Any]:
+    """What eval_results.json holds: the scores, the speed, and what produced them."""
+    import mindspore as ms
+
+    seconds = float(metrics["seconds"])
+    return {
+        "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"], "count": metrics["count"],
+        # wall time of the scoring pass, graph compilation and data loading included
+        "images_per_second": metrics["count"] / seconds if seconds > 0 else None, "seconds": seconds,
+        "checkpoint": str(Path(config.checkpoint_file_path).expanduser().resolve()),
+        "config_path": str(Path(config.config_path).resolve()) if config.config_path else "",
+        "dataset": str(Path(val_root).expanduser().resolve()),
+        "net": {key: getattr(config, key) for key in NET_OPTIONS},
+        "eval_image_size": config.eval_image_size, "batch_size": config.batch_size,
+        "device_target": config.device_target, "ranks": group_size, "mindspore": ms.__version__,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def write_json(record: Dict[str, Any], path: Path) -> None:
+    """Write ``record`` to ``path`` atomically (a temporary file renamed over it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as stream:
+            json.dump(record, stream, indent=2)
+            stream.write("\n")
+        os.replace(tmp, path)
+    except OSError as error:
+        raise DropCovError(f"cannot write {path}: {error.strerror or error}; choose another --output_file "
+                           "or --output_path") from error
+
+
+def main(argv: Sequence[str]) -> int:
+    config, args = load_config(argv, description=__doc__, extra_arguments=add_options)
+    if not config.checkpoint_file_path:
+        raise DropCovError("no checkpoint to evaluate: pass --checkpoint_file_path PATH.ckpt (a published "
+                           "checkpoint or one from OUTPUT_PATH/checkpoints of a training run)")
+    configure_cpu_environment(config.device_target)
+
+    from src.data import create_dataset, pipeline_errors_as_dropcov
+    from src.engine.evaluate import evaluate
+    from src.models import create_model
+    from src.runtime.checkpoint import (
+        describe_checkpoint,
+        format_description,
+        load_checkpoint_file,
+        load_network_weights,
+    )
+    from src.runtime.device import setup_device
+    from src.runtime.distributed import detect_launcher, init_data_parallel
+    from src.runtime.logging import ensure_writable_directory, setup_logging
+
+    setup_logging(None)
+    launched = config.run_distribute and detect_launcher() is not None
+    setup_device(config.device_target, config.mode_name, None if launched else config.device_id)
+    parallel = init_data_parallel(config.run_distribute, config.device_target, config.device_num)
+    setup_logging(None, parallel.rank)
+    output_file = Path(args.output_file or Path(config.output_path) / RESULTS_FILE).expanduser()
+    if parallel.is_main:
+        ensure_writable_directory(output_file.parent, "output_file" if args.output_file else "output_path")
+
+    checkpoint = config.checkpoint_file_path
+    params = load_checkpoint_file(checkpoint, option="checkpoint_file_path")
+    net = create_model(config.net_name, num_classes=config.class_num, head=config.head, cov_dim=config.cov_dim,
+                       post_norm=config.post_norm, isqrt_iters=config.isqrt_iters,
+                       layer4_stride=config.layer4_stride, adaptive_dropout=config.adaptive_dropout,
+                       arch_style=config.arch_style)
+    load_network_weights(net, params, strict=True, source=checkpoint)
+    logger.info("loaded %s (%s)", checkpoint, format_description(describe_checkpoint(params)))
+    del params
+
+    shards = {"num_shards": parallel.group_size, "shard_id": parallel.rank} if parallel.group_size > 1 else {}
+    bundle = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
+                            num_parallel_workers=config.num_parallel_workers, seed=config.seed,
+                            eval_dataset_path=config.eval_dataset_path, **shards)
+    class_count = len(bundle.class_names)
+    if class_count > config.class_num:
+        raise DropCovError(f"{bundle.source} has {class_count} classes but the network has class_num="
+                           f"{config.class_num} outputs; evaluate with a checkpoint and config for this data")
+    logger.info("evaluating %s on %d images of %s (%d per batch, %d rank(s))", config.net_name,
+                bundle.total_images, bundle.source, config.batch_size, parallel.group_size)
+
+    progress = _ProgressBundle(bundle, config.log_interval, parallel.group_size, config.batch_size)
+    with pipeline_errors_as_dropcov():
+        metrics = evaluate(net, progress, parallel)
+    record = results_record(config, metrics, bundle.source, parallel.group_size)
+    if parallel.is_main:
+        write_json(record, output_file)
+        speed = record["images_per_second"] or 0.0
+        print(f"{config.net_name} {config.head} {Path(checkpoint).name}: top-1 {100 * metrics['top1']:.2f}%  "
+              f"top-5 {100 * metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  on {metrics['count']} images "
+              f"({speed:.1f} images/s); results in {output_file}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry_point(main, program="eval.py"))

@@ -1,0 +1,57 @@
+"""Export the evaluation network of a checkpoint as MINDIR (or ONNX / AIR where MindSpore supports it).
+
+  python export.py --checkpoint_file_path=CKPT --config_path=./config/resnet50_imagenet2012_config.yaml \\
+      --device_target=CPU [--file_name=resnet50_dropcov] [--file_format=MINDIR] [--eval_image_size=224] \\
+      [--batch_size=1]
+
+The graph has a fixed input (BATCH, 3, EVAL_IMAGE_SIZE, EVAL_IMAGE_SIZE) float32, normalised like the
+evaluation pipeline; the batch is 1 unless --batch_size is given on the command line (the config's
+batch_size is a training setting). The file is FILE_NAME plus .mindir/.onnx/.air.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from src.config import load_config
+from src.errors import DropCovError
+from src.runtime.entry import run_entry_point
+from src.runtime.environment import configure_cpu_environment
+
+
+def batch_size_given(argv: Sequence[str]) -> bool:
+    """Whether ``--batch_size`` was passed on the command line (rather than taken from the YAML)."""
+    return any(arg == "--batch_size" or arg.startswith("--batch_size=") for arg in argv)
+
+
+def main(argv: Sequence[str]) -> int:
+    config, _ = load_config(argv, description=__doc__)
+    if not config.checkpoint_file_path:
+        raise DropCovError("no checkpoint to export: pass --checkpoint_file_path PATH.ckpt")
+    batch_size = config.batch_size if batch_size_given(argv) else 1
+    configure_cpu_environment(config.device_target)
+
+    from src.engine.export import export_network, export_path
+    from src.models import create_model
+    from src.runtime.checkpoint import load_checkpoint_file, load_network_weights
+    from src.runtime.device import setup_device
+    from src.runtime.logging import ensure_writable_directory
+
+    destination = export_path(config.file_name, config.file_format)
+    ensure_writable_directory(destination.parent, "file_name")  # before the checkpoint is read
+    setup_device(config.device_target, config.mode_name, config.device_id)
+    params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
+    net = create_model(config.net_name, num_classes=config.class_num, head=config.head, cov_dim=config.cov_dim,
+                       post_norm=config.post_norm, isqrt_iters=config.isqrt_iters,
+                       layer4_stride=config.layer4_stride, adaptive_dropout=config.adaptive_dropout,
+                       arch_style=config.arch_style)
+    load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
+    del params
+    written = export_network(net, destination, config.file_format, config.eval_image_size, batch_size)
+    print(f"exported {config.net_name} {config.head} ({config.file_format}, input {batch_size}x3x"
+          f"{config.eval_image_size}x{config.eval_image_size} float32) to {written}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry_point(main, program="export.py"))

@@ -1,0 +1,88 @@
+"""Classify image files with a checkpoint: top-k classes and probabilities to CSV or JSON, and a short table.
+
+  python predict.py photo1.jpg photo2.png some_folder/ --checkpoint_file_path=CKPT \\
+      --config_path=./config/resnet50_imagenet2012_config.yaml --device_target=CPU --output_file=pred.csv
+
+Images get the evaluation transform (resize, centre crop to eval_image_size, normalise). Class names
+come from --class_names_file, else class_indices.json beside the checkpoint or in its run folder (written
+by train.py), else the class folders of the validation split (DATA_PATH/val or --eval_dataset_path);
+otherwise only indices are shown. The output format follows --output_file's extension (.csv or .json).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from src.config import load_config
+from src.errors import DropCovError
+from src.runtime.entry import run_entry_point
+from src.runtime.environment import configure_cpu_environment
+
+logger = logging.getLogger("predict")
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", help="image files or folders (searched recursively)")
+    parser.add_argument("--top_k", type=int, default=5, help="classes reported per image (default 5)")
+    parser.add_argument("--output_file", default="",
+                        help="predictions file, .csv or .json (default OUTPUT_PATH/predictions.csv)")
+    parser.add_argument("--class_names_file", default="",
+                        help="class names: class_indices.json ({name: index}), a JSON list, or one name per line")
+
+
+def main(argv: Sequence[str]) -> int:
+    config, args = load_config(argv, description=__doc__, extra_arguments=add_options)
+    if not config.checkpoint_file_path:
+        raise DropCovError("no checkpoint to predict with: pass --checkpoint_file_path PATH.ckpt")
+    if args.top_k < 1:
+        raise DropCovError(f"--top_k must be >= 1, got {args.top_k}")
+    if config.run_distribute:
+        raise DropCovError("predict.py runs on one device: drop --run_distribute")
+    output_file = Path(args.output_file or Path(config.output_path) / "predictions.csv").expanduser()
+    if output_file.suffix.lower() not in (".csv", ".json"):
+        raise DropCovError(f"--output_file {output_file}: use a name ending in .csv or .json")
+    if output_file.is_dir():
+        raise DropCovError(f"--output_file {output_file} is a folder: give a file name ending in .csv or .json")
+
+    from src.runtime.logging import ensure_writable_directory
+
+    # before any work: a folder that cannot be written fails now, not after every image was scored
+    ensure_writable_directory(output_file.parent, "output_file" if args.output_file else "output_path")
+
+    from src.engine.predict import collect_images, find_class_names
+
+    files = collect_images(args.images)
+    val_folder = config.eval_dataset_path or (str(Path(config.data_path) / "val") if config.data_path else "")
+    class_names, names_source = find_class_names(config.checkpoint_file_path, args.class_names_file, val_folder)
+    configure_cpu_environment(config.device_target)
+
+    from src.engine.predict import format_table, predict_files, write_predictions
+    from src.models import create_model
+    from src.runtime.checkpoint import load_checkpoint_file, load_network_weights
+    from src.runtime.device import setup_device
+    from src.runtime.logging import setup_logging
+
+    setup_logging(None)
+    setup_device(config.device_target, config.mode_name, config.device_id)
+    params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
+    net = create_model(config.net_name, num_classes=config.class_num, head=config.head, cov_dim=config.cov_dim,
+                       post_norm=config.post_norm, isqrt_iters=config.isqrt_iters,
+                       layer4_stride=config.layer4_stride, adaptive_dropout=config.adaptive_dropout,
+                       arch_style=config.arch_style)
+    load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
+    del params
+    logger.info("predicting %d image(s) with %s; class names: %s", len(files), config.checkpoint_file_path,
+                names_source or "none (indices only)")
+    predictions = predict_files(net, files, config.eval_image_size, config.batch_size, args.top_k)
+    written = write_predictions(predictions, output_file, class_names)
+    print(format_table(predictions, class_names), flush=True)
+    print(f"{len(predictions)} image(s); top-{min(args.top_k, config.class_num)} predictions written to {written}",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry_point(main, program="predict.py"))

@@ -1,0 +1,121 @@
+"""Export the evaluation network to a deployable file: MINDIR (always), ONNX or AIR (where MindSpore can).
+
+The network is exported with ``set_train(False)``: the DropCov head's adaptive channel dropout is off and
+BatchNorm uses its moving statistics, so the file computes exactly the logits ``eval.py`` scores.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Union
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn
+
+from src.errors import DropCovError
+
+logger = logging.getLogger(__name__)
+
+#: File suffix MindSpore appends for each export format.
+EXPORT_SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+
+
+def export_input(batch_size: int, image_size: int) -> Tensor:
+    """The example input that fixes the exported graph's shape: zeros ``(batch_size, 3, size, size)`` float32."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise DropCovError(f"export batch size must be an integer >= 1, got {batch_size!r} (--batch_size)")
+    if int(image_size) != image_size or image_size < 8:
+        raise DropCovError(f"export image size must be an integer >= 8, got {image_size!r} (--eval_image_size)")
+    return Tensor(np.zeros((int(batch_size), 3, int(image_size), int(image_size)), np.float32))
+
+
+def export_path(file_name: Union[str, os.PathLike], file_format: str) -> Path:
+    """Where :func:`export_network` writes: ``file_name`` plus the format's suffix (unless already there)."""
+    file_format = file_format.upper()
+    if file_format not in EXPORT_SUFFIXES:
+        raise DropCovError(f"file_format={file_format!r} is not supported: choose one of "
+                           f"{', '.join(EXPORT_SUFFIXES)}")
+    path = Path(file_name).expanduser()
+    suffix = EXPORT_SUFFIXES[file_format]
+    return path if path.suffix.lower() == suffix else path.with_name(path.name + suffix)
+
+
+def export_network(net: nn.Cell, file_name: Union[str, os.PathLike], file_format: str = "MINDIR",
+                   image_size: int = 224, batch_size: int = 1) -> Path:
+    """Write ``net`` in evaluation mode for inputs ``(batch_size, 3, image_size, image_size)``.
+
+    Args:
+        net: the classification network with its weights loaded; it is switched to ``set_train(False)``.
+        file_name: output path without (or with) the suffix; its folder is created if missing.
+        file_format: ``MINDIR``, ``ONNX`` or ``AIR`` (AIR needs an Ascend build of MindSpore).
+        image_size: height and width of the input (the config's ``eval_image_size``).
+        batch_size: batch dimension of the input; the exported graph has a fixed shape.
+
+    Returns:
+        The path written (``<file_name>.mindir`` / ``.onnx`` / ``.air``), readable by everyone.
+
+    Raises:
+        DropCovError: an operator MindSpore cannot export in that format (the message names the
+            MindSpore version and the operator), an invalid size, or an output path that cannot be written.
+    """
+    path = export_path(file_name, file_format)
+    file_format = file_format.upper()
+    example = export_input(batch_size, image_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DropCovError(f"cannot create the export folder {path.parent}: {error.strerror}; "
+                           "choose another --file_name") from error
+    if path.exists() and not os.access(path, os.W_OK):
+        # MindSpore writes its files read-only; replacing one needs the old file out of the way.
+        path.unlink()
+    net.set_train(False)
+    stem = str(path)[: -len(EXPORT_SUFFIXES[file_format])]
+    try:
+        ms.export(net, example, file_name=stem, file_format=file_format)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise DropCovError(_export_failure(file_format, error)) from error
+    except OSError as error:
+        raise DropCovError(f"cannot write {path}: {error}; choose another --file_name") from error
+    if not path.is_file():
+        raise DropCovError(f"MindSpore {ms.__version__} reported no error but wrote no {path}; "
+                           f"{file_format} export may need another device target")
+    os.chmod(path, 0o644)
+    return path
+
+
+_UNSUPPORTED_OPERATOR = re.compile(r"Exporting (\w+) operator is not yet supported|"
+                                   r"Can not find key (\w+) in convert map")
+
+
+def _export_failure(file_format: str, error: Exception) -> str:
+    """One line for a failed export: the format, MindSpore's version and the reason it gave."""
+    text = str(error)
+    match = _UNSUPPORTED_OPERATOR.search(text)
+    if match:
+        operator = match.group(1) or match.group(2)
+        reason = f"MindSpore has no {file_format} converter for the {operator} operator this network uses"
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("-")]
+        reason = (lines[0] if lines else type(error).__name__).rstrip(".")
+        if "Ascend" in reason:
+            return (f"{file_format} export needs MindSpore's Ascend backend (MindSpore {ms.__version__}: "
+                    f"{reason}); run on Ascend with --device_target Ascend, or export MINDIR (--file_format MINDIR)")
+    return (f"{file_format} export of this network is not supported by MindSpore {ms.__version__}: {reason}; "
+            "export MINDIR instead (--file_format MINDIR)")
+
+
+def load_exported(path: Union[str, os.PathLike]) -> nn.GraphCell:
+    """Load a MINDIR written by :func:`export_network` as a callable ``nn.GraphCell``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DropCovError(f"exported model {path} does not exist")
+    try:
+        graph = ms.load(str(path))
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DropCovError(f"{path} is not a loadable MINDIR file: {first}") from error
+    return nn.GraphCell(graph)

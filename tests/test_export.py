@@ -1,0 +1,89 @@
+"""export: MINDIR round trip (same logits as the source network), ONNX support or a clear error."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from export import batch_size_given
+from src.engine.export import export_input, export_network, export_path, load_exported
+from src.errors import DropCovError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG = REPO_ROOT / "config" / "resnet18_imagenet2012_config.yaml"
+
+
+def test_export_path_and_input():
+    assert export_path("out/r18", "MINDIR") == Path("out/r18.mindir")
+    assert export_path("out/r18.onnx", "onnx") == Path("out/r18.onnx")
+    assert export_path("r18.v2", "AIR") == Path("r18.v2.air")
+    with pytest.raises(DropCovError, match="file_format='TFLITE'"):
+        export_path("r18", "TFLITE")
+    assert export_input(2, 40).shape == (2, 3, 40, 40)
+    with pytest.raises(DropCovError, match="batch size"):
+        export_input(0, 32)
+
+
+def test_batch_size_comes_from_the_command_line_only():
+    assert not batch_size_given(["--config_path=x.yaml", "--eval_image_size", "224"])
+    assert batch_size_given(["--batch_size", "8"]) and batch_size_given(["--batch_size=8"])
+
+
+@pytest.fixture(scope="module")
+def trained_like(tmp_path_factory):
+    """A resnet18 (10 classes) with spread-out classifier weights, saved as a checkpoint."""
+    from src.models import create_model
+
+    root = tmp_path_factory.mktemp("export")
+    ms.set_seed(4)
+    net = create_model("resnet18", num_classes=10)
+    rng = np.random.default_rng(1)
+    net.head.fc.weight.set_data(ms.Tensor(rng.normal(0, 0.3, net.head.fc.weight.shape).astype(np.float32)))
+    checkpoint = root / "r18_c10.ckpt"
+    ms.save_checkpoint(net, str(checkpoint))
+    return net, checkpoint, root
+
+
+@pytest.mark.slow
+def test_export_script_mindir_gives_the_same_logits(trained_like, tmp_path):
+    net, checkpoint, _ = trained_like
+    env = dict(os.environ, GLOG_v="3", PYTHONPATH=str(REPO_ROOT))
+    command = [sys.executable, str(REPO_ROOT / "export.py"), f"--config_path={CONFIG}",
+               f"--checkpoint_file_path={checkpoint}", "--device_target=CPU", "--class_num=10",
+               "--eval_image_size=32", "--batch_size=2", f"--file_name={tmp_path / 'models' / 'r18'}"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    exported = tmp_path / "models" / "r18.mindir"
+    assert exported.is_file() and str(exported) in result.stdout
+
+    images = ms.Tensor(np.random.default_rng(7).normal(size=(2, 3, 32, 32)).astype(np.float32))
+    net.set_train(False)
+    expected = net(images).asnumpy()
+    restored = load_exported(exported)(images).asnumpy()
+    assert restored.shape == (2, 10)
+    np.testing.assert_allclose(restored, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_onnx_export_gives_the_same_logits(trained_like, tmp_path):
+    net, _, _ = trained_like
+    written = export_network(net, tmp_path / "r18", "ONNX", image_size=32, batch_size=2)
+    assert written == tmp_path / "r18.onnx" and written.stat().st_size > 0
+    onnxruntime = pytest.importorskip("onnxruntime")
+    images = np.random.default_rng(8).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    net.set_train(False)
+    expected = net(ms.Tensor(images)).asnumpy()
+    session = onnxruntime.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: images})
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_load_exported_rejects_other_files(tmp_path):
+    (tmp_path / "fake.mindir").write_text("not a graph")
+    with pytest.raises(DropCovError, match="fake.mindir"):
+        load_exported(tmp_path / "fake.mindir")
