@@ -122,7 +122,7 @@ def main(argv: Sequence[str]) -> int:
 
     from src.data import create_dataset, pipeline_errors_as_dropcov
     from src.engine.evaluate import evaluate
-    from src.models import create_model
+    from src.models import create_model_from_config
     from src.runtime.checkpoint import (
         describe_checkpoint,
         format_description,
@@ -144,10 +144,7 @@ def main(argv: Sequence[str]) -> int:
 
     checkpoint = config.checkpoint_file_path
     params = load_checkpoint_file(checkpoint, option="checkpoint_file_path")
-    net = create_model(config.net_name, num_classes=config.class_num, head=config.head, cov_dim=config.cov_dim,
-                       post_norm=config.post_norm, isqrt_iters=config.isqrt_iters,
-                       layer4_stride=config.layer4_stride, adaptive_dropout=config.adaptive_dropout,
-                       arch_style=config.arch_style)
+    net = create_model_from_config(config)
     load_network_weights(net, params, strict=True, source=checkpoint)
     logger.info("loaded %s (%s)", checkpoint, format_description(describe_checkpoint(params)))
     del params

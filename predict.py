@@ -60,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
     configure_cpu_environment(config.device_target)
 
     from src.engine.predict import format_table, predict_files, write_predictions
-    from src.models import create_model
+    from src.models import create_model_from_config
     from src.runtime.checkpoint import load_checkpoint_file, load_network_weights
     from src.runtime.device import setup_device
     from src.runtime.logging import setup_logging
@@ -68,10 +68,7 @@ def main(argv: Sequence[str]) -> int:
     setup_logging(None)
     setup_device(config.device_target, config.mode_name, config.device_id)
     params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
-    net = create_model(config.net_name, num_classes=config.class_num, head=config.head, cov_dim=config.cov_dim,
-                       post_norm=config.post_norm, isqrt_iters=config.isqrt_iters,
-                       layer4_stride=config.layer4_stride, adaptive_dropout=config.adaptive_dropout,
-                       arch_style=config.arch_style)
+    net = create_model_from_config(config)
     load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
     del params
     logger.info("predicting %d image(s) with %s; class names: %s", len(files), config.checkpoint_file_path,

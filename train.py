@@ -88,12 +88,9 @@ def build_training(config: Config, steps_per_epoch: int) -> tuple:
     from src.engine.lr_schedule import create_lr_schedule
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
     from src.engine.trainer import build_train_step
-    from src.models import create_model
+    from src.models import create_model_from_config
 
-    net = create_model(config.net_name, num_classes=config.class_num, head=config.head, cov_dim=config.cov_dim,
-                       post_norm=config.post_norm, isqrt_iters=config.isqrt_iters,
-                       layer4_stride=config.layer4_stride, adaptive_dropout=config.adaptive_dropout,
-                       arch_style=config.arch_style)
+    net = create_model_from_config(config)
     lr_schedule = create_lr_schedule(config.lr_decay_mode, config.lr_init, config.lr_max, config.lr_end,
                                      config.warmup_epochs, config.epoch_size, steps_per_epoch,
                                      config.lr_milestones, config.lr_gamma, config.lr_power)

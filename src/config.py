@@ -237,7 +237,8 @@ def check_value(key: str, value: Any, spec: KeySpec, choices: Sequence | None, s
     """Raise if ``value`` is outside the allowed choices or below the key's minimum."""
     if choices is not None and value not in choices:
         allowed = ", ".join(str(c) for c in choices)
-        raise DropCovError(f"{source}: {key}={value!r} is not allowed; choose one of: {allowed}")
+        hint = _suggestion(value, [str(c) for c in choices]) if isinstance(value, str) else ""
+        raise DropCovError(f"{source}: {key}={value!r} is not allowed; choose one of: {allowed}{hint}")
     if spec.minimum is not None and spec.type in (int, float) and value < spec.minimum:
         raise DropCovError(f"{source}: {key}={value!r} is too small; it must be >= {spec.minimum:g}")
 

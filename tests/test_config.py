@@ -150,11 +150,10 @@ def test_published_recipe_values():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_configs_build_their_model(path):
-    from src.models import create_model
-    from src.tools.model_info import model_kwargs_from_config
+    from src.models import create_model_from_config
 
     config, _ = load_config(["--config_path", str(path)])
-    net = create_model(config.net_name, **model_kwargs_from_config(config))
+    net = create_model_from_config(config)
     fc_weight = next(p for p in net.get_parameters() if p.name == "fc.weight")
     assert fc_weight.shape[0] == config.class_num
     if config.head == "dropcov":

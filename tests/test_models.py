@@ -235,3 +235,19 @@ def test_basic_stem_pool_equals_zero_pad_then_valid_pool():
     windows = np.stack([padded[:, :, i:i + 2 * out - 1:2, j:j + 2 * out - 1:2]
                         for i in range(3) for j in range(3)])
     np.testing.assert_array_equal(got, windows.max(axis=0))
+
+
+def test_conv_and_dense_init_options_redraw_weights():
+    """conv_init/dense_init are real options: HeNormal(fan_out) and Normal(0.01) draws have their spread."""
+    ms.set_seed(3)
+    net = create_model("resnet18", num_classes=10, conv_init="HeNormal", dense_init="Normal")
+    params = {p.name: p.asnumpy() for p in net.get_parameters()}
+    conv = params["layer3.0.conv2.weight"]  # 256x256x3x3: fan_out = 256*9
+    np.testing.assert_allclose(conv.std(), np.sqrt(2.0 / (256 * 9)), rtol=0.05)
+    np.testing.assert_allclose(params["fc.weight"].std(), 0.01, rtol=0.05)
+    assert not params["fc.bias"].any()
+    default = {p.name: p.asnumpy() for p in create_model("resnet18", num_classes=10).get_parameters()}
+    xavier_bound = np.sqrt(6.0 / (256 * 9 + 256 * 9))  # XavierUniform(gain 1)
+    assert np.abs(default["layer3.0.conv2.weight"]).max() <= xavier_bound
+    with pytest.raises(DropCovError, match="unknown conv_init='Kaiming'"):
+        create_model("resnet18", conv_init="Kaiming")

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from typing import Any, Callable
 
 from mindspore import nn
 
 from ..errors import DropCovError
+from .init import initialize_weights
 
 _MODEL_ENTRYPOINTS: dict[str, Callable[..., nn.Cell]] = {}
 
@@ -43,7 +44,8 @@ def model_entrypoint(name: str) -> Callable[..., nn.Cell]:
 
 def create_model(name: str, num_classes: int = 1000, head: str = "dropcov", cov_dim: int = 128,
                  post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
-                 adaptive_dropout: bool = True, arch_style: str = "mindspore") -> nn.Cell:
+                 adaptive_dropout: bool = True, arch_style: str = "mindspore",
+                 conv_init: str = "XavierUniform", dense_init: str = "TruncatedNormal") -> nn.Cell:
     """Build a registered network by name.
 
     Args:
@@ -61,6 +63,9 @@ def create_model(name: str, num_classes: int = 1000, head: str = "dropcov", cov_
             in training too (evaluation never uses them).
         arch_style: ``'mindspore'`` (layout, padding and BatchNorm of the published MindSpore
             checkpoints) or ``'torch'`` (the authors' PyTorch network; same parameter names).
+        conv_init: initialiser of every Conv2d weight (``XavierUniform`` as published, ``HeUniform``,
+            ``HeNormal``, ``TruncatedNormal``); see :mod:`src.models.init`.
+        dense_init: initialiser of the classifier weight (``TruncatedNormal`` as published, ...).
 
     Returns:
         A :class:`src.models.resnet.ResNet` cell, in evaluation mode until ``set_train()``.
@@ -75,6 +80,25 @@ def create_model(name: str, num_classes: int = 1000, head: str = "dropcov", cov_
         >>> torch_style = create_model("resnet50", cov_dim=256, arch_style="torch")
     """
     factory = model_entrypoint(name)
-    return factory(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
-                   isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
-                   adaptive_dropout=adaptive_dropout, arch_style=arch_style)
+    net = factory(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
+                  isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
+                  adaptive_dropout=adaptive_dropout, arch_style=arch_style)
+    initialize_weights(net, conv_init, dense_init)
+    return net
+
+
+#: Config keys (src/config.py) that are keyword arguments of :func:`create_model`, by argument name.
+MODEL_CONFIG_KEYS = {"num_classes": "class_num", "head": "head", "cov_dim": "cov_dim", "post_norm": "post_norm",
+                     "isqrt_iters": "isqrt_iters", "layer4_stride": "layer4_stride",
+                     "adaptive_dropout": "adaptive_dropout", "arch_style": "arch_style",
+                     "conv_init": "conv_init", "dense_init": "dense_init"}
+
+
+def model_options(config: Any) -> dict[str, Any]:
+    """:func:`create_model` keyword arguments (all but the name) read from a config object."""
+    return {argument: getattr(config, key) for argument, key in MODEL_CONFIG_KEYS.items()}
+
+
+def create_model_from_config(config: Any) -> nn.Cell:
+    """``create_model(config.net_name, **model_options(config))``: the network a config describes."""
+    return create_model(config.net_name, **model_options(config))

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from ..config import Config, load_config
+from ..models import model_options
 from ..models.info import SEED_TABLE, describe_model
 from ..runtime.entry import run_entry_point
 
@@ -39,13 +40,6 @@ def _extra_options(parser: argparse.ArgumentParser) -> None:
                         help="print ResNet-18/34/50 x GAP/DropCov at 1000 classes next to the seed table")
 
 
-def model_kwargs_from_config(config: Config) -> dict:
-    """``describe_model``/``create_model`` keyword arguments from a resolved config."""
-    return {"num_classes": config.class_num, "head": config.head, "cov_dim": config.cov_dim,
-            "post_norm": config.post_norm, "isqrt_iters": config.isqrt_iters,
-            "layer4_stride": config.layer4_stride, "arch_style": config.arch_style}
-
-
 def run(config: Config, args: argparse.Namespace) -> list[str]:
     """The lines to print for a config (or the seed table with ``--table``)."""
     if args.table:
@@ -54,7 +48,7 @@ def run(config: Config, args: argparse.Namespace) -> list[str]:
             lines.append(f"{format_row(info)} {seed_params:>8.1f} {seed_gflops:>8.2f}")
         return lines
     return [HEADER, format_row(describe_model(config.net_name, image_size=args.image_size,
-                                              **model_kwargs_from_config(config)))]
+                                              **model_options(config)))]
 
 
 def main(argv: list[str] | None = None) -> int:
