@@ -147,6 +147,8 @@ def channel_dropout(x: Tensor, p: Tensor) -> Tensor:
         ``(B, d, H, W)``, same dtype as ``x``.
     """
     p = ops.stop_gradient(ops.cast(p, ms.float32))
+    # ops.rand (UniformReal) logs a deprecation notice in MindSpore 2.10, but its suggested replacement
+    # mint.rand has no CPU kernel there (RandExt), and ops.bernoulli ignores mindspore.set_seed.
     uniform = ops.rand((x.shape[0], x.shape[1], 1, 1), dtype=ms.float32)
     keep = ops.cast(uniform >= p, ms.float32)
     keep_prob = 1.0 - p
