@@ -19,8 +19,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.installed-$(basename "$requirements" .txt)"
-if [ ! -f "$stamp" ] || [ "$requirements" -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ]; then
-  echo "setup_env: installing $requirements into $VENV (first time: a few minutes)"
+up_to_date() { [ -f "$1" ] && [ ! "$requirements" -nt "$1" ] && [ ! requirements.txt -nt "$1" ]; }
+# the dev requirements include the runtime ones
+if up_to_date "$VENV/.installed-requirements-dev"; then stamp="$VENV/.installed-requirements-dev"; fi
+if ! up_to_date "$stamp"; then
+  echo "setup_env: installing $requirements into $VENV (a few minutes on a fresh machine)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
   touch "$stamp"
 else
