@@ -93,6 +93,12 @@ def init_data_parallel(run_distribute: bool, device_target: str, device_num: int
         init()
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if launcher == "msrun" and os.environ.get("MS_ROLE") == "MS_SCHED":
+            # msrun's scheduler process runs this script too; its init() lasts the whole job and fails when
+            # a worker died or stopped answering (msrun has then already stopped the other workers).
+            raise DropCovError(f"msrun scheduler: the job ended abnormally, a worker process died or stopped "
+                               f"responding ({first}); see worker_*.log in msrun's --log_dir for the cause, then "
+                               "continue with the same launch command plus --resume auto") from err
         raise DropCovError(f"distributed init failed under {launcher} on {device_target}: {first}") from err
     rank, size = get_rank(), get_group_size()
     if device_num != size:
