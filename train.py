@@ -39,6 +39,16 @@ def resume_command(argv: Sequence[str]) -> str:
     return " ".join(["python train.py", *map(shlex.quote, kept), "--resume auto"])
 
 
+def check_checkpoint_options(config: Config) -> None:
+    """Fail at once on a bad ``--pre_trained`` or explicit ``--resume`` file, before the data scan and build."""
+    from src.runtime.checkpoint import check_checkpoint_file
+
+    if config.pre_trained:
+        check_checkpoint_file(config.pre_trained, option="pre_trained")
+    if config.resume and config.resume != "auto":
+        check_checkpoint_file(config.resume, option="resume")
+
+
 def setup_run(config: Config) -> tuple:
     """Device, communicator, output folder and logging: ``(parallel_info, output, checkpoint_dir)``."""
     from src.runtime.device import setup_device
@@ -147,6 +157,7 @@ def restore_or_initialise(config: Config, checkpoint_dir: Path, net: Any, optimi
 def main(argv: Sequence[str]) -> int:
     config, _ = load_config(argv, description=__doc__)
     configure_cpu_environment(config.device_target)  # before MindSpore is imported
+    check_checkpoint_options(config)
 
     import mindspore as ms
     import numpy as np

@@ -2,6 +2,8 @@
 
 On AVX-512 CPUs oneDNN wraps MindSpore's plain-layout 3x3 convolutions in a path that falls back to
 its reference kernel (about 50x slower). Capping oneDNN at AVX2 before ``import mindspore`` avoids it.
+MindSpore's own log is kept to errors (``GLOG_v=3``) unless the user set ``GLOG_v``, so that our one-line
+errors and log lines are not buried under framework notices (e.g. deprecations of ops we must use).
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import logging
 import os
 import sys
 
+GLOG_VARIABLE = "GLOG_v"
+GLOG_ERRORS_ONLY = "3"
 ONEDNN_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
 ONEDNN_ISA_FOR_CPU = "AVX2"
 
@@ -19,9 +23,11 @@ def configure_cpu_environment(device_target: str) -> str | None:
     """Set ``ONEDNN_MAX_CPU_ISA=AVX2`` for CPU runs unless the user chose a value.
 
     Must run before the first ``import mindspore`` of the process; returns the value set, or None
-    when nothing was changed. Logs a line when it sets the variable, and a warning when MindSpore
+    when nothing was changed. Also sets ``GLOG_v=3`` (MindSpore errors only) when unset, for any device. Logs a line when it sets the variable, and a warning when MindSpore
     was already imported (the setting would then have no effect).
     """
+    if "mindspore" not in sys.modules:
+        os.environ.setdefault(GLOG_VARIABLE, GLOG_ERRORS_ONLY)
     if str(device_target).upper() != "CPU" or ONEDNN_ISA_VARIABLE in os.environ:
         return None
     if "mindspore" in sys.modules:

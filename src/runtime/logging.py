@@ -39,6 +39,9 @@ def ensure_writable_directory(path: Union[str, os.PathLike], option: str = "outp
         probe.unlink()
     except OSError as error:
         reason = error.strerror or type(error).__name__
+        blocking_file = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        if blocking_file is not None:
+            reason = f"{str(blocking_file)!r} is a file, not a folder"
         raise DropCovError(f"{option} {str(directory)!r} cannot be written ({reason}); choose a writable "
                            f"folder with --{option}") from error
     return directory
