@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -102,12 +101,10 @@ def results_record(config: Config, metrics: Dict[str, float], val_root: str, gro
 
 def write_json(record: Dict[str, Any], path: Path) -> None:
     """Write ``record`` to ``path`` atomically (a temporary file renamed over it)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from src.runtime.files import atomic_write_text
+
     try:
-        with open(tmp, "w", encoding="utf-8") as stream:
-            json.dump(record, stream, indent=2)
-            stream.write("\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     except OSError as error:
         raise DropCovError(f"cannot write {path}: {error.strerror or error}; choose another --output_file "
                            "or --output_path") from error

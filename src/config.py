@@ -153,10 +153,9 @@ class Config:
 
     def save(self, path: str) -> None:
         """Write the resolved values as YAML (atomically), so a run records exactly what it used."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_yaml())
-        os.replace(tmp, path)
+        from src.runtime.files import atomic_write_text
+
+        atomic_write_text(path, self.to_yaml())
 
     def __repr__(self) -> str:
         return "\n".join(f"{k}: {v!r}" for k, v in self._values.items())

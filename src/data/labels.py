@@ -9,6 +9,7 @@ import os
 from typing import Sequence
 
 from src.errors import DropCovError
+from src.runtime.files import atomic_write_text
 
 CLASS_INDICES_FILE = "class_indices.json"
 
@@ -21,11 +22,7 @@ def write_class_indices(path: str, class_names: Sequence[str]) -> str:
     if os.path.isdir(path):
         path = os.path.join(path, CLASS_INDICES_FILE)
     mapping = {str(index): str(name) for index, name in enumerate(class_names)}
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(mapping, handle, indent=1, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(mapping, indent=1, ensure_ascii=False) + "\n")
     return path
 
 

@@ -9,6 +9,7 @@ otherwise only indices are reported.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ import numpy as np
 from src.data.checks import IMAGE_EXTENSIONS
 from src.data.labels import CLASS_INDICES_FILE, read_class_indices
 from src.errors import DropCovError
+from src.runtime.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -263,24 +265,22 @@ def write_predictions(predictions: Sequence[Prediction], path: Union[str, os.Pat
     if suffix not in OUTPUT_FORMATS:
         raise DropCovError(f"--output_file {path}: unknown format {suffix or '(no extension)'!r}; "
                            "use a name ending in .csv or .json")
+    if suffix == ".csv":
+        stream = io.StringIO()
+        writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in prediction_rows(predictions, class_names):
+            writer.writerow({**row, "probability": f"{row['probability']:.6g}"})
+        text = stream.getvalue()
+    else:
+        records = []
+        for prediction in predictions:
+            top = [{key: row[key] for key in CSV_COLUMNS[1:]} for row in prediction_rows([prediction], class_names)]
+            records.append({"image": prediction.image, "top_k": top})
+        text = json.dumps(records, indent=1) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as stream:
-            if suffix == ".csv":
-                writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS)
-                writer.writeheader()
-                for row in prediction_rows(predictions, class_names):
-                    writer.writerow({**row, "probability": f"{row['probability']:.6g}"})
-            else:
-                records = []
-                for prediction in predictions:
-                    top = [{key: row[key] for key in CSV_COLUMNS[1:]}
-                           for row in prediction_rows([prediction], class_names)]
-                    records.append({"image": prediction.image, "top_k": top})
-                json.dump(records, stream, indent=1)
-                stream.write("\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     except OSError as error:
         raise DropCovError(f"cannot write predictions to {path}: {error.strerror or error}; "
                            "choose another --output_file") from error
