@@ -6,12 +6,7 @@
 # Environment: MASTER_ADDR (127.0.0.1), MASTER_PORT (8118), CLUSTER_TIME_OUT (seconds to wait for all workers, 600).
 # Worker logs: OUTPUT_PATH/msrun_log/worker_<r>.log; rank 0 also writes OUTPUT_PATH/train.log.
 set -euo pipefail
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-
-usage() {
-  sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 2
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [ $# -ge 3 ] || usage
 WORKER_NUM="$1"; CONFIG="$2"; DATA_PATH="$3"; shift 3
 OUTPUT_PATH="./output"
@@ -21,15 +16,14 @@ MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
 MASTER_PORT="${MASTER_PORT:-8118}"
 CLUSTER_TIME_OUT="${CLUSTER_TIME_OUT:-600}"
 
-[[ "$WORKER_NUM" =~ ^[1-9][0-9]*$ ]] || { echo "error: WORKER_NUM must be a positive integer, got '$WORKER_NUM'" >&2; exit 2; }
+require_positive_int WORKER_NUM "$WORKER_NUM"
 [[ "$MASTER_PORT" =~ ^[0-9]+$ ]] && [ "$MASTER_PORT" -ge 1024 ] && [ "$MASTER_PORT" -le 65535 ] \
-  || { echo "error: MASTER_PORT must be a port number in 1024-65535, got '$MASTER_PORT'" >&2; exit 2; }
-[ -f "$CONFIG" ] || { echo "error: config file not found: $CONFIG" >&2; exit 2; }
-[ -e "$DATA_PATH" ] || { echo "error: DATA_PATH does not exist: $DATA_PATH" >&2; exit 2; }
+  || die "MASTER_PORT must be a port number in 1024-65535, got '$MASTER_PORT'"
+require_config "$CONFIG"
+require_data_path "$DATA_PATH"
 
-# msrun starts each worker as plain `python`: make it the project's environment when there is one.
-if [ -x "$REPO_ROOT/.venv/bin/python" ]; then export PATH="$REPO_ROOT/.venv/bin:$PATH"; fi
-command -v msrun >/dev/null || { echo "error: msrun not found (it ships with MindSpore >= 2.3): activate the environment that has MindSpore" >&2; exit 2; }
+use_repo_venv
+command -v msrun >/dev/null || die "msrun not found (it ships with MindSpore >= 2.3): activate the environment that has MindSpore"
 mkdir -p "$OUTPUT_PATH"
 exec msrun --worker_num="$WORKER_NUM" --local_worker_num="$WORKER_NUM" --master_addr="$MASTER_ADDR" \
   --master_port="$MASTER_PORT" --log_dir="$OUTPUT_PATH/msrun_log" --join=True \
