@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from export import batch_size_given
-from src.engine.export import export_input, export_network, export_path, load_exported
+from src.engine.export import (
+    EdgePaddedMaxPool2d,
+    export_input,
+    export_network,
+    export_path,
+    exportable_max_pools,
+    load_exported,
+)
 from src.errors import DropCovError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +88,44 @@ def test_onnx_export_gives_the_same_logits(trained_like, tmp_path):
     session = onnxruntime.InferenceSession(str(written), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: images})
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _numpy_max_pool(x, kernel, stride, padding):
+    """Max-pool with -inf padding (what a padded MaxPool2d means), straight from the definition."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    oh, ow = (padded.shape[2] - kh) // sh + 1, (padded.shape[3] - kw) // sw + 1
+    windows = [padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+               for i in range(kh) for j in range(kw)]
+    return np.max(windows, axis=0)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, shape", [
+    ((3, 3), (2, 2), (1, 1), (2, 3, 9, 10)),
+    ((3, 2), (2, 1), (1, 0), (1, 2, 7, 8)),
+    ((5, 5), (1, 1), (2, 2), (1, 2, 6, 7)),
+])
+def test_edge_padded_pool_equals_the_padded_pool_on_any_input(kernel, stride, padding, shape):
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    twin = EdgePaddedMaxPool2d(kernel, stride, padding)
+    pool = ms.nn.MaxPool2d(kernel_size=kernel, stride=stride, pad_mode="pad", padding=padding)
+    expected = _numpy_max_pool(x, kernel, stride, padding)
+    np.testing.assert_array_equal(twin(ms.Tensor(x)).asnumpy(), expected)
+    np.testing.assert_array_equal(pool(ms.Tensor(x)).asnumpy(), expected)
+
+
+def test_export_swaps_the_padded_stem_pool_and_puts_it_back():
+    """Training keeps the fast padded pool (MaxPool3DWithArgmax); only the export sees the twin."""
+    from src.models import create_model
+
+    net = create_model("resnet18", num_classes=10)
+    tail = ms.nn.SequentialCell([ms.nn.ReLU(), ms.nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)])
+    stem_pool, tail_pool = net.backbone.maxpool, tail[1]
+    with exportable_max_pools(net), exportable_max_pools(tail):
+        assert isinstance(net.backbone.maxpool, EdgePaddedMaxPool2d)
+        assert isinstance(tail[1], EdgePaddedMaxPool2d) and isinstance(tail.cell_list[1], EdgePaddedMaxPool2d)
+        assert net.backbone.maxpool.pool.pad_mode == "VALID"
+    assert net.backbone.maxpool is stem_pool and tail[1] is tail_pool and tail.cell_list[1] is tail_pool
 
 
 def test_load_exported_rejects_other_files(tmp_path):

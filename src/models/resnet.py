@@ -208,7 +208,9 @@ class ResNetBackbone(nn.Cell):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
         else:
             # Symmetric pad 1 inside the pooling op: the same result as the original zero pad + valid
-            # pool (the input is post-ReLU, >= 0) and ~7x faster on CPU than a separate nn.Pad.
+            # pool (the input is post-ReLU, >= 0) and ~4x faster on CPU in forward + backward than nn.Pad
+            # + valid pool. MindSpore cannot export it to ONNX (MaxPool3DWithArgmax), so export_network
+            # swaps in an equal edge-pad + valid pool (src/engine/export.py, exportable_max_pools).
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
         block = BLOCKS[spec.block]
         strides = (1, 2, 2, layer4_stride)
