@@ -149,6 +149,7 @@ def main(argv: Sequence[str]) -> int:
     shards = {"num_shards": parallel.group_size, "shard_id": parallel.rank} if parallel.group_size > 1 else {}
     bundle = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
                             num_parallel_workers=config.num_parallel_workers, seed=config.seed,
+                            safe_decode=config.safe_decode,
                             eval_dataset_path=config.eval_dataset_path, **shards)
     class_count = len(bundle.class_names)
     if class_count > config.class_num:

@@ -80,8 +80,9 @@ def build_datasets(config: Config, parallel: Any) -> tuple:
 
     common = dict(num_parallel_workers=config.num_parallel_workers, num_shards=parallel.group_size,
                   shard_id=parallel.rank, seed=config.seed)
+    common["safe_decode"] = config.safe_decode
     train = create_dataset(config.dataset, config.data_path, "train", config.batch_size, config.train_image_size,
-                           **common)
+                           crop_min_scale=config.train_crop_min_scale, hflip=config.train_hflip, **common)
     if config.class_num < len(train.class_names):
         raise DropCovError(f"class_num={config.class_num} but {train.source} has {len(train.class_names)} classes; "
                            f"set --class_num {len(train.class_names)} (or more)")

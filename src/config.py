@@ -65,6 +65,11 @@ SCHEMA: dict[str, KeySpec] = {
     "eval_dataset_path": _spec("", "validation folder; empty = DATA_PATH/val"),
     "train_image_size": _spec(224, "training crop size", minimum=8),
     "eval_image_size": _spec(224, "evaluation centre-crop size (resize to size/0.875 first)", minimum=8),
+    "train_crop_min_scale": _spec(0.08, "smallest random-crop area (fraction of the image) when training",
+                                  minimum=0.01),
+    "train_hflip": _spec(True, "random horizontal flip when training"),
+    "safe_decode": _spec(True, "decode images with Pillow so a corrupt file stops the run with its name "
+                         "(False: MindSpore's fused decode ops, which can crash on some corrupt JPEGs)"),
     "batch_size": _spec(64, "images per device per step", minimum=1),
     "num_parallel_workers": _spec(8, "data-loading workers per device (capped at the CPU count)", minimum=1),
     # run

@@ -187,3 +187,37 @@ def test_cifar10_train_is_a_padded_crop_maybe_flipped():
         flipped += match >= len(windows)
         matches.add(match % len(windows))
     assert 0 < flipped < 20 and len(matches) > 3
+
+
+def test_train_augmentation_options_shape_the_operations():
+    import mindspore.dataset.vision as vision
+
+    from src.data.transforms import cifar10_train_operations, imagenet_train_operations
+
+    default = imagenet_train_operations(32)
+    assert any(isinstance(op, vision.RandomHorizontalFlip) for op in default)
+    no_flip = imagenet_train_operations(32, crop_min_scale=0.5, hflip=False)
+    assert not any(isinstance(op, vision.RandomHorizontalFlip) for op in no_flip)
+    assert len(no_flip) == len(default) - 1
+    assert not any(isinstance(op, vision.RandomHorizontalFlip) for op in cifar10_train_operations(32, hflip=False))
+
+
+def test_large_min_crop_scale_keeps_most_of_the_image(tmp_path):
+    """With crop_min_scale 1.0 (and the 3/4-4/3 ratio) a square image's crop is the whole image, so the
+    train transform without flip equals a plain resize: checked against Pillow + numpy."""
+    import io
+
+    from PIL import Image
+
+    from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_train_operations
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    data = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+    out = data
+    for op in imagenet_train_operations(24, crop_min_scale=1.0, hflip=False):
+        out = op(out)
+    expected = (pixels.astype(np.float32) - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(out, expected.transpose(2, 0, 1), rtol=1e-4, atol=1e-3)

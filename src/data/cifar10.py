@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def create_cifar10_dataset(data_path: str, split: str, batch_size: int, image_size: int = 32,
                            num_parallel_workers: int = 8, num_shards: int = 1, shard_id: int = 0,
-                           seed: int = 1, eval_dataset_path: str = "") -> DatasetBundle:
+                           seed: int = 1, eval_dataset_path: str = "", hflip: bool = True) -> DatasetBundle:
     """Build the train or test pipeline of binary CIFAR-10; see :func:`src.data.create_dataset`."""
     import mindspore.dataset as ds
 
@@ -49,7 +49,7 @@ def create_cifar10_dataset(data_path: str, split: str, batch_size: int, image_si
     if training:
         dataset = ds.Cifar10Dataset(folder, usage=usage, shuffle=True, num_shards=num_shards, shard_id=shard_id,
                                     num_parallel_workers=workers)
-        operations = cifar10_train_operations(image_size)
+        operations = cifar10_train_operations(image_size, hflip)
         num_images = train_shard_size(total, num_shards)
         steps = train_steps(num_images, batch_size, folder)
     else:

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_size: int,
                             num_parallel_workers: int = 8, num_shards: int = 1, shard_id: int = 0,
                             seed: int = 1, eval_dataset_path: str = "", safe_decode: bool = True,
-                            check_headers: bool = True) -> DatasetBundle:
+                            check_headers: bool = True, crop_min_scale: float = 0.08,
+                            hflip: bool = True) -> DatasetBundle:
     """Build the train or val pipeline of an image-folder dataset; see :func:`src.data.create_dataset`."""
     import mindspore.dataset as ds
 
@@ -46,7 +47,7 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
         if check_headers:
             check_image_headers(listing.files[shard_id::num_shards], workers)
         dataset = ds.ImageFolderDataset(folder, shuffle=True, num_shards=num_shards, shard_id=shard_id, **common)
-        operations = imagenet_train_operations(image_size, safe_decode)
+        operations = imagenet_train_operations(image_size, safe_decode, crop_min_scale, hflip)
         num_images = train_shard_size(total, num_shards)
         steps = train_steps(num_images, batch_size, folder)
         files: tuple[str, ...] = ()

@@ -45,15 +45,22 @@ def _normalize_to_chw(mean: tuple[float, ...], std: tuple[float, ...]) -> list[A
     return [vision.Normalize(mean=list(mean), std=list(std)), vision.HWC2CHW()]
 
 
-def imagenet_train_operations(image_size: int, safe_decode: bool = True) -> list[Any]:
-    """Encoded image bytes -> float32 (3, image_size, image_size): random resized crop, flip, normalise."""
+def imagenet_train_operations(image_size: int, safe_decode: bool = True,
+                              crop_min_scale: float = TRAIN_CROP_SCALE[0], hflip: bool = True) -> list[Any]:
+    """Encoded image bytes -> float32 (3, image_size, image_size): random resized crop, flip, normalise.
+
+    ``crop_min_scale`` is the smallest crop area as a fraction of the image (0.08 in the ImageNet recipe);
+    ``hflip`` False leaves out the random horizontal flip (e.g. for digits, whose mirror images differ).
+    """
     import mindspore.dataset.vision as vision
 
+    scale = (crop_min_scale, TRAIN_CROP_SCALE[1])
     if safe_decode:
-        crop = [decode_image, vision.RandomResizedCrop(image_size, scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO)]
+        crop = [decode_image, vision.RandomResizedCrop(image_size, scale=scale, ratio=TRAIN_CROP_RATIO)]
     else:
-        crop = [vision.RandomCropDecodeResize(image_size, scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO)]
-    return crop + [vision.RandomHorizontalFlip()] + _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
+        crop = [vision.RandomCropDecodeResize(image_size, scale=scale, ratio=TRAIN_CROP_RATIO)]
+    flip = [vision.RandomHorizontalFlip()] if hflip else []
+    return crop + flip + _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
 
 
 def imagenet_eval_operations(image_size: int, safe_decode: bool = True) -> list[Any]:
@@ -65,11 +72,12 @@ def imagenet_eval_operations(image_size: int, safe_decode: bool = True) -> list[
         _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
 
 
-def cifar10_train_operations(image_size: int = CIFAR10_IMAGE_SIZE) -> list[Any]:
+def cifar10_train_operations(image_size: int = CIFAR10_IMAGE_SIZE, hflip: bool = True) -> list[Any]:
     """uint8 (32, 32, 3) -> float32 (3, image_size, image_size): padded random crop, flip, normalise."""
     import mindspore.dataset.vision as vision
 
-    operations = [vision.RandomCrop(CIFAR10_IMAGE_SIZE, padding=CIFAR10_PADDING), vision.RandomHorizontalFlip()]
+    operations = [vision.RandomCrop(CIFAR10_IMAGE_SIZE, padding=CIFAR10_PADDING)]
+    operations += [vision.RandomHorizontalFlip()] if hflip else []
     return operations + _cifar10_resize(image_size) + _normalize_to_chw(CIFAR10_MEAN, CIFAR10_STD)
 
 
