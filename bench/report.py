@@ -15,6 +15,8 @@ HEAD_LABELS = {"dropcov": "DropCov (layer4 s1)", "gap": "GAP (layer4 s2)", "gap_
 TARGET_GRAPH_OVER_PYNATIVE = 1.6
 TARGET_R18_IMAGES_PER_S = 9.3
 TARGET_HEAD_SHARE = 0.05
+CONV_DIRECTIONS = {"Conv2D": "forward", "Conv2DBackpropInput": "backward-data",
+                   "Conv2DBackpropFilter": "backward-filter"}
 
 
 # ------------------------------------------------------------------------------------------- lookups
@@ -210,6 +212,8 @@ def report_lines(results: dict) -> list[str]:
         if head.get("note"):
             lines += [f"Note: {head['note']}.", ""]
 
+    lines += profile_lines(results.get("profile") or {}, derived.get("peak_gflops"))
+
     pytorch = results.get("pytorch") or {}
     rows = []
     for isa, run in pytorch.items():
@@ -265,6 +269,36 @@ def report_lines(results: dict) -> list[str]:
         else:
             shown = _percent(value) if unit == "%" else f"{value:.3g}{unit if unit == 'x' else ' ' + unit}"
         lines.append(f"- {_verdict(target['passed'])}: {target['name']} — {shown} ({target['detail']})")
+    return lines
+
+
+def profile_lines(profile: dict, peak_gflops: float | None = None) -> list[str]:
+    """The operator profile (:mod:`bench.op_profile`) as markdown: ms/step and share per group, then the
+    convolutions' ms/step and GFLOP/s per direction (and their fraction of the best kernel, if known)."""
+    if not profile:
+        return []
+    if not profile.get("ok"):
+        return [f"Operator profile: not measured ({profile.get('error', 'skipped')}).", ""]
+    total = profile["total_ms_per_step"]
+    lines = [f"Where the step goes ({profile['net_name']} + {profile['head']}, GRAPH_MODE, CPU, batch "
+             f"{profile['batch_size']}, {profile['image_size']}x{profile['image_size']}; MindSpore profiler over "
+             f"{profile['steps']} steps: {total:.0f} ms of kernels per step, the profiled steps took "
+             f"{', '.join(f'{t:.3g}' for t in profile['step_wall_s'])} s):", ""]
+    rows = [[group, f"{ms:.1f}", _percent(ms / total if total else None)]
+            for group, ms in sorted(profile["by_group"].items(), key=lambda item: -item[1])]
+    lines += _table(["group", "ms/step", "share"], rows + [["total", f"{total:.1f}", _percent(1.0)]]) + [""]
+    conv_ms: dict[str, float] = {}
+    for row in profile.get("ops", []):
+        if row["op_type"] in CONV_DIRECTIONS:
+            conv_ms[row["op_type"]] = conv_ms.get(row["op_type"], 0.0) + row["ms_per_step"]
+    gflops = profile.get("conv_gflops") or {}
+    rows = [[direction, op_type, _fmt(conv_ms.get(op_type), ".1f"), _fmt(gflops.get(op_type), ".0f"),
+             _percent(_ratio(gflops.get(op_type), peak_gflops))]
+            for op_type, direction in CONV_DIRECTIONS.items() if op_type in gflops or op_type in conv_ms]
+    if rows:
+        lines += ["Convolutions (GFLOP/s = 2 x forward MACs x batch per direction over its ms/step; of peak: "
+                  "against the best dense kernel of this run):", ""]
+        lines += _table(["direction", "op", "ms/step", "GFLOP/s", "of peak"], rows) + [""]
     return lines
 
 

@@ -5,9 +5,11 @@
     python bench/run_all.py --batch_size 64 --device_target GPU --amp_level O2
     python bench/run_all.py --report bench/results/latest.json  # re-print / re-publish a saved run
 
-Each training configuration, the head, the kernels, the PyTorch network and the input pipeline run
-in their own worker process (see bench/common.py), so GRAPH_MODE and PYNATIVE_MODE and the oneDNN
-ISA caps never share a process. A failed worker is recorded in the JSON and the run goes on.
+Each training configuration, the head, the operator profile, the kernels, the PyTorch network and the
+input pipeline run in their own worker process (see bench/common.py), so GRAPH_MODE and PYNATIVE_MODE
+and the oneDNN ISA caps never share a process. A failed worker is recorded in the JSON and the run
+goes on. The operator profile (section "profile", a few minutes at full size) is left out of --quick
+unless --sections names it.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from bench.machine import describe_machine, load_average, summary_line, usable_c
 from bench.peak_flops import best_kernel, numpy_matmul  # noqa: E402
 from bench.pytorch_ref import torch_available  # noqa: E402
 
-SECTIONS = ("peak", "train", "head", "pytorch", "pipeline", "tuning")
+SECTIONS = ("peak", "train", "head", "profile", "pytorch", "pipeline", "tuning")
+QUICK_SKIPS = ("profile",)  # left out of --quick unless named in --sections
 HEAD_CONFIGS = {"dropcov": ("dropcov", 0), "gap": ("gap", 0), "gap_s1": ("gap", 1)}
 MODES = ("GRAPH_MODE", "PYNATIVE_MODE")
 DEFAULT_DOCS = REPO_ROOT / "docs" / "BENCHMARKS.md"
@@ -59,8 +62,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heads", type=_csv(tuple(HEAD_CONFIGS)), default=list(HEAD_CONFIGS),
                         help="training heads: dropcov (layer4 stride 1), gap (stride 2), gap_s1 (stride 1)")
     parser.add_argument("--modes", type=_csv(MODES), default=list(MODES))
-    parser.add_argument("--sections", type=_csv(SECTIONS), default=list(SECTIONS),
-                        help=f"what to run, comma-separated from {', '.join(SECTIONS)}")
+    parser.add_argument("--sections", type=_csv(SECTIONS), default=None,
+                        help=f"what to run, comma-separated from {', '.join(SECTIONS)} (default all; quick: all "
+                             f"but {', '.join(QUICK_SKIPS)})")
     parser.add_argument("--pipeline_images", type=int, default=None, help="generated JPEGs (96; quick: 16)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps: checks the code runs")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per worker (900; quick: 300)")
@@ -84,7 +88,8 @@ def settle(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": pick(args.batch_size, 8, 2), "image_size": pick(args.image_size, 224, 64),
         "warmup": pick(args.warmup, 2, 1), "steps": pick(args.steps, 5, 2),
         "nets": pick(args.nets, ["resnet18", "resnet50"], ["resnet18"]), "heads": args.heads,
-        "modes": args.modes, "sections": args.sections, "timeout": pick(args.timeout, 900.0, 300.0),
+        "modes": args.modes,
+        "sections": pick(args.sections, list(SECTIONS), [name for name in SECTIONS if name not in QUICK_SKIPS]), "timeout": pick(args.timeout, 900.0, 300.0),
         "pipeline_images": pick(args.pipeline_images, 96, 16), "cores": usable_cores(),
     }
 
@@ -152,6 +157,17 @@ def run_head(settings: dict) -> dict[str, Any]:
                                "device_target": settings["device_target"]}, timeout=settings["timeout"])
 
 
+def run_profile(settings: dict) -> dict[str, Any]:
+    """Where the first net's DropCov training step goes, by operator type and group (MindSpore profiler, CPU)."""
+    if settings["device_target"] != "CPU":
+        return {"ok": False, "error": "the operator profile reads the CPU profiler's CSV; CPU only"}
+    net = settings["nets"][0]
+    _log(f"operator profile ({net} DropCov GRAPH)")
+    return run_worker("op_profile", {"net_name": net, "head": "dropcov", "batch_size": settings["batch_size"],
+                                     "image_size": settings["image_size"], "warmup": settings["warmup"],
+                                     "steps": min(settings["steps"], 2)}, timeout=settings["timeout"])
+
+
 def run_pytorch(settings: dict) -> dict[str, Any]:
     """The authors' network in PyTorch at oneDNN's default ISA and capped at AVX2."""
     if not torch_available():
@@ -194,23 +210,10 @@ def run_tuning(settings: dict, train: list[dict[str, Any]], head: dict[str, Any]
         gain = f"; step time {100 * (value / base - 1):+.1f}% vs the baseline" if base else ""
         return {"name": name, "value": value, "baseline": base, "detail": detail + gain}
 
-    # A fresh baseline right before the variants, so that all three see the same machine load.
+    # A fresh baseline right before the variant, so that both see the same machine load.
     _log(f"tuning: baseline ({net} DropCov GRAPH)")
     baseline = run_worker("train_step", base_params, timeout=settings["timeout"])
     baseline = baseline if baseline.get("ok") else report.find_train({"train": train}, net, "dropcov")
-    _log(f"tuning: stem max-pool as MaxPool2d(pad_mode='pad') ({net} DropCov GRAPH)")
-    check = run_worker("train_step", {"task": "stem_pool_equivalence", "net_name": net,
-                                      "device_target": settings["device_target"]}, timeout=settings["timeout"])
-    result = run_worker("train_step", {**base_params, "stem_pool": "pad_mode"}, timeout=settings["timeout"])
-    if result.get("ok") and not result.get("stem_pool_swapped"):
-        result = {"ok": False, "error": f"{net} has no Pad + valid max-pool stem to swap"}
-    same = (f"one training step from equal weights: max |param diff| {check['max_param_diff']:.3g} "
-            f"(largest update {check['max_param_change']:.3g})" if check.get("ok") else
-            f"equivalence check failed: {check.get('error')}")
-    entry = step_entry(f"{net} DropCov GRAPH step, stem nn.Pad + MaxPool2d(valid) -> "
-                       "MaxPool2d(3, 2, pad_mode='pad', padding=1) [s/step]", result, same)
-    entry["equivalence"] = check
-    entries.append(entry)
 
     _log(f"tuning: MindSpore CPU kernel threads = {settings['cores']} ({net} DropCov GRAPH)")
     result = run_worker("train_step", {**base_params, "threads_num": settings["cores"]}, timeout=settings["timeout"])
@@ -278,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["train"] = run_train(settings)
     if "head" in settings["sections"]:
         results["head"] = run_head(settings)
+    if "profile" in settings["sections"]:
+        results["profile"] = run_profile(settings)
     if "pytorch" in settings["sections"]:
         results["pytorch"] = run_pytorch(settings)
         if "peak" in results:  # PyTorch's kernels count towards the machine's limit too

@@ -7,13 +7,6 @@ Momentum with weight-decay groups, fixed loss scale) on one fixed random batch (
 measured apart, in :mod:`bench.pipeline`), so the figure is the model's own speed. Warm-up steps (the
 first compiles the graph) are not timed; the median of the timed steps gives images/s. Evaluation is
 the forward pass in evaluation mode.
-
-``stem_pool='pad_mode'`` is a tuning experiment, applied to the built network instance only: the
-stem max-pool of the symmetric-padding variants (ResNet-18/34, and every ``arch_style='torch'`` net),
-``nn.Pad(1) + MaxPool2d(3, 2, 'valid')``, becomes ``MaxPool2d(3, 2, pad_mode='pad', padding=1)``.
-Its input is post-ReLU (>= 0), so outputs are equal; gradients differ only at ties with the zero
-padding, which lie on zeros of the ReLU and are cancelled by its gradient
-(:func:`stem_pool_equivalence` checks one full training step).
 """
 from __future__ import annotations
 
@@ -24,36 +17,18 @@ import numpy as np
 
 from bench.common import step_statistics, time_calls, training_gflop_per_image, worker_main
 
-STEM_POOLS = ("model", "pad_mode")
-
-
-def use_padded_stem_pool(net: Any) -> bool:
-    """Swap a ``SequentialCell(Pad, MaxPool2d valid)`` stem pool for ``MaxPool2d(pad_mode='pad', padding=1)``.
-
-    Returns False (and changes nothing) when the network's stem pool is not of that form (e.g. the
-    TF-style ``'same'`` pool of the MindSpore ResNet-50).
-    """
-    from mindspore import nn
-
-    pool = net.backbone.maxpool
-    if not isinstance(pool, nn.SequentialCell) or not isinstance(pool[0], nn.Pad):
-        return False
-    net.backbone.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
-    return True
-
 
 def measure_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4_stride: int = 0,
                        mode_name: str = "GRAPH_MODE", batch_size: int = 8, image_size: int = 224,
                        warmup: int = 2, steps: int = 5, device_target: str = "CPU", num_classes: int = 1000,
                        post_norm: str = "none", adaptive_dropout: bool = True, eval_steps: int = 0,
                        threads_num: int = 0, amp_level: str = "O0", loss_scale: float = 1024.0,
-                       stem_pool: str = "model", seed: int = 0) -> dict[str, Any]:
+                       seed: int = 0) -> dict[str, Any]:
     """Time ``warmup + steps`` training steps (and ``eval_steps`` forward passes if > 0).
 
     Args mirror the config keys (the train step is :func:`src.engine.trainer.build_train_step` with a
     fixed loss scale, as ``train.py`` builds it); ``threads_num`` > 0 sets MindSpore's CPU kernel thread count
-    (``mindspore.device_context.cpu.op_tuning.threads_num``), 0 keeps MindSpore's default;
-    ``stem_pool`` is ``'model'`` (as built) or ``'pad_mode'`` (see the module docstring).
+    (``mindspore.device_context.cpu.op_tuning.threads_num``), 0 keeps MindSpore's default.
 
     Returns a dict with ``train`` (see :func:`bench.common.step_statistics`, plus warm-up seconds and
     the losses seen), ``eval`` when asked, the forward multiply-adds per image, the training GFLOP
@@ -79,9 +54,6 @@ def measure_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
     options = {"num_classes": num_classes, "head": head, "layer4_stride": layer4_stride,
                "post_norm": post_norm, "adaptive_dropout": adaptive_dropout}
     net = create_model(net_name, **options)
-    if stem_pool not in STEM_POOLS:
-        raise ValueError(f"stem_pool must be one of {STEM_POOLS}, got {stem_pool!r}")
-    stem_pool_swapped = stem_pool == "pad_mode" and use_padded_stem_pool(net)
     loss_fn = create_loss(num_classes, 0.1)
     optimizer = create_optimizer(net, "Momentum", 0.01, 0.9, 1e-4, optimizer_loss_scale("fixed", loss_scale))
     train_step = build_train_step(net, loss_fn, optimizer, amp_level,
@@ -102,7 +74,8 @@ def measure_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
         "net_name": net_name, "head": head, "layer4_stride": layer4_stride, "feature_size": info["feature_size"],
         "mode_name": mode_name, "batch_size": batch_size, "image_size": image_size,
         "device_target": device_target, "post_norm": post_norm, "adaptive_dropout": adaptive_dropout,
-        "threads_num": threads_num, "amp_level": amp_level, "stem_pool_swapped": stem_pool_swapped, "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
+        "threads_num": threads_num, "amp_level": amp_level,
+        "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
         "forward_gmacs_per_image": info["gmacs"],
         "train_gflop_per_step": training_gflop_per_image(info["macs"]) * batch_size,
         "train": {**step_statistics(timed, batch_size), "warmup_s": [round(t, 3) for t in warm],
@@ -117,52 +90,5 @@ def measure_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
     return result
 
 
-def stem_pool_equivalence(net_name: str = "resnet18", batch_size: int = 2, image_size: int = 64,
-                          device_target: str = "CPU", seed: int = 0) -> dict[str, Any]:
-    """One training step of the network as built and with the swapped stem pool, from the same
-    weights and batch (adaptive dropout off: its random mask would differ between two graphs).
-
-    Returns both losses and the largest absolute difference between the updated parameters.
-    """
-    from src.runtime.environment import configure_cpu_environment
-
-    configure_cpu_environment(device_target)
-    import mindspore as ms
-    from mindspore import Parameter, Tensor
-
-    from src.engine.loss import create_loss
-    from src.engine.optimizer import create_loss_scale_manager, create_optimizer
-    from src.engine.trainer import build_train_step
-    from src.models import create_model
-    from src.runtime.device import setup_device
-
-    setup_device(device_target, "GRAPH_MODE")
-    rng = np.random.default_rng(seed)
-    images = Tensor(rng.standard_normal((batch_size, 3, image_size, image_size), dtype=np.float32))
-    labels = Tensor(rng.integers(0, 10, size=(batch_size,), dtype=np.int32))
-    weights = None
-    outcome = {}
-    for variant in STEM_POOLS:
-        net = create_model(net_name, num_classes=10, adaptive_dropout=False)
-        if weights is None:
-            weights = {p.name: p.data.asnumpy().copy() for p in net.get_parameters()}
-        ms.load_param_into_net(net, {name: Parameter(Tensor(value), name=name) for name, value in weights.items()})
-        swapped = variant == "pad_mode" and use_padded_stem_pool(net)
-        optimizer = create_optimizer(net, "Momentum", 0.1, 0.9, 1e-4, 1024.0)
-        step = build_train_step(net, create_loss(10, 0.1), optimizer, "O0",
-                                create_loss_scale_manager("fixed", 1024.0, device_target))
-        step.set_train(True)
-        loss = float(step(images, labels).asnumpy())
-        outcome[variant] = (loss, swapped, {p.name: p.data.asnumpy().copy() for p in net.trainable_params()})
-    (loss_a, _, params_a), (loss_b, swapped, params_b) = outcome["model"], outcome["pad_mode"]
-    return {"net_name": net_name, "swapped": swapped, "loss_model": loss_a, "loss_pad_mode": loss_b,
-            "max_param_diff": max(float(np.max(np.abs(params_a[k] - params_b[k]))) for k in params_a),
-            "max_param_change": max(float(np.max(np.abs(params_a[k] - weights[k]))) for k in params_a)}
-
-
-def _main(task: str = "step", **params: Any) -> dict[str, Any]:
-    return stem_pool_equivalence(**params) if task == "stem_pool_equivalence" else measure_train_step(**params)
-
-
 if __name__ == "__main__":
-    raise SystemExit(worker_main(_main))
+    raise SystemExit(worker_main(measure_train_step))

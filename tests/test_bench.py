@@ -92,6 +92,70 @@ def test_derived_figures_and_targets():
     assert "PASS" in text and "FAIL" in text and "| resnet18" in text
 
 
+def _profile_result() -> dict:
+    """An op_profile result shaped like the worker's, with the quiet ResNet-18 + DropCov figures."""
+    by_group = {"convolution": 911.0, "optimizer": 67.0, "pooling": 66.0, "batch_norm": 51.0, "relu": 22.0,
+                "other": 28.0}
+    ops = [{"phase": "backward", "op_type": "Conv2DBackpropInput", "kernels": 19, "ms_per_step": 321.0},
+           {"phase": "backward", "op_type": "Conv2DBackpropFilter", "kernels": 20, "ms_per_step": 302.0},
+           {"phase": "forward", "op_type": "Conv2D", "kernels": 20, "ms_per_step": 288.0}]
+    return {"ok": True, "net_name": "resnet18", "head": "dropcov", "batch_size": 8, "image_size": 224, "steps": 2,
+            "step_wall_s": [1.16, 1.17], "total_ms_per_step": sum(by_group.values()), "by_group": by_group,
+            "by_phase": {"forward": 400.0, "backward": 678.0, "optimizer": 67.0}, "ops": ops,
+            "conv_gflops": {"Conv2D": 171.0, "Conv2DBackpropInput": 153.0, "Conv2DBackpropFilter": 162.0}}
+
+
+def test_profile_lines_show_groups_shares_and_conv_gflops():
+    profile = _profile_result()
+    lines = report.profile_lines(profile, peak_gflops=200.0)
+    text = "\n".join(lines)
+    assert "1145 ms of kernels per step" in text
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in lines if line.startswith("| ")}
+    assert rows["convolution"] == ["911.0", f"{100 * 911 / 1145:.1f}%"]  # 79.6%
+    assert rows["pooling"] == ["66.0", f"{100 * 66 / 1145:.1f}%"]
+    assert rows["total"] == ["1145.0", "100.0%"]
+    assert rows["backward-data"] == ["Conv2DBackpropInput", "321.0", "153", "76.5%"]
+    assert rows["forward"] == ["Conv2D", "288.0", "171", "85.5%"]
+    # groups are listed largest first (after the header row)
+    groups = [line.split("|")[1].strip() for line in lines if line.startswith("| ")][1:7]
+    assert groups == ["convolution", "optimizer", "pooling", "batch_norm", "other", "relu"]
+    assert report.profile_lines({}) == []
+    failed = report.profile_lines({"ok": False, "error": "exit code 1: boom"})
+    assert failed[0] == "Operator profile: not measured (exit code 1: boom)."
+
+
+def test_report_includes_the_profile_section():
+    results = _synthetic_results()
+    results["profile"] = _profile_result()
+    text = "\n".join(report.report_lines(results))
+    assert "Where the step goes" in text and "backward-filter" in text
+    assert "of peak" in text and "Tuning experiments" not in text
+
+
+def test_profile_section_default_full_not_quick(monkeypatch):
+    from bench import run_all
+
+    assert "profile" in run_all.SECTIONS
+    assert run_all.settle(run_all.parse_args([]))["sections"] == list(run_all.SECTIONS)
+    quick = run_all.settle(run_all.parse_args(["--quick"]))["sections"]
+    assert "profile" not in quick and "train" in quick and "tuning" in quick
+    assert run_all.settle(run_all.parse_args(["--quick", "--sections", "train,profile"]))["sections"] == [
+        "train", "profile"]
+
+    calls = []
+    monkeypatch.setattr(run_all, "run_worker", lambda module, params, **kw: calls.append((module, params)) or
+                        {"ok": True})
+    settings = run_all.settle(run_all.parse_args(["--quick", "--nets", "resnet50,resnet18", "--steps", "5"]))
+    assert run_all.run_profile(settings) == {"ok": True}
+    ((module, params),) = calls
+    assert module == "op_profile"
+    assert (params["net_name"], params["head"], params["steps"]) == ("resnet50", "dropcov", 2)
+    assert (params["batch_size"], params["image_size"]) == (settings["batch_size"], settings["image_size"])
+    gpu = run_all.settle(run_all.parse_args(["--device_target", "GPU"]))
+    assert run_all.run_profile(gpu)["ok"] is False and len(calls) == 1
+
+
 def test_update_docs_keeps_hand_written_text(tmp_path):
     docs = tmp_path / "BENCHMARKS.md"
     docs.write_text(f"# Title\n\nintro\n\n{report.DOCS_BEGIN}\nold\n{report.DOCS_END}\n\nafter\n")
