@@ -17,6 +17,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from src.errors import DropCovError
+from src.models.cell_surgery import replace_cells, restore_cells
 
 logger = logging.getLogger(__name__)
 
@@ -128,32 +129,14 @@ def exportable_max_pools(net: nn.Cell) -> Iterator[nn.Cell]:
     The ResNet-18/34 stem pool (3x3/2, padding 1) is one: MindSpore 2.10 cannot export it to ONNX as is.
     The original cells are put back on leaving the block, so training keeps the fast op.
     """
-    swapped = []
-    for name, cell in list(net.cells_and_names()):
-        if not (name and isinstance(cell, nn.MaxPool2d) and cell.use_pad):
-            continue
-        twin = _edge_padded_equivalent(cell)
-        if twin is None:
-            continue
-        *parents, key = name.split(".")
-        parent = net
-        for part in parents:
-            parent = parent[int(part)] if part.isdigit() else getattr(parent, part)
-        _set_child(parent, key, twin)
-        swapped.append((parent, key, cell))
+    def twin_of(cell: nn.Cell) -> Union[EdgePaddedMaxPool2d, None]:
+        return _edge_padded_equivalent(cell) if isinstance(cell, nn.MaxPool2d) and cell.use_pad else None
+
+    replaced = replace_cells(net, twin_of)
     try:
         yield net
     finally:
-        for parent, key, cell in reversed(swapped):
-            _set_child(parent, key, cell)
-
-
-def _set_child(parent: nn.Cell, key: str, cell: nn.Cell) -> None:
-    """Replace the child ``key`` of ``parent`` (an index for containers, whose cell lists need updating)."""
-    if key.isdigit() and isinstance(parent, (nn.SequentialCell, nn.CellList)):
-        parent[int(key)] = cell
-    else:
-        setattr(parent, key, cell)
+        restore_cells(replaced)
 
 
 _UNSUPPORTED_OPERATOR = re.compile(r"Exporting (\w+) operator is not yet supported|"
