@@ -23,6 +23,7 @@ from typing import Any, Dict, Sequence
 from src.config import Config, load_config
 from src.engine.metrics import format_duration
 from src.errors import DropCovError
+from src.kernels.backend import uses_onednn_convolutions
 from src.runtime.entry import run_entry_point
 from src.runtime.environment import configure_cpu_environment
 
@@ -115,7 +116,7 @@ def main(argv: Sequence[str]) -> int:
     if not config.checkpoint_file_path:
         raise DropCovError("no checkpoint to evaluate: pass --checkpoint_file_path PATH.ckpt (a published "
                            "checkpoint or one from OUTPUT_PATH/checkpoints of a training run)")
-    configure_cpu_environment(config.device_target)
+    configure_cpu_environment(config.device_target, full_isa=uses_onednn_convolutions(config))
 
     from src.data import create_dataset, pipeline_errors_as_dropcov
     from src.engine.evaluate import evaluate

@@ -41,7 +41,7 @@ def main(argv: Sequence[str]) -> int:
     ensure_writable_directory(destination.parent, "file_name")  # before the checkpoint is read
     setup_device(config.device_target, config.mode_name, config.device_id)
     params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
-    net = create_model_from_config(config)
+    net = create_model_from_config(config, conv_backend="stock")  # MindSpore's own ops export; ops.Custom not
     load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
     del params
     written = export_network(net, destination, config.file_format, config.eval_image_size, batch_size)

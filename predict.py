@@ -18,6 +18,7 @@ from typing import Sequence
 
 from src.config import load_config
 from src.errors import DropCovError
+from src.kernels.backend import uses_onednn_convolutions
 from src.runtime.entry import run_entry_point
 from src.runtime.environment import configure_cpu_environment
 
@@ -57,7 +58,7 @@ def main(argv: Sequence[str]) -> int:
     files = collect_images(args.images)
     val_folder = config.eval_dataset_path or (str(Path(config.data_path) / "val") if config.data_path else "")
     class_names, names_source = find_class_names(config.checkpoint_file_path, args.class_names_file, val_folder)
-    configure_cpu_environment(config.device_target)
+    configure_cpu_environment(config.device_target, full_isa=uses_onednn_convolutions(config))
 
     from src.engine.predict import format_table, predict_files, write_predictions
     from src.models import create_model_from_config

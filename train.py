@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from src.config import Config, load_config
 from src.errors import DropCovError
+from src.kernels.backend import uses_onednn_convolutions
 from src.runtime.entry import run_entry_point
 from src.runtime.environment import configure_cpu_environment
 
@@ -157,7 +158,8 @@ def restore_or_initialise(config: Config, checkpoint_dir: Path, net: Any, optimi
 
 def main(argv: Sequence[str]) -> int:
     config, _ = load_config(argv, description=__doc__)
-    configure_cpu_environment(config.device_target)  # before MindSpore is imported
+    # before MindSpore is imported; the oneDNN kernels need no AVX2 cap
+    configure_cpu_environment(config.device_target, full_isa=uses_onednn_convolutions(config))
     check_checkpoint_options(config)
 
     import mindspore as ms

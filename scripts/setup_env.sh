@@ -29,3 +29,17 @@ if ! up_to_date "$stamp"; then
 else
   echo "setup_env: $VENV already has $requirements"
 fi
+
+# oneDNN's headers (headers only: --no-deps skips Intel's 90 MB SYCL runtime) and the blocked-layout
+# convolution kernels built from them (csrc/onednn_conv.cc, config key conv_backend). A failed build is
+# not fatal: conv_backend auto then falls back to MindSpore's own convolutions.
+onednn_headers="$(grep -o 'onednn-devel==[0-9.]*' src/kernels/build.py)"
+if [ ! -f "$VENV/include/oneapi/dnnl/dnnl.hpp" ]; then
+  echo "setup_env: installing oneDNN headers ($onednn_headers)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$onednn_headers"
+fi
+if kernel="$("$VENV/bin/python" -m src.kernels.build)"; then
+  echo "setup_env: oneDNN convolution kernels: $kernel"
+else
+  echo "setup_env: warning: the oneDNN convolution kernels were not built; conv_backend auto uses MindSpore's convolutions" >&2
+fi

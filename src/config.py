@@ -75,6 +75,9 @@ SCHEMA: dict[str, KeySpec] = {
     # run
     "device_target": _spec("GPU", "device to run on", ["CPU", "GPU", "Ascend"]),
     "device_id": _spec(0, "device index for single-device runs", minimum=0),
+    "conv_backend": _spec("auto", "CPU convolution kernels: oneDNN blocked-layout kernels built from csrc/ "
+                          "(onednn), MindSpore's own (stock), or onednn where it can run (auto: CPU, amp O0)",
+                          ["auto", "stock", "onednn"]),
     "mode_name": _spec("GRAPH_MODE", "MindSpore execution mode", ["GRAPH_MODE", "PYNATIVE_MODE"]),
     "run_distribute": _spec(False, "data parallel across the processes started by mpirun or msrun"),
     "device_num": _spec(1, "expected number of devices (the communicator's count wins)", minimum=1),

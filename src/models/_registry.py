@@ -99,6 +99,14 @@ def model_options(config: Any) -> dict[str, Any]:
     return {argument: getattr(config, key) for argument, key in MODEL_CONFIG_KEYS.items()}
 
 
-def create_model_from_config(config: Any) -> nn.Cell:
-    """``create_model(config.net_name, **model_options(config))``: the network a config describes."""
-    return create_model(config.net_name, **model_options(config))
+def create_model_from_config(config: Any, conv_backend: str | None = None) -> nn.Cell:
+    """``create_model(config.net_name, **model_options(config))``: the network a config describes.
+
+    Its convolutions run on ``conv_backend`` (default ``config.conv_backend``; see
+    :func:`src.kernels.onednn_conv.apply_conv_backend`), which changes no parameter name or shape.
+    """
+    from src.kernels.onednn_conv import apply_conv_backend
+
+    net = create_model(config.net_name, **model_options(config))
+    apply_conv_backend(net, conv_backend or config.conv_backend, config.device_target, config.amp_level)
+    return net

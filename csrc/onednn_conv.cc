@@ -1,0 +1,344 @@
+// oneDNN convolution kernels with blocked layouts, for MindSpore ops.Custom (func_type="aot", CPU).
+//
+// MindSpore's stock CPU convolutions hand oneDNN plain NCHW/OIHW memory descriptors, which rules out
+// oneDNN's fastest (blocked-layout) kernels. These kernels let oneDNN choose its own layouts
+// (format_tag::any), reorder the plain tensors MindSpore owns into them, and reorder the result back.
+// Primitives and their buffers are created once per shape and cached. They link against the oneDNN
+// library inside the MindSpore wheel (built with DNNL_CPU_RUNTIME=THREADPOOL), so they bring a small
+// thread pool of their own. Built by src/kernels/build.py; used by src/kernels/onednn_conv.py.
+//
+// Entry points (inputs first, then the output, as MindSpore passes them):
+//   dropcov_conv2d_forward        (x NCHW, w OIHW, cfg int64[7]) -> y NCHW
+//   dropcov_conv2d_backward_data  (dy, w, x, cfg)                -> dx (shape of x)
+//   dropcov_conv2d_backward_filter(dy, x, w, cfg)                -> dw (shape of w)
+// cfg = [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]; with same=1 the
+// padding is MindSpore's 'same' (extra row/column at the bottom/right), else the given top/left
+// padding and whatever bottom/right padding the output size implies.
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <oneapi/dnnl/dnnl_threadpool.hpp>
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+// A fixed pool of worker threads for oneDNN's threadpool runtime (MindSpore's libdnnl is built with
+// DNNL_CPU_RUNTIME=THREADPOOL). The calling thread takes part in every job. A job ends only when its
+// closures have all run *and* every worker that joined it has left it, so no worker can ever pick up
+// an index of the next job while still holding the previous job's closure.
+class WorkerPool : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  explicit WorkerPool(int threads) : threads_(std::max(1, threads)) {
+    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  }
+  ~WorkerPool() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+      ++generation_;
+    }
+    wake_.notify_all();
+    for (auto &w : workers_) w.join();
+  }
+  int get_num_threads() const override { return threads_; }
+  bool get_in_parallel() const override { return in_parallel_; }
+  uint64_t get_flags() const override { return 0; }
+
+  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+    if (n <= 0) return;
+    // A nested call, or a call from a second MindSpore thread while a job runs, runs inline.
+    std::unique_lock<std::mutex> busy(job_mutex_, std::try_to_lock);
+    if (n == 1 || threads_ == 1 || in_parallel_ || !busy.owns_lock()) {
+      for (int i = 0; i < n; ++i) fn(i, n);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      fn_ = &fn;
+      n_ = n;
+      next_.store(0);
+      done_.store(0);
+      ++generation_;
+    }
+    wake_.notify_all();
+    RunTasks(fn, n);
+    while (done_.load(std::memory_order_acquire) < n) std::this_thread::yield();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      fn_ = nullptr;  // no worker joins from now on
+    }
+    while (joined_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  }
+
+ private:
+  void RunTasks(const std::function<void(int, int)> &fn, int n) {
+    in_parallel_ = true;
+    for (int i = next_.fetch_add(1); i < n; i = next_.fetch_add(1)) {
+      fn(i, n);
+      done_.fetch_add(1, std::memory_order_release);
+    }
+    in_parallel_ = false;
+  }
+  void WorkerLoop() {
+    uint64_t seen = 0;
+    for (;;) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (stop_) return;
+      if (fn_ == nullptr) continue;
+      const std::function<void(int, int)> *fn = fn_;
+      const int n = n_;
+      joined_.fetch_add(1, std::memory_order_acq_rel);
+      lock.unlock();
+      RunTasks(*fn, n);
+      joined_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  const int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mutex_, job_mutex_;
+  std::condition_variable wake_;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  const std::function<void(int, int)> *fn_ = nullptr;
+  int n_ = 0;
+  std::atomic<int> next_{0}, done_{0}, joined_{0};
+  static thread_local bool in_parallel_;
+};
+thread_local bool WorkerPool::in_parallel_ = false;
+
+int UsableCores() {
+  if (const char *env = std::getenv("DROPCOV_ONEDNN_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+struct Runtime {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  WorkerPool pool{UsableCores()};
+};
+Runtime &GetRuntime() {
+  static Runtime *runtime = new Runtime();  // never destroyed: kernels may run during exit
+  return *runtime;
+}
+dnnl::stream &ThreadStream() {
+  thread_local dnnl::stream stream = dnnl::threadpool_interop::make_stream(GetRuntime().engine, &GetRuntime().pool);
+  return stream;
+}
+
+struct ConvGeometry {
+  memory::dims src, wei, dst, strides, dilates, pad_l, pad_r;
+};
+
+ConvGeometry MakeGeometry(const int64_t *x, const int64_t *w, const int64_t *y, const int64_t *cfg) {
+  ConvGeometry g;
+  g.src = {x[0], x[1], x[2], x[3]};
+  g.wei = {w[0], w[1], w[2], w[3]};
+  g.dst = {y[0], y[1], y[2], y[3]};
+  g.strides = {cfg[0], cfg[1]};
+  g.dilates = {cfg[2] - 1, cfg[3] - 1};
+  for (int d = 0; d < 2; ++d) {
+    const int64_t in = x[2 + d], out = y[2 + d], k = w[2 + d], s = cfg[d], dil = cfg[2 + d];
+    const int64_t total = std::max<int64_t>((out - 1) * s + (k - 1) * dil + 1 - in, 0);
+    const int64_t before = cfg[4] ? total / 2 : cfg[5 + d];
+    g.pad_l.push_back(before);
+    g.pad_r.push_back(total - before);
+  }
+  return g;
+}
+
+std::string Key(const char *direction, const ConvGeometry &g) {
+  std::string key(direction);
+  for (const auto *dims : {&g.src, &g.wei, &g.dst, &g.strides, &g.dilates, &g.pad_l, &g.pad_r})
+    for (auto v : *dims) key += "," + std::to_string(v);
+  return key;
+}
+
+memory::desc Any(const memory::dims &d) { return memory::desc(d, dt::f32, tag::any); }
+memory::desc Plain(const memory::dims &d, tag t) { return memory::desc(d, dt::f32, t); }
+
+// One tensor argument: MindSpore's plain buffer, and, where oneDNN chose another layout, a buffer in
+// that layout plus the reorder between them.
+struct Operand {
+  memory::desc plain, chosen;
+  memory internal;
+  dnnl::reorder to_internal, to_plain;
+  bool reordered = false;
+  void Init(const memory::desc &plain_desc, const memory::desc &chosen_desc, bool is_output) {
+    plain = plain_desc;
+    chosen = chosen_desc;
+    reordered = plain != chosen;
+    if (!reordered) return;
+    const auto &eng = GetRuntime().engine;
+    internal = memory(chosen, eng);
+    if (is_output)
+      to_plain = dnnl::reorder(dnnl::reorder::primitive_desc(eng, chosen, eng, plain));
+    else
+      to_internal = dnnl::reorder(dnnl::reorder::primitive_desc(eng, plain, eng, chosen));
+  }
+  // The memory the primitive reads or writes; inputs are reordered in here first.
+  memory Input(void *data, dnnl::stream &s) {
+    memory user(plain, GetRuntime().engine, data);
+    if (!reordered) return user;
+    to_internal.execute(s, user, internal);
+    return internal;
+  }
+  memory Output(void *data) {
+    return reordered ? internal : memory(plain, GetRuntime().engine, data);
+  }
+  void Finish(void *data, dnnl::stream &s) {
+    if (!reordered) return;
+    memory user(plain, GetRuntime().engine, data);
+    to_plain.execute(s, internal, user);
+  }
+};
+
+struct Kernel {
+  std::mutex mutex;  // one call at a time: the operands' buffers are shared
+  dnnl::primitive primitive;
+  Operand a, b, out;  // two inputs and the output, in the entry point's order
+  int arg_a = 0, arg_b = 0, arg_out = 0;
+  memory scratchpad;
+};
+
+dnnl::convolution_forward::primitive_desc ForwardDesc(const ConvGeometry &g) {
+  return dnnl::convolution_forward::primitive_desc(
+      GetRuntime().engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+      Any(g.src), Any(g.wei), Any(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r,
+      dnnl::primitive_attr());
+}
+
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+std::unique_ptr<Kernel> BuildKernel(int direction, const ConvGeometry &g) {
+  auto k = std::make_unique<Kernel>();
+  const auto &eng = GetRuntime().engine;
+  const memory::desc src = Plain(g.src, tag::nchw), wei = Plain(g.wei, tag::oihw), dst = Plain(g.dst, tag::nchw);
+  auto fwd = ForwardDesc(g);
+  memory::desc pad_desc;
+  if (direction == 0) {
+    dnnl::convolution_forward::primitive_desc pd(
+        eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, Any(g.src), Any(g.wei),
+        Any(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, UserScratchpad());
+    k->primitive = dnnl::convolution_forward(pd);
+    k->a.Init(src, pd.src_desc(), false);
+    k->b.Init(wei, pd.weights_desc(), false);
+    k->out.Init(dst, pd.dst_desc(), true);
+    k->arg_a = DNNL_ARG_SRC; k->arg_b = DNNL_ARG_WEIGHTS; k->arg_out = DNNL_ARG_DST;
+    pad_desc = pd.scratchpad_desc();
+  } else if (direction == 1) {
+    dnnl::convolution_backward_data::primitive_desc pd(
+        eng, dnnl::algorithm::convolution_direct, Any(g.src), Any(g.wei), Any(g.dst), g.strides, g.dilates,
+        g.pad_l, g.pad_r, fwd, UserScratchpad());
+    k->primitive = dnnl::convolution_backward_data(pd);
+    k->a.Init(dst, pd.diff_dst_desc(), false);
+    k->b.Init(wei, pd.weights_desc(), false);
+    k->out.Init(src, pd.diff_src_desc(), true);
+    k->arg_a = DNNL_ARG_DIFF_DST; k->arg_b = DNNL_ARG_WEIGHTS; k->arg_out = DNNL_ARG_DIFF_SRC;
+    pad_desc = pd.scratchpad_desc();
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc pd(
+        eng, dnnl::algorithm::convolution_direct, Any(g.src), Any(g.wei), Any(g.dst), g.strides, g.dilates,
+        g.pad_l, g.pad_r, fwd, UserScratchpad());
+    k->primitive = dnnl::convolution_backward_weights(pd);
+    k->a.Init(dst, pd.diff_dst_desc(), false);
+    k->b.Init(src, pd.src_desc(), false);
+    k->out.Init(wei, pd.diff_weights_desc(), true);
+    k->arg_a = DNNL_ARG_DIFF_DST; k->arg_b = DNNL_ARG_SRC; k->arg_out = DNNL_ARG_DIFF_WEIGHTS;
+    pad_desc = pd.scratchpad_desc();
+  }
+  k->scratchpad = memory(pad_desc, eng);
+  return k;
+}
+
+Kernel &GetKernel(int direction, const ConvGeometry &g) {
+  static std::mutex cache_mutex;
+  static auto *cache = new std::unordered_map<std::string, std::unique_ptr<Kernel>>();
+  static const char *names[] = {"fwd", "bwd_data", "bwd_filter"};
+  const std::string key = Key(names[direction], g);
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto it = cache->find(key);
+  if (it == cache->end()) it = cache->emplace(key, BuildKernel(direction, g)).first;
+  return *it->second;
+}
+
+int Run(int direction, void *a, void *b, void *out, const ConvGeometry &g) {
+  try {
+    Kernel &k = GetKernel(direction, g);
+    std::lock_guard<std::mutex> lock(k.mutex);
+    dnnl::stream &s = ThreadStream();
+    std::unordered_map<int, memory> args{
+        {k.arg_a, k.a.Input(a, s)},
+        {k.arg_b, k.b.Input(b, s)},
+        {k.arg_out, k.out.Output(out)},
+        {DNNL_ARG_SCRATCHPAD, k.scratchpad}};
+    k.primitive.execute(s, args);
+    k.out.Finish(out, s);
+    s.wait();
+    return 0;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "dropcov oneDNN convolution failed: %s\n", e.what());
+    return 1;
+  }
+}
+
+bool Float32(const char *dtype) { return std::strcmp(dtype, "float32") == 0; }
+
+}  // namespace
+
+#define DROPCOV_EXPORT __attribute__((visibility("default")))
+
+extern "C" {
+
+DROPCOV_EXPORT int dropcov_conv2d_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                           void *stream, void *extra) {
+  if (nparam != 4 || !Float32(dtypes[0]) || !Float32(dtypes[1])) return 1;
+  const auto *cfg = static_cast<const int64_t *>(params[2]);
+  return Run(0, params[0], params[1], params[3], MakeGeometry(shapes[0], shapes[1], shapes[3], cfg));
+}
+
+DROPCOV_EXPORT int dropcov_conv2d_backward_data(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                 void *stream, void *extra) {
+  if (nparam != 5 || !Float32(dtypes[0]) || !Float32(dtypes[1])) return 1;
+  const auto *cfg = static_cast<const int64_t *>(params[3]);
+  return Run(1, params[0], params[1], params[4], MakeGeometry(shapes[2], shapes[1], shapes[0], cfg));
+}
+
+DROPCOV_EXPORT int dropcov_conv2d_backward_filter(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                   void *stream, void *extra) {
+  if (nparam != 5 || !Float32(dtypes[0]) || !Float32(dtypes[1])) return 1;
+  const auto *cfg = static_cast<const int64_t *>(params[3]);
+  return Run(2, params[0], params[1], params[4], MakeGeometry(shapes[1], shapes[2], shapes[0], cfg));
+}
+
+}  // extern "C"

@@ -1,0 +1,48 @@
+"""Which convolution kernels a run uses (config key ``conv_backend``), decided without importing MindSpore.
+
+The decision comes before ``import mindspore`` because it also settles oneDNN's instruction set: with
+every convolution on the blocked-layout kernels, nothing needs the AVX2 cap of
+:func:`src.runtime.environment.configure_cpu_environment`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from src.errors import DropCovError
+
+from .build import build_library
+
+CONV_BACKENDS = ("auto", "stock", "onednn")
+
+
+def resolve_conv_backend(requested: str, device_target: str, amp_level: str) -> tuple[str, str]:
+    """The backend to use and why: ``('onednn', library path)`` or ``('stock', reason)``.
+
+    Raises:
+        DropCovError: an unknown value, or ``onednn`` where it cannot run (the message says why).
+    """
+    if requested not in CONV_BACKENDS:
+        raise DropCovError(f"conv_backend={requested!r} is not supported: choose one of {', '.join(CONV_BACKENDS)}")
+    if requested == "stock":
+        return "stock", "conv_backend: stock"
+    unsupported = []
+    if str(device_target).upper() != "CPU":
+        unsupported.append(f"device_target={device_target} (the kernels are CPU kernels)")
+    if str(amp_level) != "O0":
+        unsupported.append(f"amp_level={amp_level} (the kernels are float32)")
+    if unsupported:
+        if requested == "onednn":
+            raise DropCovError(f"conv_backend=onednn cannot run with {' and '.join(unsupported)}: "
+                               "use conv_backend: auto or stock")
+        return "stock", "; ".join(unsupported)
+    try:
+        return "onednn", str(build_library())
+    except DropCovError as err:
+        if requested == "onednn":
+            raise
+        return "stock", f"the oneDNN kernels could not be built ({err})"
+
+
+def uses_onednn_convolutions(config: Any) -> bool:
+    """Whether ``config`` (``conv_backend``, ``device_target``, ``amp_level``) runs the oneDNN kernels."""
+    return resolve_conv_backend(config.conv_backend, config.device_target, config.amp_level)[0] == "onednn"

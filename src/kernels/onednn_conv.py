@@ -1,0 +1,114 @@
+"""Convolutions on oneDNN's blocked layouts (``csrc/onednn_conv.cc``) as a drop-in for ``nn.Conv2d`` on CPU.
+
+MindSpore's CPU ``Conv2D`` kernels give oneDNN plain NCHW/OIHW tensors; :class:`OneDNNConv2d` runs the
+same convolution through ``ops.Custom`` kernels that let oneDNN pick its blocked layouts, with a bprop
+made of the matching backward-data and backward-filter kernels. It holds the very ``weight`` Parameter
+of the ``nn.Conv2d`` it replaces, so parameter names, shapes and checkpoints do not change.
+
+``conv_backend`` (config key) chooses: ``stock`` (MindSpore's kernels), ``onednn`` (these, or an error
+saying why not), ``auto`` (these on CPU at amp_level O0 when the library builds, else stock).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from src.errors import DropCovError
+from src.models.cell_surgery import replace_cells
+
+from .backend import resolve_conv_backend
+
+logger = logging.getLogger(__name__)
+
+def _output_size(size: int, kernel: int, stride: int, dilation: int, pad_mode: str, pad_total: int) -> int:
+    """Output length of one spatial axis, as MindSpore's Conv2D computes it."""
+    if pad_mode == "same":
+        return -(-size // stride)
+    extent = dilation * (kernel - 1) + 1
+    return (size + pad_total - extent) // stride + 1
+
+
+class OneDNNConv2d(nn.Cell):
+    """``conv``'s convolution (same weight Parameter, stride, padding, dilation) on the oneDNN kernels.
+
+    Supports what ResNets use: NCHW, ``group=1``, no bias, float32; any stride, dilation, kernel size and
+    pad mode (``'pad'`` with 1 or 4 values, ``'same'``, ``'valid'``).
+    """
+
+    def __init__(self, conv: nn.Conv2d, library: str) -> None:
+        super().__init__()
+        if not can_replace(conv):
+            raise DropCovError(f"OneDNNConv2d supports NCHW, group=1, bias-free convolutions; got {conv!r}")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride, self.dilation = conv.kernel_size, conv.stride, conv.dilation
+        self.pad_mode = conv.pad_mode
+        padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 4
+        self.padding = padding if conv.pad_mode == "pad" else (0, 0, 0, 0)
+        self.weight = conv.weight
+        same = int(conv.pad_mode == "same")
+        # [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]: see csrc/onednn_conv.cc
+        self.kernel_config = Tensor(np.array([*self.stride, *self.dilation, same, self.padding[0],
+                                              self.padding[2]], np.int64))
+        self.convolution = _custom_ops(library, self._output_shape)
+
+    def _output_shape(self, x_shape: Sequence[int], w_shape: Sequence[int], *_: Any) -> list[int]:
+        """NCHW output shape for input ``x_shape`` (the ``out_shape`` of the forward ``ops.Custom``)."""
+        top, bottom, left, right = self.padding
+        return [x_shape[0], w_shape[0],
+                _output_size(x_shape[2], w_shape[2], self.stride[0], self.dilation[0], self.pad_mode, top + bottom),
+                _output_size(x_shape[3], w_shape[3], self.stride[1], self.dilation[1], self.pad_mode, left + right)]
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.convolution(x, self.weight, self.kernel_config)
+
+    def extend_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, pad_mode={self.pad_mode}, padding={self.padding}, "
+                f"dilation={self.dilation}, backend=onednn")
+
+
+def _custom_ops(library: str, output_shape: Any) -> ops.Custom:
+    """The forward ``ops.Custom`` with a bprop of the backward-data and backward-filter kernels."""
+
+    def same_dtype(*dtypes: Any) -> Any:
+        return dtypes[0]
+
+    backward_data = ops.Custom(f"{library}:dropcov_conv2d_backward_data", func_type="aot",
+                               out_shape=lambda dy, w, x, config: x, out_dtype=same_dtype)
+    backward_filter = ops.Custom(f"{library}:dropcov_conv2d_backward_filter", func_type="aot",
+                                 out_shape=lambda dy, x, w, config: w, out_dtype=same_dtype)
+
+    def bprop(x: Tensor, weight: Tensor, config: Tensor, out: Tensor, dout: Tensor) -> tuple:
+        return (backward_data(dout, weight, x, config), backward_filter(dout, x, weight, config),
+                ops.zeros_like(config))
+
+    return ops.Custom(f"{library}:dropcov_conv2d_forward", func_type="aot", out_shape=output_shape,
+                      out_dtype=same_dtype, bprop=bprop)
+
+
+def can_replace(cell: nn.Cell) -> bool:
+    """Whether ``cell`` is an ``nn.Conv2d`` that :class:`OneDNNConv2d` computes exactly."""
+    return (isinstance(cell, nn.Conv2d) and cell.group == 1 and not cell.has_bias
+            and cell.data_format == "NCHW" and cell.pad_mode in ("pad", "same", "valid"))
+
+
+def use_onednn_convolutions(net: nn.Cell, library: str) -> int:
+    """Replace every replaceable ``nn.Conv2d`` of ``net`` by a :class:`OneDNNConv2d`; return how many."""
+    return len(replace_cells(net, lambda cell: OneDNNConv2d(cell, library) if can_replace(cell) else None))
+
+
+def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_level: str) -> str:
+    """Resolve ``conv_backend`` and, for ``onednn``, swap ``net``'s convolutions; return the backend used."""
+    backend, detail = resolve_conv_backend(requested, device_target, amp_level)
+    if backend == "onednn":
+        count = use_onednn_convolutions(net, detail)
+        logger.info("conv_backend=%s: %d convolutions run on the oneDNN blocked-layout kernels (%s)",
+                    requested, count, detail)
+    elif requested == "auto" and "could not be built" in detail:
+        logger.warning("conv_backend=auto: using MindSpore's convolutions because %s", detail)
+    else:
+        logger.info("conv_backend=%s: MindSpore's convolutions (%s)", requested, detail)
+    return backend
