@@ -31,7 +31,7 @@ else
 fi
 
 # oneDNN's headers (headers only: --no-deps skips Intel's 90 MB SYCL runtime) and the blocked-layout
-# convolution kernels built from them (csrc/onednn_conv.cc, config key conv_backend). A failed build is
+# convolution kernels built from them (csrc/onednn_kernels.cc, config key conv_backend). A failed build is
 # not fatal: conv_backend auto then falls back to MindSpore's own convolutions.
 onednn_headers="$(grep -o 'onednn-devel==[0-9.]*' src/kernels/build.py)"
 if [ ! -f "$VENV/include/oneapi/dnnl/dnnl.hpp" ]; then

@@ -1,4 +1,4 @@
-"""The oneDNN blocked-layout convolution kernels (csrc/onednn_conv.cc, src/kernels): build, numbers, wiring."""
+"""The oneDNN blocked-layout convolution kernels (csrc/onednn_kernels.cc, src/kernels): build, numbers, wiring."""
 import ctypes
 import subprocess
 import sys
@@ -108,6 +108,21 @@ def test_forward_matches_numpy_and_gradients_match_stock_conv(name, library):
     np.testing.assert_allclose(dw_fast.asnumpy(), dw_stock.asnumpy(), rtol=1e-4, atol=1e-3)
 
 
+def test_conv1d_runs_as_a_1xk_convolution(library):
+    """The ECA layer's nn.Conv1d (weight (out, in, 1, k)): values and gradients equal the stock Conv1d's."""
+    stock = nn.Conv1d(2, 3, 3, pad_mode="pad", padding=1, has_bias=False)
+    stock.weight.set_data(Tensor(np.random.default_rng(7).standard_normal(stock.weight.shape).astype(np.float32)))
+    fast = OneDNNConv2d(stock, library)
+    x = np.random.default_rng(8).standard_normal((4, 2, 17)).astype(np.float32)
+    expected = numpy_conv2d(x[:, :, None], stock.weight.asnumpy(), (1, 1), (1, 1), (0, 0, 1, 1))[:, :, 0]
+    np.testing.assert_allclose(fast(Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+    probe = Tensor(np.random.default_rng(9).standard_normal(expected.shape).astype(np.float32))
+    (dx_fast, _), (dw_fast,) = GradOfSum(fast)(Tensor(x), probe)
+    (dx_stock, _), (dw_stock,) = GradOfSum(stock)(Tensor(x), probe)
+    np.testing.assert_allclose(dx_fast.asnumpy(), dx_stock.asnumpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw_fast.asnumpy(), dw_stock.asnumpy(), rtol=1e-5, atol=1e-4)
+
+
 def test_backward_data_is_the_adjoint_of_the_forward(library):
     """<conv(x), g> == <x, conv^T(g)>: the backward-data kernel against the forward kernel, in float64 sums."""
     stock, fast, _ = make_pair(CASES["3x3 stride 2 pad 1 (odd size)"], library)
@@ -174,9 +189,10 @@ def test_resnet_swap_keeps_parameter_names_shapes_and_training_numbers(library):
     assert ms.load_param_into_net(fast, copies, strict_load=True) == ([], [])
     layout = [(p.name, p.shape, p.requires_grad) for p in fast.get_parameters()]
     convolutions = sum(can_replace(cell) for _, cell in fast.cells_and_names())
-    assert use_onednn_convolutions(fast, library) == convolutions == 21  # 17 backbone + 3 shortcuts + reduction
+    # 17 backbone + 3 shortcuts + the head's reduction + its ECA Conv1d
+    assert use_onednn_convolutions(fast, library) == convolutions == 22
     assert [(p.name, p.shape, p.requires_grad) for p in fast.get_parameters()] == layout
-    assert not any(isinstance(cell, nn.Conv2d) and can_replace(cell) for _, cell in fast.cells_and_names())
+    assert not any(can_replace(cell) for _, cell in fast.cells_and_names())
 
     x = Tensor(np.random.default_rng(6).standard_normal((2, 3, 64, 64)).astype(np.float32))
     labels = Tensor(np.array([1, 7], np.int32))
@@ -225,7 +241,7 @@ def test_missing_headers_fall_back_for_auto_and_fail_for_onednn(tmp_path, monkey
 def test_compiler_failure_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPCOV_KERNEL_DIR", str(tmp_path / "kernels"))
     monkeypatch.setenv("CXX", "false")
-    with pytest.raises(DropCovError, match=r"compiling csrc/onednn_conv.cc failed \(false\): exit status 1"):
+    with pytest.raises(DropCovError, match=r"compiling csrc/onednn_kernels.cc failed \(false\): exit status 1"):
         build.build_library()
     assert not list((tmp_path / "kernels").glob("*.so"))
 

@@ -30,6 +30,17 @@ def test_configure_cpu_environment_respects_user_value(repo_root):
     assert out == "None AVX512_CORE"
 
 
+def test_configure_cpu_environment_leaves_the_isa_alone_for_the_blocked_kernels(repo_root):
+    code = ("import logging, os, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
+            "from src.runtime.environment import configure_cpu_environment as c;"
+            "print(c('CPU', full_isa=True)); print(os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset'))")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, env=env, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert "oneDNN keeps its full instruction set" in out[0]
+    assert out[1:] == ["None", "unset"]
+
+
 @pytest.mark.parametrize("environ,expected", [
     ({}, None),
     ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "1"}, "mpirun"),

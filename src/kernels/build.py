@@ -1,4 +1,4 @@
-"""Compile ``csrc/onednn_conv.cc`` into the shared library that :mod:`src.kernels.onednn_conv` loads.
+"""Compile ``csrc/onednn_kernels.cc`` into the shared library that :mod:`src.kernels.onednn_conv` loads.
 
 The kernels link against the oneDNN inside the MindSpore wheel (``mindspore/lib/libdnnl.so.3``), so the
 process has one oneDNN. Its headers come from PyPI's ``onednn-devel`` (headers only, installed with
@@ -28,7 +28,7 @@ from src.errors import DropCovError
 from src.runtime.entry import run_entry_point
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SOURCE = REPO_ROOT / "csrc" / "onednn_conv.cc"
+SOURCE = REPO_ROOT / "csrc" / "onednn_kernels.cc"
 #: Built libraries go here (ignored by git); ``DROPCOV_KERNEL_DIR`` overrides it.
 BUILD_DIR = REPO_ROOT / "build" / "kernels"
 #: The PyPI package with oneDNN's headers: 2025.3.0 is oneDNN 3.9, no newer than MindSpore 2.10's 3.10.
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: build the library (``--force`` rebuilds) and print its path."""
 
     def _main(arguments: list[str]) -> int:
-        parser = argparse.ArgumentParser(description="Build the oneDNN convolution kernels (csrc/onednn_conv.cc).")
+        parser = argparse.ArgumentParser(description="Build the oneDNN convolution kernels (csrc/onednn_kernels.cc).")
         parser.add_argument("--force", action="store_true", help="rebuild even if an up-to-date library exists")
         parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
         args = parser.parse_args(arguments)

@@ -1,4 +1,4 @@
-"""Convolutions on oneDNN's blocked layouts (``csrc/onednn_conv.cc``) as a drop-in for ``nn.Conv2d`` on CPU.
+"""Convolutions on oneDNN's blocked layouts (``csrc/onednn_kernels.cc``) as a drop-in for ``nn.Conv2d`` on CPU.
 
 MindSpore's CPU ``Conv2D`` kernels give oneDNN plain NCHW/OIHW tensors; :class:`OneDNNConv2d` runs the
 same convolution through ``ops.Custom`` kernels that let oneDNN pick its blocked layouts, with a bprop
@@ -6,12 +6,13 @@ made of the matching backward-data and backward-filter kernels. It holds the ver
 of the ``nn.Conv2d`` it replaces, so parameter names, shapes and checkpoints do not change.
 
 ``conv_backend`` (config key) chooses: ``stock`` (MindSpore's kernels), ``onednn`` (these, or an error
-saying why not), ``auto`` (these on CPU at amp_level O0 when the library builds, else stock).
+saying why not), ``auto`` (these on CPU at amp_level O0 when the library builds, else stock). With
+``onednn`` the padded max-pools move to oneDNN too (:mod:`src.kernels.onednn_pool`).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from mindspore import Tensor, nn, ops
@@ -20,6 +21,7 @@ from src.errors import DropCovError
 from src.models.cell_surgery import replace_cells
 
 from .backend import resolve_conv_backend
+from .onednn_pool import use_onednn_max_pools
 
 logger = logging.getLogger(__name__)
 
@@ -35,33 +37,31 @@ class OneDNNConv2d(nn.Cell):
     """``conv``'s convolution (same weight Parameter, stride, padding, dilation) on the oneDNN kernels.
 
     Supports what ResNets use: NCHW, ``group=1``, no bias, float32; any stride, dilation, kernel size and
-    pad mode (``'pad'`` with 1 or 4 values, ``'same'``, ``'valid'``).
+    pad mode (``'pad'`` with 1 or 4 values, ``'same'``, ``'valid'``). An ``nn.Conv1d`` (the DropCov head's
+    ECA convolution; MindSpore stores its weight as ``(out, in, 1, k)``) runs as a 1 x k convolution.
     """
 
     def __init__(self, conv: nn.Conv2d, library: str) -> None:
         super().__init__()
         if not can_replace(conv):
-            raise DropCovError(f"OneDNNConv2d supports NCHW, group=1, bias-free convolutions; got {conv!r}")
+            raise DropCovError(f"OneDNNConv2d supports NCHW, group=1, bias-free Conv2d/Conv1d; got {conv!r}")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.dilation = conv.kernel_size, conv.stride, conv.dilation
         self.pad_mode = conv.pad_mode
         padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 4
         self.padding = padding if conv.pad_mode == "pad" else (0, 0, 0, 0)
         self.weight = conv.weight
+        self.one_dimensional = isinstance(conv, nn.Conv1d)
         same = int(conv.pad_mode == "same")
-        # [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]: see csrc/onednn_conv.cc
+        # [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]: see csrc/onednn_kernels.cc
         self.kernel_config = Tensor(np.array([*self.stride, *self.dilation, same, self.padding[0],
                                               self.padding[2]], np.int64))
-        self.convolution = _custom_ops(library, self._output_shape)
-
-    def _output_shape(self, x_shape: Sequence[int], w_shape: Sequence[int], *_: Any) -> list[int]:
-        """NCHW output shape for input ``x_shape`` (the ``out_shape`` of the forward ``ops.Custom``)."""
-        top, bottom, left, right = self.padding
-        return [x_shape[0], w_shape[0],
-                _output_size(x_shape[2], w_shape[2], self.stride[0], self.dilation[0], self.pad_mode, top + bottom),
-                _output_size(x_shape[3], w_shape[3], self.stride[1], self.dilation[1], self.pad_mode, left + right)]
+        self.convolution = _custom_ops(library, _output_shape_function(self.stride, self.dilation, self.pad_mode,
+                                                                      self.padding))
 
     def construct(self, x: Tensor) -> Tensor:
+        if self.one_dimensional:
+            return self.convolution(x.expand_dims(2), self.weight, self.kernel_config).squeeze(2)
         return self.convolution(x, self.weight, self.kernel_config)
 
     def extend_repr(self) -> str:
@@ -70,43 +70,57 @@ class OneDNNConv2d(nn.Cell):
                 f"dilation={self.dilation}, backend=onednn")
 
 
-def _custom_ops(library: str, output_shape: Any) -> ops.Custom:
+def _output_shape_function(stride: tuple, dilation: tuple, pad_mode: str, padding: tuple) -> Callable:
+    """The forward ``ops.Custom``'s ``out_shape``: NCHW output shape from the input and weight shapes.
+
+    A plain function of exactly the op's inputs (no bound method, no ``*args``): MindSpore may compile it.
+    """
+    top, bottom, left, right = padding
+
+    def output_shape(x_shape: Sequence[int], w_shape: Sequence[int], config_shape: Sequence[int]) -> list[int]:
+        return [x_shape[0], w_shape[0],
+                _output_size(x_shape[2], w_shape[2], stride[0], dilation[0], pad_mode, top + bottom),
+                _output_size(x_shape[3], w_shape[3], stride[1], dilation[1], pad_mode, left + right)]
+
+    return output_shape
+
+
+def _custom_ops(library: str, output_shape: Callable) -> ops.Custom:
     """The forward ``ops.Custom`` with a bprop of the backward-data and backward-filter kernels."""
 
-    def same_dtype(*dtypes: Any) -> Any:
-        return dtypes[0]
-
+    # out_shape / out_dtype: functions of exactly the op's inputs (MindSpore may compile them)
     backward_data = ops.Custom(f"{library}:dropcov_conv2d_backward_data", func_type="aot",
-                               out_shape=lambda dy, w, x, config: x, out_dtype=same_dtype)
+                               out_shape=lambda dy, w, x, config: x, out_dtype=lambda dy, w, x, config: x)
     backward_filter = ops.Custom(f"{library}:dropcov_conv2d_backward_filter", func_type="aot",
-                                 out_shape=lambda dy, x, w, config: w, out_dtype=same_dtype)
+                                 out_shape=lambda dy, x, w, config: w, out_dtype=lambda dy, x, w, config: w)
 
     def bprop(x: Tensor, weight: Tensor, config: Tensor, out: Tensor, dout: Tensor) -> tuple:
         return (backward_data(dout, weight, x, config), backward_filter(dout, x, weight, config),
                 ops.zeros_like(config))
 
     return ops.Custom(f"{library}:dropcov_conv2d_forward", func_type="aot", out_shape=output_shape,
-                      out_dtype=same_dtype, bprop=bprop)
+                      out_dtype=lambda x, w, config: x, bprop=bprop)
 
 
 def can_replace(cell: nn.Cell) -> bool:
-    """Whether ``cell`` is an ``nn.Conv2d`` that :class:`OneDNNConv2d` computes exactly."""
-    return (isinstance(cell, nn.Conv2d) and cell.group == 1 and not cell.has_bias
-            and cell.data_format == "NCHW" and cell.pad_mode in ("pad", "same", "valid"))
+    """Whether ``cell`` is an ``nn.Conv2d`` or ``nn.Conv1d`` that :class:`OneDNNConv2d` computes exactly."""
+    return (isinstance(cell, (nn.Conv2d, nn.Conv1d)) and cell.group == 1 and not cell.has_bias
+            and getattr(cell, "data_format", "NCHW") == "NCHW" and cell.pad_mode in ("pad", "same", "valid"))
 
 
 def use_onednn_convolutions(net: nn.Cell, library: str) -> int:
-    """Replace every replaceable ``nn.Conv2d`` of ``net`` by a :class:`OneDNNConv2d`; return how many."""
+    """Replace every replaceable ``nn.Conv2d``/``nn.Conv1d`` of ``net`` by a :class:`OneDNNConv2d`; return how many."""
     return len(replace_cells(net, lambda cell: OneDNNConv2d(cell, library) if can_replace(cell) else None))
 
 
 def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_level: str) -> str:
-    """Resolve ``conv_backend`` and, for ``onednn``, swap ``net``'s convolutions; return the backend used."""
+    """Resolve ``conv_backend``; for ``onednn`` swap ``net``'s convolutions and padded max-pools; return it."""
     backend, detail = resolve_conv_backend(requested, device_target, amp_level)
     if backend == "onednn":
-        count = use_onednn_convolutions(net, detail)
-        logger.info("conv_backend=%s: %d convolutions run on the oneDNN blocked-layout kernels (%s)",
-                    requested, count, detail)
+        convolutions = use_onednn_convolutions(net, detail)
+        pools = use_onednn_max_pools(net, detail)
+        logger.info("conv_backend=%s: %d convolutions and %d max-pools run on the oneDNN kernels (%s)",
+                    requested, convolutions, pools, detail)
     elif requested == "auto" and "could not be built" in detail:
         logger.warning("conv_backend=auto: using MindSpore's convolutions because %s", detail)
     else:

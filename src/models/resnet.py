@@ -211,6 +211,7 @@ class ResNetBackbone(nn.Cell):
             # pool (the input is post-ReLU, >= 0) and ~4x faster on CPU in forward + backward than nn.Pad
             # + valid pool. MindSpore cannot export it to ONNX (MaxPool3DWithArgmax), so export_network
             # swaps in an equal edge-pad + valid pool (src/engine/export.py, exportable_max_pools).
+            # conv_backend onednn runs it on oneDNN's max pooling (src/kernels/onednn_pool.py).
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
         block = BLOCKS[spec.block]
         strides = (1, 2, 2, layer4_stride)

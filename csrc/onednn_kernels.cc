@@ -1,4 +1,5 @@
-// oneDNN convolution kernels with blocked layouts, for MindSpore ops.Custom (func_type="aot", CPU).
+// oneDNN kernels for MindSpore ops.Custom (func_type="aot", CPU): convolutions on blocked layouts, and
+// max pooling.
 //
 // MindSpore's stock CPU convolutions hand oneDNN plain NCHW/OIHW memory descriptors, which rules out
 // oneDNN's fastest (blocked-layout) kernels. These kernels let oneDNN choose its own layouts
@@ -11,9 +12,14 @@
 //   dropcov_conv2d_forward        (x NCHW, w OIHW, cfg int64[7]) -> y NCHW
 //   dropcov_conv2d_backward_data  (dy, w, x, cfg)                -> dx (shape of x)
 //   dropcov_conv2d_backward_filter(dy, x, w, cfg)                -> dw (shape of w)
-// cfg = [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]; with same=1 the
-// padding is MindSpore's 'same' (extra row/column at the bottom/right), else the given top/left
-// padding and whatever bottom/right padding the output size implies.
+//   dropcov_max_pool2d_forward    (x, cfg)                       -> y, workspace (uint8, shape of y)
+//   dropcov_max_pool2d_backward   (dy, workspace, x, cfg)        -> dx (shape of x)
+// Convolution cfg = [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]; with same=1
+// the padding is MindSpore's 'same' (extra row/column at the bottom/right), else the given top/left
+// padding and whatever bottom/right padding the output size implies. Pooling cfg = [kernel_h,
+// kernel_w, stride_h, stride_w, same, pad_top, pad_left], the same rules. Max pooling keeps MindSpore's
+// plain NCHW layout (it is memory-bound: a reorder would cost as much as the pooling); its workspace
+// holds each output's argmax within its window, which the backward pass needs.
 
 #include <oneapi/dnnl/dnnl.hpp>
 #include <oneapi/dnnl/dnnl_threadpool.hpp>
@@ -31,6 +37,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -314,6 +321,95 @@ int Run(int direction, void *a, void *b, void *out, const ConvGeometry &g) {
 
 bool Float32(const char *dtype) { return std::strcmp(dtype, "float32") == 0; }
 
+struct PoolGeometry {
+  memory::dims src, dst, kernel, strides, dilates{0, 0}, pad_l, pad_r;
+};
+
+PoolGeometry MakePoolGeometry(const int64_t *x, const int64_t *y, const int64_t *cfg) {
+  PoolGeometry g;
+  g.src = {x[0], x[1], x[2], x[3]};
+  g.dst = {y[0], y[1], y[2], y[3]};
+  g.kernel = {cfg[0], cfg[1]};
+  g.strides = {cfg[2], cfg[3]};
+  for (int d = 0; d < 2; ++d) {
+    const int64_t total = std::max<int64_t>((y[2 + d] - 1) * cfg[2 + d] + cfg[d] - x[2 + d], 0);
+    const int64_t before = cfg[4] ? total / 2 : cfg[5 + d];
+    g.pad_l.push_back(before);
+    g.pad_r.push_back(total - before);
+  }
+  return g;
+}
+
+dnnl::pooling_forward::primitive_desc PoolForwardDesc(const PoolGeometry &g) {
+  return dnnl::pooling_forward::primitive_desc(
+      GetRuntime().engine, dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max,
+      Plain(g.src, tag::nchw), Plain(g.dst, tag::nchw), g.strides, g.kernel, g.dilates, g.pad_l, g.pad_r,
+      UserScratchpad());
+}
+
+struct PoolKernel {
+  std::mutex mutex;
+  dnnl::primitive primitive;
+  memory::desc src, dst, workspace;
+  memory scratchpad;
+};
+
+PoolKernel &GetPoolKernel(bool backward, const PoolGeometry &g) {
+  static std::mutex cache_mutex;
+  static auto *cache = new std::unordered_map<std::string, std::unique_ptr<PoolKernel>>();
+  std::string key(backward ? "pool_bwd" : "pool_fwd");
+  for (const auto *dims : {&g.src, &g.dst, &g.kernel, &g.strides, &g.pad_l, &g.pad_r})
+    for (auto v : *dims) key += "," + std::to_string(v);
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto it = cache->find(key);
+  if (it != cache->end()) return *it->second;
+  auto k = std::make_unique<PoolKernel>();
+  auto fwd = PoolForwardDesc(g);
+  memory::desc pad_desc;
+  if (backward) {
+    dnnl::pooling_backward::primitive_desc pd(
+        GetRuntime().engine, dnnl::algorithm::pooling_max, Plain(g.src, tag::nchw), Plain(g.dst, tag::nchw),
+        g.strides, g.kernel, g.dilates, g.pad_l, g.pad_r, fwd, UserScratchpad());
+    k->primitive = dnnl::pooling_backward(pd);
+    pad_desc = pd.scratchpad_desc();
+  } else {
+    k->primitive = dnnl::pooling_forward(fwd);
+    pad_desc = fwd.scratchpad_desc();
+  }
+  k->src = Plain(g.src, tag::nchw);
+  k->dst = Plain(g.dst, tag::nchw);
+  k->workspace = fwd.workspace_desc();
+  // The workspace travels between the two ops as a uint8 tensor shaped like y.
+  const size_t expected = static_cast<size_t>(g.dst[0] * g.dst[1] * g.dst[2] * g.dst[3]);
+  if (k->workspace.get_size() != expected)
+    throw std::runtime_error("max-pool workspace is " + std::to_string(k->workspace.get_size()) +
+                             " bytes, expected one byte per output (" + std::to_string(expected) + ")");
+  k->scratchpad = memory(pad_desc, GetRuntime().engine);
+  return *cache->emplace(key, std::move(k)).first->second;
+}
+
+int RunPool(bool backward, void *in, void *workspace, void *out, const PoolGeometry &g) {
+  try {
+    PoolKernel &k = GetPoolKernel(backward, g);
+    std::lock_guard<std::mutex> lock(k.mutex);
+    dnnl::stream &s = ThreadStream();
+    const auto &eng = GetRuntime().engine;
+    memory ws(k.workspace, eng, workspace);
+    if (backward) {
+      k.primitive.execute(s, {{DNNL_ARG_DIFF_DST, memory(k.dst, eng, in)}, {DNNL_ARG_WORKSPACE, ws},
+                              {DNNL_ARG_DIFF_SRC, memory(k.src, eng, out)}, {DNNL_ARG_SCRATCHPAD, k.scratchpad}});
+    } else {
+      k.primitive.execute(s, {{DNNL_ARG_SRC, memory(k.src, eng, in)}, {DNNL_ARG_DST, memory(k.dst, eng, out)},
+                              {DNNL_ARG_WORKSPACE, ws}, {DNNL_ARG_SCRATCHPAD, k.scratchpad}});
+    }
+    s.wait();
+    return 0;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "dropcov oneDNN max pooling failed: %s\n", e.what());
+    return 1;
+  }
+}
+
 }  // namespace
 
 #define DROPCOV_EXPORT __attribute__((visibility("default")))
@@ -339,6 +435,20 @@ DROPCOV_EXPORT int dropcov_conv2d_backward_filter(int nparam, void **params, int
   if (nparam != 5 || !Float32(dtypes[0]) || !Float32(dtypes[1])) return 1;
   const auto *cfg = static_cast<const int64_t *>(params[3]);
   return Run(2, params[0], params[1], params[4], MakeGeometry(shapes[1], shapes[2], shapes[0], cfg));
+}
+
+DROPCOV_EXPORT int dropcov_max_pool2d_forward(int nparam, void **params, int *ndims, int64_t **shapes,
+                                              const char **dtypes, void *stream, void *extra) {
+  if (nparam != 4 || !Float32(dtypes[0])) return 1;
+  const auto *cfg = static_cast<const int64_t *>(params[1]);
+  return RunPool(false, params[0], params[3], params[2], MakePoolGeometry(shapes[0], shapes[2], cfg));
+}
+
+DROPCOV_EXPORT int dropcov_max_pool2d_backward(int nparam, void **params, int *ndims, int64_t **shapes,
+                                               const char **dtypes, void *stream, void *extra) {
+  if (nparam != 5 || !Float32(dtypes[0])) return 1;
+  const auto *cfg = static_cast<const int64_t *>(params[3]);
+  return RunPool(true, params[0], params[1], params[4], MakePoolGeometry(shapes[2], shapes[0], cfg));
 }
 
 }  // extern "C"
