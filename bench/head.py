@@ -12,6 +12,9 @@ ResNet-18/34, 2048 for ResNet-50+; h = w = 14 at 224x224 with layer4 stride 1). 
   rate, channel dropout), covariance, iSQRT, upper triangle, classifier (fc + loss);
 - candidate speed-ups of the head's maths, forward only: the row sums of ``Cov(X')`` that feed the
   drop rate, computed from the full covariance (as the head does) and as ``(1/N) Xc (Xc^T 1)``.
+
+``conv_backend`` (``stock`` or ``onednn``) puts the head's convolutions (the 1x1 reduction, and whatever
+else ``apply_conv_backend`` replaces) on the chosen kernels, as ``train.py`` would (see :mod:`bench.train_step` for the ISA cap that goes with it).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import step_statistics, time_calls, worker_main
+from bench.train_step import backend_record, prepare_cpu_environment
 
 BACKBONE_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048}
 
@@ -97,22 +101,32 @@ def _cells(cov_dim: int, num_classes: int):
 
 def measure_head(net_names: tuple[str, ...] = ("resnet18",), batch_size: int = 8, feature_size: int = 14,
                  cov_dim: int = 128, num_classes: int = 1000, isqrt_iters: int = 5, warmup: int = 2,
-                 steps: int = 10, device_target: str = "CPU", seed: int = 0) -> dict[str, Any]:
-    """Median seconds per call of each head variant and piece, for each backbone width in ``net_names``."""
-    from src.runtime.environment import configure_cpu_environment
+                 steps: int = 10, device_target: str = "CPU", seed: int = 0,
+                 conv_backend: str = "stock", amp_level: str = "O0") -> dict[str, Any]:
+    """Median seconds per call of each head variant and piece, for each backbone width in ``net_names``.
 
-    configure_cpu_environment(device_target)
+    Every head and piece is built with its convolutions on ``conv_backend``'s kernels.
+    """
+    prepare_cpu_environment(conv_backend, device_target, amp_level)
     import mindspore as ms
     from mindspore import Tensor, nn
 
     from src.engine.loss import create_loss
     from src.engine.optimizer import create_optimizer
+    from src.kernels.onednn_conv import apply_conv_backend
     from src.models.dropcov_head import ChannelWeights, DropCovHead, GlobalAvgPoolHead, classifier
     from src.runtime.device import setup_device
 
     setup_device(device_target, "GRAPH_MODE")
     ms.set_seed(seed)
     cells = _cells(cov_dim, num_classes)
+    used_backends = set()
+
+    def on_backend(cell: nn.Cell) -> nn.Cell:
+        """``cell`` with its convolutions on ``conv_backend``'s kernels."""
+        used_backends.add(apply_conv_backend(cell, conv_backend, device_target, amp_level))
+        return cell
+
     rng = np.random.default_rng(seed)
     labels = Tensor(rng.integers(0, num_classes, size=(batch_size,), dtype=np.int32))
     reduced = Tensor(np.abs(rng.standard_normal((batch_size, cov_dim, feature_size, feature_size),
@@ -159,14 +173,14 @@ def measure_head(net_names: tuple[str, ...] = ("resnet18",), batch_size: int = 8
                                                      dtype=np.float32)))
 
         def dropcov(post_norm: str = "none", adaptive_dropout: bool = True, channels: int = channels):
-            return DropCovHead(channels, num_classes, cov_dim=cov_dim, post_norm=post_norm,
-                               isqrt_iters=isqrt_iters, adaptive_dropout=adaptive_dropout)
+            return on_backend(DropCovHead(channels, num_classes, cov_dim=cov_dim, post_norm=post_norm,
+                                          isqrt_iters=isqrt_iters, adaptive_dropout=adaptive_dropout))
 
         whole = {
             "dropcov": train_step_timing(dropcov(), features),
             "dropcov_no_dropout": train_step_timing(dropcov(adaptive_dropout=False), features),
             "dropcov_isqrt": train_step_timing(dropcov(post_norm="isqrt"), features),
-            "gap": train_step_timing(GlobalAvgPoolHead(channels, num_classes), features),
+            "gap": train_step_timing(on_backend(GlobalAvgPoolHead(channels, num_classes)), features),
         }
         head = dropcov()
         head.set_train(True)
@@ -176,7 +190,7 @@ def measure_head(net_names: tuple[str, ...] = ("resnet18",), batch_size: int = 8
         triangle = cells["Function"](cells["upper_triangle"], *triangle_args)(cells["covariance_pool"](reduced))
         pieces = {
             "reduction": grad_timing(cells["Reduction"](head), features),
-            "channel_weights": grad_timing(ChannelWeights(), reduced),
+            "channel_weights": grad_timing(on_backend(ChannelWeights()), reduced),
             "adaptive_dropout": grad_timing(cells["AdaptiveDropout"](head), reduced),
             "covariance": grad_timing(cells["Function"](cells["covariance_pool"]), reduced),
             "isqrt": grad_timing(cells["Function"](cells["isqrt"], isqrt_iters), sigma),
@@ -193,7 +207,8 @@ def measure_head(net_names: tuple[str, ...] = ("resnet18",), batch_size: int = 8
         results[net_name] = {"in_channels": channels, "whole": whole, "pieces": pieces, "speedups": speedups}
     return {"batch_size": batch_size, "feature_size": feature_size, "cov_dim": cov_dim,
             "num_classes": num_classes, "isqrt_iters": isqrt_iters,
-            "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"), "nets": results}
+            "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
+            **backend_record(conv_backend, "onednn" if "onednn" in used_backends else "stock"), "nets": results}
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 - :func:`numpy_matmul` — NumPy's BLAS ``sgemm`` (runs in the calling process; no oneDNN involved).
 - :func:`measure_mindspore_kernels` (worker, ``python -m bench.peak_flops '{...}'``) — MindSpore's CPU
-  MatMul and Conv2D (1x1, and a 3x3 for reference) in GRAPH_MODE, under whatever
-  ``ONEDNN_MAX_CPU_ISA`` the parent gave the process (unset = oneDNN's default, the widest ISA).
+  MatMul and Conv2D (1x1, and a 3x3 for reference) in GRAPH_MODE, and on CPU the same two convolutions
+  on our oneDNN blocked-layout kernels (:class:`src.kernels.onednn_conv.OneDNNConv2d`, backend
+  :data:`OURS`), under whatever ``ONEDNN_MAX_CPU_ISA`` the parent gave the process (unset = oneDNN's
+  default, the widest ISA).
 - :func:`torch_kernels` — PyTorch matmul and conv, called from :mod:`bench.pytorch_ref`'s worker.
 
 A kernel's FLOPs are ``2 x multiply-adds``; each figure uses the median of repeated calls.
@@ -17,6 +19,10 @@ from typing import Any
 import numpy as np
 
 from bench.common import time_for_at_least, worker_main
+
+#: The backend name of the convolutions run on :class:`src.kernels.onednn_conv.OneDNNConv2d`.
+OURS = "mindspore+onednn-blocked (ours)"
+CONV_KERNELS = (("conv1x1", 1), ("conv3x3", 3))
 
 
 def kernel_shapes(quick: bool) -> dict[str, dict[str, int]]:
@@ -65,6 +71,8 @@ def measure_mindspore_kernels(quick: bool = False, min_seconds: float = 0.5,
                               device_target: str = "CPU") -> dict[str, Any]:
     """MindSpore MatMul, 1x1 and 3x3 Conv2D (forward) GFLOP/s under this process's oneDNN ISA cap.
 
+    On CPU the two convolutions also run on our blocked-layout kernels (backend :data:`OURS`, same
+    shapes, ``OneDNNConv2d`` in a GRAPH_MODE cell); if their library cannot be built, ``errors`` says why.
     Does not call :func:`src.runtime.environment.configure_cpu_environment`: the parent sets or
     removes ``ONEDNN_MAX_CPU_ISA`` on purpose to compare ISAs.
     """
@@ -96,7 +104,7 @@ def measure_mindspore_kernels(quick: bool = False, min_seconds: float = 0.5,
     matmul = MatMul()
     times = time_for_at_least(lambda: matmul(a, b).asnumpy(), min_seconds)
     results.append(_entry("matmul", "mindspore", isa, _matmul_gflop(n), times, shapes["matmul"]))
-    for name, kernel in (("conv1x1", 1), ("conv3x3", 3)):
+    for name, kernel in CONV_KERNELS:
         shape = shapes[name]
         channels, size = shape["channels"], shape["size"]
         x = Tensor(rng.standard_normal((shape["batch"], channels, size, size), dtype=np.float32))
@@ -105,7 +113,27 @@ def measure_mindspore_kernels(quick: bool = False, min_seconds: float = 0.5,
         times = time_for_at_least(lambda conv=conv, x=x, w=w: conv(x, w).asnumpy(), min_seconds)
         results.append(_entry(name, "mindspore", isa, _conv_gflop(shape["batch"], channels, size, kernel),
                               times, shape))
-    return {"isa": isa, "kernels": results}
+    errors = []
+    if device_target == "CPU":
+        from src.errors import DropCovError
+        from src.kernels.build import build_library
+        from src.kernels.onednn_conv import OneDNNConv2d
+
+        try:
+            library = str(build_library())
+        except DropCovError as err:
+            errors.append(f"{OURS}: {err}")
+        else:
+            for name, kernel in CONV_KERNELS:
+                shape = shapes[name]
+                channels, size = shape["channels"], shape["size"]
+                x = Tensor(rng.standard_normal((shape["batch"], channels, size, size), dtype=np.float32))
+                stock = nn.Conv2d(channels, channels, kernel, pad_mode="pad", padding=kernel // 2, has_bias=False)
+                conv = OneDNNConv2d(stock, library)
+                times = time_for_at_least(lambda conv=conv, x=x: conv(x).asnumpy(), min_seconds)
+                results.append(_entry(name, OURS, isa, _conv_gflop(shape["batch"], channels, size, kernel),
+                                      times, shape))
+    return {"isa": isa, "kernels": results, "errors": errors}
 
 
 def torch_kernels(quick: bool = False, min_seconds: float = 0.5) -> list[dict[str, Any]]:

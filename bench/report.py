@@ -2,6 +2,10 @@
 
 Everything here works on the plain results dict that :mod:`bench.run_all` writes as JSON, so a report
 can be rebuilt from a saved file (``python bench/run_all.py --report bench/results/latest.json``).
+
+MindSpore figures come per convolution backend (``conv_backend`` of each training entry; the head and
+profile sections are ``{backend: result}``). Files written before the backends (schema 1: no
+``conv_backend``, one head and one profile result) read as all ``stock``.
 """
 from __future__ import annotations
 
@@ -16,17 +20,45 @@ TARGET_GRAPH_OVER_PYNATIVE = 1.6
 TARGET_R18_IMAGES_PER_S = 9.3
 TARGET_HEAD_SHARE = 0.05
 CONV_DIRECTIONS = {"Conv2D": "forward", "Conv2DBackpropInput": "backward-data",
-                   "Conv2DBackpropFilter": "backward-filter"}
+                   "Conv2DBackpropFilter": "backward-filter",
+                   "Custom:dropcov_conv2d_forward": "forward", "Custom:dropcov_conv2d_backward_data": "backward-data",
+                   "Custom:dropcov_conv2d_backward_filter": "backward-filter"}
+BACKEND_ORDER = ("stock", "onednn")
+KERNEL_ORDER = ("matmul", "conv1x1", "conv3x3")
 
 
 # ------------------------------------------------------------------------------------------- lookups
-def find_train(results: dict, net: str, head: str, mode: str = "GRAPH_MODE") -> dict | None:
-    """The successful training entry for (net, head label, mode), or None."""
-    for entry in results.get("train", []):
-        if (entry.get("ok") and entry.get("net_name") == net and entry.get("head_label") == head
-                and entry.get("mode_name") == mode):
-            return entry
-    return None
+def entry_backend(entry: dict) -> str:
+    """The convolution backend of a training entry (``stock`` for files written before backends existed)."""
+    return entry.get("conv_backend") or entry.get("conv_backend_requested") or "stock"
+
+
+def train_backends(results: dict) -> list[str]:
+    """The convolution backends of the training entries, stock first."""
+    found = {entry_backend(entry) for entry in results.get("train", [])}
+    return sorted(found, key=lambda name: (BACKEND_ORDER.index(name) if name in BACKEND_ORDER else len(BACKEND_ORDER),
+                                           name))
+
+
+def by_backend(section: dict | None) -> dict[str, dict]:
+    """A per-backend section (head, profile) as ``{backend: result}``; a schema-1 single result is stock's."""
+    if not section:
+        return {}
+    return {"stock": section} if "ok" in section else dict(section)
+
+
+def find_train(results: dict, net: str, head: str, mode: str = "GRAPH_MODE",
+               backend: str | None = "stock") -> dict | None:
+    """The successful training entry for (net, head label, mode, convolution backend), or None.
+
+    ``backend=None`` takes the fastest backend's entry (highest training images/s).
+    """
+    found = [entry for entry in results.get("train", [])
+             if entry.get("ok") and entry.get("net_name") == net and entry.get("head_label") == head
+             and entry.get("mode_name") == mode and (backend is None or entry_backend(entry) == backend)]
+    if backend is None and found:
+        return max(found, key=lambda entry: _images_per_s(entry) or 0.0)
+    return found[0] if found else None
 
 
 def _median(entry: dict | None, part: str = "train") -> float | None:
@@ -42,9 +74,34 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------- derived
+def _backend_figures(results: dict, net: str, backend: str, head_run: dict | None) -> dict[str, Any]:
+    """One net's figures with one convolution backend: GRAPH/PyNative ratios, head shares, images/s."""
+    dropcov = find_train(results, net, "dropcov", backend=backend)
+    gap_s1 = find_train(results, net, "gap_s1", backend=backend)
+    figures: dict[str, Any] = {
+        "dropcov_images_per_s": {mode: _images_per_s(find_train(results, net, "dropcov", mode, backend))
+                                 for mode in ("GRAPH_MODE", "PYNATIVE_MODE")},
+        "graph_over_pynative": {head: _ratio(_images_per_s(find_train(results, net, head, backend=backend)),
+                                             _images_per_s(find_train(results, net, head, "PYNATIVE_MODE", backend)))
+                                for head in HEAD_LABELS},
+        "dropcov_over_gap_s1_step_share": (
+            (_median(dropcov) - _median(gap_s1)) / _median(dropcov) if _median(dropcov) and _median(gap_s1)
+            else None),
+    }
+    head_nets = ((head_run or {}).get("nets") or {}) if (head_run or {}).get("ok") else {}
+    if net in head_nets and _median(dropcov):
+        alone = {name: timing["median_s"] / _median(dropcov) for name, timing in head_nets[net]["whole"].items()}
+        figures["head_alone_share"] = alone
+        figures["head_alone_extra_share"] = (alone["dropcov"] - alone["gap"]
+                                             if "dropcov" in alone and "gap" in alone else None)
+    return figures
+
+
 def derive(results: dict) -> dict[str, Any]:
-    """Add to ``results``: each training figure's GFLOP/s and fraction of the best kernel, GRAPH/PyNative
-    ratios, head shares, ours/PyTorch ratios and the target lines. Returns the ``derived`` dict."""
+    """Add to ``results``: each training figure's GFLOP/s and fraction of the best kernel, and per net
+    ``backends`` (per convolution backend: GRAPH/PyNative ratios, head shares), ``best_backend`` (highest
+    DropCov GRAPH images/s; its figures are repeated at the net's top level), onednn-over-stock speed-ups,
+    ours (best backend) / PyTorch ratios; then the target lines. Returns the ``derived`` dict."""
     peak = (results.get("peak") or {}).get("best") or {}
     peak_gflops = peak.get("gflops")
     for entry in results.get("train", []):
@@ -54,62 +111,84 @@ def derive(results: dict) -> dict[str, Any]:
         entry["achieved_gflops"] = entry["train_gflop_per_step"] / median if median else None
         entry["peak_fraction"] = _ratio(entry["achieved_gflops"], peak_gflops)
     nets = sorted({entry.get("net_name") for entry in results.get("train", []) if entry.get("net_name")})
-    derived: dict[str, Any] = {"peak_gflops": peak_gflops, "nets": {}}
+    backends = train_backends(results)
+    heads = by_backend(results.get("head"))
+    derived: dict[str, Any] = {"peak_gflops": peak_gflops, "backends": backends, "nets": {}}
     pytorch = results.get("pytorch") or {}
     for net in nets:
-        dropcov = find_train(results, net, "dropcov")
-        gap_s1 = find_train(results, net, "gap_s1")
-        per_net: dict[str, Any] = {
-            "graph_over_pynative": {head: _ratio(_images_per_s(find_train(results, net, head)),
-                                                 _images_per_s(find_train(results, net, head, "PYNATIVE_MODE")))
-                                    for head in HEAD_LABELS},
-            "dropcov_over_gap_s1_step_share": (
-                (_median(dropcov) - _median(gap_s1)) / _median(dropcov) if _median(dropcov) and _median(gap_s1)
-                else None),
-        }
-        head_nets = ((results.get("head") or {}).get("nets") or {})
-        if net in head_nets and _median(dropcov):
-            whole = head_nets[net]["whole"]
-            per_net["head_alone_share"] = {name: timing["median_s"] / _median(dropcov)
-                                           for name, timing in whole.items()}
+        figures = {backend: _backend_figures(results, net, backend, heads.get(backend)) for backend in backends}
+        best_entry = find_train(results, net, "dropcov", backend=None)
+        best = entry_backend(best_entry) if best_entry else None
+        per_net: dict[str, Any] = {**(figures[best] if best else {}), "best_backend": best, "backends": figures}
+        if "stock" in backends and "onednn" in backends:
+            per_net["onednn_over_stock"] = {
+                mode: {head: _ratio(_images_per_s(find_train(results, net, head, mode, "onednn")),
+                                    _images_per_s(find_train(results, net, head, mode, "stock")))
+                       for head in HEAD_LABELS}
+                for mode in ("GRAPH_MODE", "PYNATIVE_MODE")}
+            per_net["onednn_graph_over_stock_pynative"] = {
+                head: _ratio(_images_per_s(find_train(results, net, head, "GRAPH_MODE", "onednn")),
+                             _images_per_s(find_train(results, net, head, "PYNATIVE_MODE", "stock")))
+                for head in HEAD_LABELS}
         for isa, run in pytorch.items():
             torch_entry = (run.get("nets") or {}).get(net) if run.get("ok") else None
             if torch_entry:
-                per_net[f"ours_over_pytorch_{isa}"] = _ratio(_images_per_s(dropcov), _images_per_s(torch_entry))
-                if peak_gflops and dropcov:
+                per_net[f"ours_over_pytorch_{isa}"] = _ratio(_images_per_s(best_entry), _images_per_s(torch_entry))
+                if peak_gflops and best_entry:
                     per_net[f"pytorch_{isa}_peak_fraction"] = (
-                        dropcov["train_gflop_per_step"] / torch_entry["train"]["median_s"] / peak_gflops)
+                        best_entry["train_gflop_per_step"] / torch_entry["train"]["median_s"] / peak_gflops)
         derived["nets"][net] = per_net
     derived["targets"] = list(_targets(results, derived))
     results["derived"] = derived
     return derived
 
 
-def _target(name: str, value: float | None, passed: bool | None, detail: str, unit: str = "x") -> dict[str, Any]:
-    """One target line; ``unit`` is how to show the value: ``x`` (ratio), ``%`` or ``images/s``."""
-    return {"name": name, "value": value, "passed": passed, "detail": detail, "unit": unit}
+def _target(name: str, value: float | None, passed: bool | None, detail: str, unit: str = "x",
+            best: bool = False) -> dict[str, Any]:
+    """One target line; ``unit`` is how to show the value: ``x`` (ratio), ``%`` or ``images/s``; ``best``
+    marks the line of the fastest convolution backend."""
+    return {"name": name, "value": value, "passed": passed, "detail": detail, "unit": unit, "best": best}
+
+
+def _fastest(backend: str | None, backends: list[str]) -> str:
+    """``'<backend> convolutions'``, with ``', the fastest'`` when several backends were measured."""
+    return f"{backend or '—'} convolutions" + (", the fastest" if len(backends) > 1 else "")
 
 
 def _targets(results: dict, derived: dict) -> Iterable[dict[str, Any]]:
     settings = results.get("settings", {})
+    backends = derived.get("backends") or ["stock"]
     r18 = derived["nets"].get("resnet18", {})
-    ratio = r18.get("graph_over_pynative", {}).get("dropcov")
-    yield _target(f"ResNet-18+DropCov GRAPH >= {TARGET_GRAPH_OVER_PYNATIVE}x PYNATIVE", ratio,
-                  None if ratio is None else ratio >= TARGET_GRAPH_OVER_PYNATIVE, "ratio of images/s")
-    images = _images_per_s(find_train(results, "resnet18", "dropcov"))
+    r18_best = r18.get("best_backend")
+    for backend in backends:
+        ratio = r18.get("backends", {}).get(backend, {}).get("graph_over_pynative", {}).get("dropcov")
+        yield _target(f"ResNet-18+DropCov GRAPH >= {TARGET_GRAPH_OVER_PYNATIVE}x PYNATIVE ({backend} convolutions)",
+                      ratio, None if ratio is None else ratio >= TARGET_GRAPH_OVER_PYNATIVE, "ratio of images/s",
+                      best=backend == r18_best and len(backends) > 1)
+    if "onednn" in backends and "stock" in backends:
+        ratio = r18.get("onednn_graph_over_stock_pynative", {}).get("dropcov")
+        yield _target(f"ResNet-18+DropCov GRAPH with onednn convolutions >= {TARGET_GRAPH_OVER_PYNATIVE}x PYNATIVE "
+                      "with stock convolutions", ratio, None if ratio is None else ratio >= TARGET_GRAPH_OVER_PYNATIVE,
+                      "ratio of images/s: our kernels in graph mode against MindSpore's PyNative as shipped")
     standard = settings.get("batch_size") == 8 and settings.get("image_size") == 224
-    yield _target(f"ResNet-18+DropCov GRAPH >= {TARGET_R18_IMAGES_PER_S} images/s (batch 8, 224)", images,
-                  None if images is None or not standard else images >= TARGET_R18_IMAGES_PER_S,
-                  "median step" if standard else "not applicable at this batch/image size", "images/s")
+    for backend in backends:
+        images = _images_per_s(find_train(results, "resnet18", "dropcov", backend=backend))
+        yield _target(f"ResNet-18+DropCov GRAPH >= {TARGET_R18_IMAGES_PER_S} images/s (batch 8, 224; {backend} "
+                      "convolutions)", images,
+                      None if images is None or not standard else images >= TARGET_R18_IMAGES_PER_S,
+                      "median step" if standard else "not applicable at this batch/image size", "images/s",
+                      best=backend == r18_best and len(backends) > 1)
     for net, per_net in derived["nets"].items():
-        share = per_net.get("dropcov_over_gap_s1_step_share")
-        alone = per_net.get("head_alone_share", {})
-        cross_check = (alone["dropcov"] - alone["gap"]) if "dropcov" in alone and "gap" in alone else None
-        per_net["head_alone_extra_share"] = cross_check
-        yield _target(f"{net}: DropCov head + adaptive dropout <= {TARGET_HEAD_SHARE:.0%} of the step "
-                      "(vs stride-1 GAP)", share, None if share is None else share <= TARGET_HEAD_SHARE,
-                      "(t_dropcov - t_gap_s1) / t_dropcov of whole training steps; heads timed alone: "
-                      f"(t_head_dropcov - t_head_gap) / t_dropcov = {_percent(cross_check)}", "%")
+        for backend in backends:
+            figures = per_net.get("backends", {}).get(backend, {})
+            share = figures.get("dropcov_over_gap_s1_step_share")
+            alone = _percent(figures.get("head_alone_extra_share"))
+            yield _target(f"{net}: DropCov head + adaptive dropout <= {TARGET_HEAD_SHARE:.0%} of the step "
+                          f"(vs stride-1 GAP; {backend} convolutions)", share,
+                          None if share is None else share <= TARGET_HEAD_SHARE,
+                          "(t_dropcov - t_gap_s1) / t_dropcov of whole training steps; heads timed alone: "
+                          f"(t_head_dropcov - t_head_gap) / t_dropcov = {alone}",
+                          "%", best=backend == per_net.get("best_backend") and len(backends) > 1)
     pipeline = results.get("pipeline") or {}
     cores = (results.get("machine") or {}).get("usable_cores")
     pipe_rate = None
@@ -117,15 +196,23 @@ def _targets(results: dict, derived: dict) -> Iterable[dict[str, Any]]:
         if entry.get("workers") == cores and entry.get("safe_decode", True):
             pipe_rate = entry.get("images_per_s")
     for net in sorted(derived["nets"]):
-        model_rate = _images_per_s(find_train(results, net, "dropcov"))
+        best = derived["nets"][net].get("best_backend")
+        model_rate = _images_per_s(find_train(results, net, "dropcov", backend=None))
         ratio = _ratio(pipe_rate, model_rate)
         yield _target(f"Input pipeline (train transform, default decode, {cores} workers) >= {net}+DropCov "
-                      "training images/s",
+                      f"training images/s ({_fastest(best, backends)})",
                       ratio, None if ratio is None else ratio >= 1.0, "pipeline images/s over model images/s")
     for net, per_net in derived["nets"].items():
         ratio = per_net.get("ours_over_pytorch_default")
-        yield _target(f"Stretch: {net}+DropCov >= 1.0x PyTorch (same CPU, default ISA)", ratio,
+        yield _target(f"Stretch: {net}+DropCov >= 1.0x PyTorch (same CPU, default ISA; MindSpore with "
+                      f"{_fastest(per_net.get('best_backend'), backends)})", ratio,
                       None if ratio is None else ratio >= 1.0, "ours / PyTorch images/s")
+    for net, per_net in derived["nets"].items():
+        for mode, ratios in (per_net.get("onednn_over_stock") or {}).items():
+            ratio = ratios.get("dropcov")
+            yield _target(f"{net}+DropCov {mode.split('_')[0]}: onednn vs stock speed-up >= 1.0x", ratio,
+                          None if ratio is None else ratio >= 1.0,
+                          "images/s with our blocked-layout convolutions over MindSpore's")
 
 
 # ---------------------------------------------------------------------------------------- formatting
@@ -156,6 +243,47 @@ def _verdict(passed: bool | None) -> str:
     return {True: "PASS", False: "FAIL", None: "n/a"}[passed]
 
 
+def _backend_rank(backend: str) -> int:
+    """Kernel-table order within a kernel: NumPy, MindSpore's stock kernels, ours, PyTorch, anything else."""
+    for rank, prefix in enumerate(("numpy", "mindspore+", "mindspore", "torch")):
+        if backend.startswith(prefix):
+            return (0, 2, 1, 3)[rank]
+    return 4
+
+
+def _isa_shown(entry: dict) -> str:
+    """The ``ONEDNN_MAX_CPU_ISA`` a worker ran with: its value, or ``default`` when unset."""
+    if "onednn_max_cpu_isa" in entry:
+        return entry["onednn_max_cpu_isa"] or "default"
+    return entry.get("isa") or "—"
+
+
+def backend_summary_lines(results: dict, derived: dict) -> list[str]:
+    """The best convolution backend per net, and every onednn / stock speed-up (empty with one backend)."""
+    backends = derived.get("backends") or []
+    if len(backends) < 2:
+        return []
+    lines = ["**Convolution backends** (stock = MindSpore's kernels, onednn = ours on oneDNN's blocked layouts):"]
+    for net, per_net in derived["nets"].items():
+        best = per_net.get("best_backend")
+        rates = ", ".join(f"{backend} {_fmt(figures.get('dropcov_images_per_s', {}).get('GRAPH_MODE'))}"
+                          for backend, figures in per_net.get("backends", {}).items())
+        lines.append(f"- {net}+DropCov GRAPH: best **{best or '—'}** (images/s: {rates}).")
+    lines.append("")
+    rows = []
+    for net, per_net in derived["nets"].items():
+        for mode, ratios in (per_net.get("onednn_over_stock") or {}).items():
+            for head, ratio in ratios.items():
+                stock = find_train(results, net, head, mode, "stock")
+                ours = find_train(results, net, head, mode, "onednn")
+                if stock or ours:
+                    rows.append([net, HEAD_LABELS[head], mode, _median(stock), _median(ours), ratio])
+    if rows:
+        lines += ["onednn vs stock (same net, head and mode; speed-up = images/s onednn / stock):", ""]
+        lines += _table(["net", "head", "mode", "stock s/step", "onednn s/step", "speed-up"], rows) + [""]
+    return lines
+
+
 def report_lines(results: dict) -> list[str]:
     """All sections as markdown lines (tables, then the target lines)."""
     settings = results.get("settings", {})
@@ -174,45 +302,55 @@ def report_lines(results: dict) -> list[str]:
                         "this ran (other jobs shared the CPU); these figures are not comparable with a quiet "
                         "run, and PyTorch's OpenMP threads suffer most. Rerun on an idle machine."]
 
-    lines += ["Training step (images/s from the median step; GFLOP/s counts 3 x forward MACs x 2):", ""]
+    lines += backend_summary_lines(results, derived)
+    lines += ["Training step (images/s from the median step; GFLOP/s counts 3 x forward MACs x 2; conv = "
+              "convolution kernels, ISA = the worker's ONEDNN_MAX_CPU_ISA):", ""]
     rows = []
     for entry in results.get("train", []):
         label = HEAD_LABELS.get(entry.get("head_label"), entry.get("head_label"))
         if entry.get("ok"):
-            rows.append([entry["net_name"], label, entry["mode_name"], entry["train"]["median_s"],
-                         entry["train"]["images_per_s"], entry.get("achieved_gflops"),
+            rows.append([entry["net_name"], label, entry["mode_name"], entry_backend(entry), _isa_shown(entry),
+                         entry["train"]["median_s"], entry["train"]["images_per_s"], entry.get("achieved_gflops"),
                          _percent(entry.get("peak_fraction"))])
         else:
-            rows.append([entry.get("net_name"), label, entry.get("mode_name"), "failed", entry.get("error", "")[:60],
-                         None, None])
-    lines += _table(["net", "head", "mode", "s/step", "images/s", "GFLOP/s", "of peak"], rows) + [""]
+            rows.append([entry.get("net_name"), label, entry.get("mode_name"), entry_backend(entry), "—", "failed",
+                         entry.get("error", "")[:60], None, None])
+    lines += _table(["net", "head", "mode", "conv", "ISA", "s/step", "images/s", "GFLOP/s", "of peak"], rows) + [""]
 
-    rows = [[entry["net_name"], HEAD_LABELS.get(entry["head_label"]), entry["eval"]["median_s"],
+    rows = [[entry["net_name"], HEAD_LABELS.get(entry["head_label"]), entry_backend(entry), entry["eval"]["median_s"],
              entry["eval"]["images_per_s"]] for entry in results.get("train", [])
             if entry.get("ok") and "eval" in entry]
     if rows:
         lines += ["Evaluation (forward, evaluation mode, GRAPH_MODE):", ""]
-        lines += _table(["net", "head", "s/batch", "images/s"], rows) + [""]
+        lines += _table(["net", "head", "conv", "s/batch", "images/s"], rows) + [""]
 
-    head = results.get("head") or {}
-    if head.get("ok"):
-        lines += [f"DropCov head alone (GRAPH_MODE, input {head['batch_size']}x C5 x {head['feature_size']}x"
-                  f"{head['feature_size']}; whole heads: loss + backward + Momentum update; pieces: forward + "
-                  "backward of sum(output)):", ""]
-        rows = []
+    rows, notes, header = [], [], None
+    for backend, head in by_backend(results.get("head")).items():
+        if not head.get("ok"):
+            notes.append(f"DropCov head alone with {backend} convolutions: not measured ({head.get('error')}).")
+            continue
+        header = header or head
         for net, data in head["nets"].items():
-            shares = derived["nets"].get(net, {}).get("head_alone_share", {})
+            shares = derived["nets"].get(net, {}).get("backends", {}).get(backend, {}).get("head_alone_share", {})
             for name, timing in data["whole"].items():
-                rows.append([net, f"head: {name}", 1e3 * timing["median_s"], _percent(shares.get(name))])
+                rows.append([net, backend, f"head: {name}", 1e3 * timing["median_s"], _percent(shares.get(name))])
             for name, timing in data["pieces"].items():
-                rows.append([net, f"piece: {name}", 1e3 * timing["median_s"], None])
+                rows.append([net, backend, f"piece: {name}", 1e3 * timing["median_s"], None])
             for name in ("rowsum_cov_full", "rowsum_cov_fast"):
-                rows.append([net, f"forward: {name}", 1e3 * data["speedups"][name]["median_s"], None])
-        lines += _table(["net", "part", "ms", "of DropCov step"], rows) + [""]
+                rows.append([net, backend, f"forward: {name}", 1e3 * data["speedups"][name]["median_s"], None])
         if head.get("note"):
-            lines += [f"Note: {head['note']}.", ""]
+            notes.append(f"Note ({backend}): {head['note']}.")
+    if header:
+        lines += [f"DropCov head alone (GRAPH_MODE, input {header['batch_size']}x C5 x {header['feature_size']}x"
+                  f"{header['feature_size']}; whole heads: loss + backward + Momentum update; pieces: forward + "
+                  "backward of sum(output); conv: the 1x1 reduction's kernels; of DropCov step: that backend's "
+                  "step):", ""]
+        lines += _table(["net", "conv", "part", "ms", "of DropCov step"], rows) + [""]
+    if notes:
+        lines += [*notes, ""]
 
-    lines += profile_lines(results.get("profile") or {}, derived.get("peak_gflops"))
+    for backend, profile in by_backend(results.get("profile")).items():
+        lines += profile_lines(profile, derived.get("peak_gflops"), backend)
 
     pytorch = results.get("pytorch") or {}
     rows = []
@@ -226,12 +364,14 @@ def report_lines(results: dict) -> list[str]:
             rows.append([f"PyTorch {run['torch']} ISA={isa}, {run['threads']} threads", net,
                          entry["train"]["median_s"], entry["train"]["images_per_s"],
                          _percent(per_net.get(f"pytorch_{isa}_peak_fraction")),
-                         _images_per_s(entry, "eval"), per_net.get(f"ours_over_pytorch_{isa}")])
+                         _images_per_s(entry, "eval"), per_net.get("best_backend"),
+                         per_net.get(f"ours_over_pytorch_{isa}")])
     if rows:
         lines += ["PyTorch eager, the authors' network with the same 128-d head (training step; of peak with "
-                  "our FLOP count; eval = forward in evaluation mode):", ""]
-        lines += _table(["run", "net", "s/step", "images/s", "of peak", "eval images/s", "ours/PyTorch"],
-                        rows) + [""]
+                  "our FLOP count; eval = forward in evaluation mode; ours = MindSpore GRAPH_MODE with the "
+                  "fastest convolution backend, ours conv):", ""]
+        lines += _table(["run", "net", "s/step", "images/s", "of peak", "eval images/s", "ours conv",
+                         "ours/PyTorch"], rows) + [""]
 
     pipeline = results.get("pipeline") or {}
     if pipeline.get("ok"):
@@ -248,12 +388,18 @@ def report_lines(results: dict) -> list[str]:
 
     peak = results.get("peak") or {}
     if peak.get("kernels"):
-        lines += ["Dense float32 kernels (forward, median of repeated calls):", ""]
-        rows = [[kernel["backend"], kernel["kernel"], kernel["isa"], kernel["gflops"]] for kernel in peak["kernels"]]
-        lines += _table(["backend", "kernel", "ONEDNN_MAX_CPU_ISA", "GFLOP/s"], rows)
+        lines += ["Dense float32 kernels (forward, median of repeated calls; per kernel: MindSpore's stock "
+                  "kernels, our blocked-layout convolutions, PyTorch):", ""]
+        ordered = sorted(peak["kernels"], key=lambda kernel: (
+            KERNEL_ORDER.index(kernel["kernel"]) if kernel["kernel"] in KERNEL_ORDER else len(KERNEL_ORDER),
+            _backend_rank(kernel["backend"])))
+        rows = [[kernel["kernel"], kernel["backend"], kernel["isa"], kernel["gflops"]] for kernel in ordered]
+        lines += _table(["kernel", "backend", "ONEDNN_MAX_CPU_ISA", "GFLOP/s"], rows)
         best = peak.get("best") or {}
         lines += ["", f"Best: {_fmt(best.get('gflops'))} GFLOP/s ({best.get('backend')} {best.get('kernel')}, "
                       f"ISA {best.get('isa')}).", ""]
+        lines += [f"Not measured: {error}" for error in peak.get("errors", [])]
+        lines += [""] if peak.get("errors") else []
 
     tuning = results.get("tuning") or []
     if tuning:
@@ -268,19 +414,25 @@ def report_lines(results: dict) -> list[str]:
             shown = "not measured"
         else:
             shown = _percent(value) if unit == "%" else f"{value:.3g}{unit if unit == 'x' else ' ' + unit}"
-        lines.append(f"- {_verdict(target['passed'])}: {target['name']} — {shown} ({target['detail']})")
+        best = " **[best backend]**" if target.get("best") else ""
+        lines.append(f"- {_verdict(target['passed'])}: {target['name']}{best} — {shown} ({target['detail']})")
     return lines
 
 
-def profile_lines(profile: dict, peak_gflops: float | None = None) -> list[str]:
+def profile_lines(profile: dict, peak_gflops: float | None = None, backend: str | None = None) -> list[str]:
     """The operator profile (:mod:`bench.op_profile`) as markdown: ms/step and share per group, then the
-    convolutions' ms/step and GFLOP/s per direction (and their fraction of the best kernel, if known)."""
+    convolutions' ms/step and GFLOP/s per direction (and their fraction of the best kernel, if known).
+
+    ``backend`` names the convolution backend in the line of a profile that failed."""
     if not profile:
         return []
     if not profile.get("ok"):
-        return [f"Operator profile: not measured ({profile.get('error', 'skipped')}).", ""]
+        which = f" with {backend} convolutions" if backend else ""
+        return [f"Operator profile{which}: not measured ({profile.get('error', 'skipped')}).", ""]
     total = profile["total_ms_per_step"]
-    lines = [f"Where the step goes ({profile['net_name']} + {profile['head']}, GRAPH_MODE, CPU, batch "
+    lines = [f"Where the step goes ({profile['net_name']} + {profile['head']}, "
+             f"{profile.get('conv_backend', 'stock')} convolutions, GRAPH_MODE, CPU, "
+             f"ISA {_isa_shown(profile)}, batch "
              f"{profile['batch_size']}, {profile['image_size']}x{profile['image_size']}; MindSpore profiler over "
              f"{profile['steps']} steps: {total:.0f} ms of kernels per step, the profiled steps took "
              f"{', '.join(f'{t:.3g}' for t in profile['step_wall_s'])} s):", ""]

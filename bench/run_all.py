@@ -3,6 +3,7 @@
     python bench/run_all.py                                   # batch 8, 224x224, CPU: the full run
     python bench/run_all.py --quick                           # tiny sizes, a smoke run (nothing published)
     python bench/run_all.py --batch_size 64 --device_target GPU --amp_level O2
+    python bench/run_all.py --conv_backends onednn --sections train   # one convolution backend only
     python bench/run_all.py --report bench/results/latest.json  # re-print / re-publish a saved run
 
 Each training configuration, the head, the operator profile, the kernels, the PyTorch network and the
@@ -10,6 +11,11 @@ input pipeline run in their own worker process (see bench/common.py), so GRAPH_M
 and the oneDNN ISA caps never share a process. A failed worker is recorded in the JSON and the run
 goes on. The operator profile (section "profile", a few minutes at full size) is left out of --quick
 unless --sections names it.
+
+Every MindSpore measurement (training step, head, operator profile) is made once per convolution
+backend of --conv_backends (config key ``conv_backend``: ``stock`` = MindSpore's kernels, ``onednn`` = our
+blocked-layout kernels; default both on CPU, stock on GPU); the kernel table has MindSpore's stock
+convolutions, ours and PyTorch's side by side.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ SECTIONS = ("peak", "train", "head", "profile", "pytorch", "pipeline", "tuning")
 QUICK_SKIPS = ("profile",)  # left out of --quick unless named in --sections
 HEAD_CONFIGS = {"dropcov": ("dropcov", 0), "gap": ("gap", 0), "gap_s1": ("gap", 1)}
 MODES = ("GRAPH_MODE", "PYNATIVE_MODE")
+CONV_BACKENDS = ("stock", "onednn")  # the values of the config key conv_backend that name one backend
 DEFAULT_DOCS = REPO_ROOT / "docs" / "BENCHMARKS.md"
 DEFAULT_RESULTS = REPO_ROOT / "bench" / "results"
 
@@ -62,6 +69,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heads", type=_csv(tuple(HEAD_CONFIGS)), default=list(HEAD_CONFIGS),
                         help="training heads: dropcov (layer4 stride 1), gap (stride 2), gap_s1 (stride 1)")
     parser.add_argument("--modes", type=_csv(MODES), default=list(MODES))
+    parser.add_argument("--conv_backends", type=_csv(CONV_BACKENDS), default=None,
+                        help="convolution kernels to measure MindSpore with, comma-separated: stock (MindSpore's), "
+                             "onednn (ours, blocked layouts; CPU only) (default: stock,onednn on CPU, stock on GPU)")
     parser.add_argument("--sections", type=_csv(SECTIONS), default=None,
                         help=f"what to run, comma-separated from {', '.join(SECTIONS)} (default all; quick: all "
                              f"but {', '.join(QUICK_SKIPS)})")
@@ -89,6 +99,7 @@ def settle(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": pick(args.warmup, 2, 1), "steps": pick(args.steps, 5, 2),
         "nets": pick(args.nets, ["resnet18", "resnet50"], ["resnet18"]), "heads": args.heads,
         "modes": args.modes,
+        "conv_backends": args.conv_backends or (list(CONV_BACKENDS) if args.device_target == "CPU" else ["stock"]),
         "sections": pick(args.sections, list(SECTIONS), [name for name in SECTIONS if name not in QUICK_SKIPS]), "timeout": pick(args.timeout, 900.0, 300.0),
         "pipeline_images": pick(args.pipeline_images, 96, 16), "cores": usable_cores(),
     }
@@ -110,26 +121,40 @@ def run_peak(settings: dict) -> dict[str, Any]:
                             env={ISA_VARIABLE: isa}, timeout=settings["timeout"])
         if result.get("ok"):
             kernels += result["kernels"]
+            errors += [f"MindSpore ISA {isa or 'default'}: {error}" for error in result.get("errors", [])]
         else:
             errors.append(f"MindSpore ISA {isa or 'default'}: {result.get('error')}")
     return {"ok": True, "kernels": kernels, "errors": errors, "best": best_kernel(kernels)}
 
 
+def preferred_backend(settings: dict) -> str:
+    """The backend of single-backend experiments (tuning): onednn when measured (what ``conv_backend: auto``
+    picks on CPU), else the first of ``conv_backends``."""
+    backends = settings["conv_backends"]
+    return "onednn" if "onednn" in backends else backends[0]
+
+
 def train_configurations(settings: dict) -> list[dict[str, Any]]:
-    """One worker call per (net, head, mode); evaluation rides along the GRAPH_MODE DropCov/GAP ones."""
+    """One worker call per (net, head, mode, backend); evaluation rides along the GRAPH_MODE DropCov/GAP ones.
+
+    The backends of one (net, head, mode) run one after the other, so that they see the same machine load.
+    """
     configs = []
     for net in settings["nets"]:
         for label in settings["heads"]:
             head, stride = HEAD_CONFIGS[label]
             for mode in settings["modes"]:
-                configs.append({
-                    "head_label": label,
-                    "params": {"net_name": net, "head": head, "layer4_stride": stride, "mode_name": mode,
-                               "batch_size": settings["batch_size"], "image_size": settings["image_size"],
-                               "warmup": settings["warmup"], "steps": settings["steps"],
-                               "device_target": settings["device_target"], "amp_level": settings["amp_level"],
-                               "eval_steps": settings["steps"] if mode == "GRAPH_MODE" and label != "gap_s1" else 0},
-                })
+                for backend in settings["conv_backends"]:
+                    configs.append({
+                        "head_label": label,
+                        "params": {"net_name": net, "head": head, "layer4_stride": stride, "mode_name": mode,
+                                   "batch_size": settings["batch_size"], "image_size": settings["image_size"],
+                                   "warmup": settings["warmup"], "steps": settings["steps"],
+                                   "device_target": settings["device_target"], "amp_level": settings["amp_level"],
+                                   "conv_backend": backend,
+                                   "eval_steps": (settings["steps"] if mode == "GRAPH_MODE" and label != "gap_s1"
+                                                  else 0)},
+                    })
     return configs
 
 
@@ -137,10 +162,12 @@ def run_train(settings: dict) -> list[dict[str, Any]]:
     entries = []
     for config in train_configurations(settings):
         params = config["params"]
-        _log(f"train {params['net_name']} {config['head_label']} {params['mode_name']}")
+        _log(f"train {params['net_name']} {config['head_label']} {params['mode_name']} "
+             f"{params['conv_backend']} convolutions")
         result = run_worker("train_step", params, timeout=settings["timeout"])
         result.update({"head_label": config["head_label"], "net_name": params["net_name"],
-                       "mode_name": params["mode_name"]})
+                       "mode_name": params["mode_name"], "conv_backend_requested": params["conv_backend"]})
+        result.setdefault("conv_backend", params["conv_backend"])  # a failed worker: the backend it was asked for
         if result.get("ok"):
             _log(f"  {result['train']['median_s']:.3f} s/step, {result['train']['images_per_s']:.2f} images/s")
         else:
@@ -149,23 +176,34 @@ def run_train(settings: dict) -> list[dict[str, Any]]:
     return entries
 
 
-def run_head(settings: dict) -> dict[str, Any]:
-    _log("head alone")
-    return run_worker("head", {"net_names": settings["nets"], "batch_size": settings["batch_size"],
-                               "feature_size": max(settings["image_size"] // 16, 1),
-                               "warmup": settings["warmup"], "steps": max(settings["steps"], 5),
-                               "device_target": settings["device_target"]}, timeout=settings["timeout"])
+def run_head(settings: dict) -> dict[str, dict[str, Any]]:
+    """The head alone, once per convolution backend: ``{backend: worker result}``."""
+    runs = {}
+    for backend in settings["conv_backends"]:
+        _log(f"head alone, {backend} convolutions")
+        runs[backend] = run_worker("head", {
+            "net_names": settings["nets"], "batch_size": settings["batch_size"],
+            "feature_size": max(settings["image_size"] // 16, 1), "warmup": settings["warmup"],
+            "steps": max(settings["steps"], 5), "device_target": settings["device_target"],
+            "amp_level": settings["amp_level"], "conv_backend": backend}, timeout=settings["timeout"])
+    return runs
 
 
-def run_profile(settings: dict) -> dict[str, Any]:
-    """Where the first net's DropCov training step goes, by operator type and group (MindSpore profiler, CPU)."""
+def run_profile(settings: dict) -> dict[str, dict[str, Any]]:
+    """Where the first net's DropCov training step goes, by operator type and group (MindSpore profiler, CPU),
+    once per convolution backend: ``{backend: worker result}``."""
     if settings["device_target"] != "CPU":
-        return {"ok": False, "error": "the operator profile reads the CPU profiler's CSV; CPU only"}
+        return {backend: {"ok": False, "error": "the operator profile reads the CPU profiler's CSV; CPU only"}
+                for backend in settings["conv_backends"]}
     net = settings["nets"][0]
-    _log(f"operator profile ({net} DropCov GRAPH)")
-    return run_worker("op_profile", {"net_name": net, "head": "dropcov", "batch_size": settings["batch_size"],
-                                     "image_size": settings["image_size"], "warmup": settings["warmup"],
-                                     "steps": min(settings["steps"], 2)}, timeout=settings["timeout"])
+    runs = {}
+    for backend in settings["conv_backends"]:
+        _log(f"operator profile ({net} DropCov GRAPH, {backend} convolutions)")
+        runs[backend] = run_worker("op_profile", {
+            "net_name": net, "head": "dropcov", "batch_size": settings["batch_size"],
+            "image_size": settings["image_size"], "warmup": settings["warmup"], "steps": min(settings["steps"], 2),
+            "conv_backend": backend}, timeout=settings["timeout"])
+    return runs
 
 
 def run_pytorch(settings: dict) -> dict[str, Any]:
@@ -193,14 +231,19 @@ def run_pipeline(settings: dict) -> dict[str, Any]:
                                    "min_images": 32 if settings["quick"] else 384}, timeout=settings["timeout"])
 
 
-def run_tuning(settings: dict, train: list[dict[str, Any]], head: dict[str, Any]) -> list[dict[str, Any]]:
-    """Cheap speed-ups in code this benchmark does not own: measured here, not applied."""
+def run_tuning(settings: dict, train: list[dict[str, Any]], heads: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cheap speed-ups in code this benchmark does not own: measured here, not applied.
+
+    The step experiments use :func:`preferred_backend`'s convolutions; ``heads`` is :func:`run_head`'s result.
+    """
     entries = []
     net = settings["nets"][0]
+    backend = preferred_backend(settings)
     base_params = {"net_name": net, "head": "dropcov", "mode_name": "GRAPH_MODE",
                    "batch_size": settings["batch_size"], "image_size": settings["image_size"],
                    "warmup": settings["warmup"], "steps": settings["steps"],
-                   "device_target": settings["device_target"], "amp_level": settings["amp_level"]}
+                   "device_target": settings["device_target"], "amp_level": settings["amp_level"],
+                   "conv_backend": backend}
 
     def step_entry(name: str, result: dict[str, Any], detail: str) -> dict[str, Any]:
         if not result.get("ok"):
@@ -211,14 +254,17 @@ def run_tuning(settings: dict, train: list[dict[str, Any]], head: dict[str, Any]
         return {"name": name, "value": value, "baseline": base, "detail": detail + gain}
 
     # A fresh baseline right before the variant, so that both see the same machine load.
-    _log(f"tuning: baseline ({net} DropCov GRAPH)")
+    _log(f"tuning: baseline ({net} DropCov GRAPH, {backend} convolutions)")
     baseline = run_worker("train_step", base_params, timeout=settings["timeout"])
-    baseline = baseline if baseline.get("ok") else report.find_train({"train": train}, net, "dropcov")
+    baseline = (baseline if baseline.get("ok")
+                else report.find_train({"train": train}, net, "dropcov", backend=backend))
 
-    _log(f"tuning: MindSpore CPU kernel threads = {settings['cores']} ({net} DropCov GRAPH)")
+    _log(f"tuning: MindSpore CPU kernel threads = {settings['cores']} ({net} DropCov GRAPH, {backend} convolutions)")
     result = run_worker("train_step", {**base_params, "threads_num": settings["cores"]}, timeout=settings["timeout"])
-    entries.append(step_entry(f"{net} DropCov GRAPH step, op_tuning.threads_num({settings['cores']}) [s/step]",
+    entries.append(step_entry(f"{net} DropCov GRAPH step ({backend} convolutions), "
+                              f"op_tuning.threads_num({settings['cores']}) [s/step]",
                               result, "MindSpore's documented default is 25 CPU kernel threads"))
+    head = report.by_backend(heads).get(backend) or {}
     for net_name, data in ((head.get("nets") or {}).items() if head.get("ok") else []):
         speedups = data["speedups"]
         entries.append({
@@ -268,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = describe_machine()
     machine["summary"] = summary_line(machine)
     results: dict[str, Any] = {
-        "schema": 1, "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "schema": 2, "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(["python bench/run_all.py", *map(shlex.quote, argv_list)]),
         "settings": settings, "machine": machine,
     }

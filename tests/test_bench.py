@@ -9,8 +9,17 @@ import os
 import pytest
 
 from bench import report
-from bench.common import REPO_ROOT, run_worker, step_statistics, training_gflop_per_image, worker_environment
+from bench.common import (
+    ISA_VARIABLE,
+    REPO_ROOT,
+    UNSET,
+    run_worker,
+    step_statistics,
+    training_gflop_per_image,
+    worker_environment,
+)
 from bench.machine import describe_machine, summary_line
+from bench.peak_flops import OURS
 from bench.pipeline import generate_imagenet_like
 
 
@@ -38,6 +47,21 @@ def test_failed_worker_is_recorded_not_raised():
     assert result["ok"] is False and "no_such_argument" in result["error"] and result["wall_s"] > 0
 
 
+@pytest.mark.slow
+def test_train_step_records_backend_and_isa_cap():
+    """Stock runs get the AVX2 cap, oneDNN-kernel runs none (as train.py does); both say what they ran with."""
+    params = {"batch_size": 2, "image_size": 32, "num_classes": 10, "warmup": 0, "steps": 1}
+    for backend, isa in (("stock", "AVX2"), ("onednn", "")):
+        result = run_worker("train_step", {**params, "conv_backend": backend}, env={ISA_VARIABLE: UNSET}, timeout=300)
+        assert result["ok"], result.get("error")
+        assert (result["conv_backend"], result["conv_backend_requested"]) == (backend, backend)
+        assert result["onednn_max_cpu_isa"] == isa
+        assert result["train"]["losses_finite"]
+    # An exported value is the user's choice and is kept, with the blocked kernels too.
+    result = run_worker("train_step", {**params, "conv_backend": "onednn"}, env={ISA_VARIABLE: "AVX2"}, timeout=300)
+    assert result["ok"] and result["onednn_max_cpu_isa"] == "AVX2"
+
+
 def test_machine_description():
     machine = describe_machine()
     assert machine["usable_cores"] >= 1
@@ -48,6 +72,7 @@ def test_machine_description():
 
 
 def _synthetic_results() -> dict:
+    """A stock-only run in the schema-1 layout (no conv_backend; one head result)."""
     def train(head_label, mode, median, gflop=100.0):
         return {"ok": True, "net_name": "resnet18", "head_label": head_label, "mode_name": mode,
                 "train_gflop_per_step": gflop, "train": step_statistics([median], 8)}
@@ -83,13 +108,103 @@ def test_derived_figures_and_targets():
     assert per_net["head_alone_extra_share"] == pytest.approx(0.025)
     assert per_net["ours_over_pytorch_default"] == pytest.approx(0.5)
     verdicts = {target["name"].split(" — ")[0]: target["passed"] for target in derived["targets"]}
-    assert verdicts["ResNet-18+DropCov GRAPH >= 1.6x PYNATIVE"] is True
-    assert verdicts["ResNet-18+DropCov GRAPH >= 9.3 images/s (batch 8, 224)"] is True  # 10 images/s
+    assert verdicts["ResNet-18+DropCov GRAPH >= 1.6x PYNATIVE (stock convolutions)"] is True
+    assert verdicts["ResNet-18+DropCov GRAPH >= 9.3 images/s (batch 8, 224; stock convolutions)"] is True  # 10/s
     assert any(name.startswith("resnet18: DropCov head") and passed for name, passed in verdicts.items())
     assert any(name.startswith("Input pipeline") and passed for name, passed in verdicts.items())  # 20 >= 10
     assert any(name.startswith("Stretch") and passed is False for name, passed in verdicts.items())
     text = "\n".join(report.report_lines(results))
     assert "PASS" in text and "FAIL" in text and "| resnet18" in text
+
+
+def _two_backend_results() -> dict:
+    """Stock and onednn training entries (schema 2): onednn is the faster backend."""
+    results = _synthetic_results()
+
+    def train(head_label, mode, median, backend):
+        return {"ok": True, "net_name": "resnet18", "head_label": head_label, "mode_name": mode,
+                "conv_backend": backend, "conv_backend_requested": backend,
+                "onednn_max_cpu_isa": "AVX2" if backend == "stock" else "", "train_gflop_per_step": 100.0,
+                "train": step_statistics([median], 8)}
+
+    results["train"] = [train("dropcov", "GRAPH_MODE", 1.0, "stock"), train("dropcov", "GRAPH_MODE", 0.8, "onednn"),
+                        train("dropcov", "PYNATIVE_MODE", 1.6, "stock"),
+                        train("dropcov", "PYNATIVE_MODE", 1.25, "onednn"),
+                        train("gap_s1", "GRAPH_MODE", 0.95, "stock"), train("gap_s1", "GRAPH_MODE", 0.78, "onednn"),
+                        {"ok": False, "error": "boom", "net_name": "resnet18", "head_label": "gap",
+                         "mode_name": "GRAPH_MODE", "conv_backend": "onednn"}]
+    head = results["head"]
+    results["head"] = {"stock": head, "onednn": {**head, "nets": {"resnet18": {
+        **head["nets"]["resnet18"], "whole": {"dropcov": {"median_s": 0.020}, "gap": {"median_s": 0.004}}}}}}
+    return results
+
+
+def test_derived_figures_per_backend():
+    results = _two_backend_results()
+    derived = report.derive(results)
+    assert derived["backends"] == ["stock", "onednn"]
+    per_net = derived["nets"]["resnet18"]
+    assert per_net["best_backend"] == "onednn"
+    stock, ours = per_net["backends"]["stock"], per_net["backends"]["onednn"]
+    assert stock["graph_over_pynative"]["dropcov"] == pytest.approx(1.6)
+    assert ours["graph_over_pynative"]["dropcov"] == pytest.approx(1.25 / 0.8)
+    assert per_net["graph_over_pynative"]["dropcov"] == pytest.approx(1.25 / 0.8)  # the best backend's, on top
+    assert stock["dropcov_over_gap_s1_step_share"] == pytest.approx(0.05)
+    assert ours["dropcov_over_gap_s1_step_share"] == pytest.approx(0.025)
+    assert stock["head_alone_extra_share"] == pytest.approx(0.020)  # (24 - 4) ms / 1000 ms
+    assert ours["head_alone_extra_share"] == pytest.approx(0.020)  # (20 - 4) ms / 800 ms
+    assert per_net["onednn_over_stock"]["GRAPH_MODE"]["dropcov"] == pytest.approx(1.25)
+    assert per_net["onednn_over_stock"]["PYNATIVE_MODE"]["dropcov"] == pytest.approx(1.28)
+    assert per_net["onednn_over_stock"]["GRAPH_MODE"]["gap"] is None  # the onednn GAP run failed
+    assert per_net["onednn_graph_over_stock_pynative"]["dropcov"] == pytest.approx(2.0)
+    assert per_net["ours_over_pytorch_default"] == pytest.approx(0.5)  # onednn 10 images/s vs PyTorch 20
+    targets = {target["name"]: target for target in derived["targets"]}
+    images = {backend: targets[f"ResNet-18+DropCov GRAPH >= 9.3 images/s (batch 8, 224; {backend} convolutions)"]
+              for backend in ("stock", "onednn")}
+    assert (images["stock"]["value"], images["stock"]["passed"], images["stock"]["best"]) == (8.0, False, False)
+    assert (images["onednn"]["value"], images["onednn"]["passed"], images["onednn"]["best"]) == (10.0, True, True)
+    assert targets["ResNet-18+DropCov GRAPH >= 1.6x PYNATIVE (stock convolutions)"]["passed"] is True
+    assert targets["ResNet-18+DropCov GRAPH >= 1.6x PYNATIVE (onednn convolutions)"]["passed"] is False
+    cross = targets["ResNet-18+DropCov GRAPH with onednn convolutions >= 1.6x PYNATIVE with stock convolutions"]
+    assert cross["value"] == pytest.approx(2.0) and cross["passed"] is True
+    speedup = targets["resnet18+DropCov GRAPH: onednn vs stock speed-up >= 1.0x"]
+    assert speedup["value"] == pytest.approx(1.25) and speedup["passed"] is True
+    assert "resnet18+DropCov PYNATIVE: onednn vs stock speed-up >= 1.0x" in targets
+    stretch = [target for name, target in targets.items() if name.startswith("Stretch")]
+    assert len(stretch) == 1 and "onednn convolutions, the fastest" in stretch[0]["name"]
+    lines = report.report_lines(results)
+    text = "\n".join(lines)
+    assert "best **onednn**" in text and "**[best backend]**" in text
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines if line.startswith("| resnet18")]
+    assert ["resnet18", "DropCov (layer4 s1)", "GRAPH_MODE", "onednn", "default", "0.8", "10", "125", "62.5%"] in rows
+    assert ["resnet18", "DropCov (layer4 s1)", "GRAPH_MODE", "1", "0.8", "1.25"] in rows  # speed-up table
+    assert any(row[:3] == ["resnet18", "onednn", "head: dropcov"] and row[-1] == "2.5%" for row in rows)
+
+
+def test_schema_1_results_read_as_stock():
+    results = _synthetic_results()
+    derived = report.derive(results)
+    assert derived["backends"] == ["stock"]
+    assert report.by_backend(results["head"]) == {"stock": results["head"]}
+    assert report.find_train(results, "resnet18", "dropcov", backend="onednn") is None
+    assert not [target for target in derived["targets"] if "speed-up" in target["name"] or target["best"]]
+    assert "Convolution backends" not in "\n".join(report.report_lines(results))
+
+
+def test_conv_backend_settings_and_configurations():
+    from bench import run_all
+
+    assert run_all.settle(run_all.parse_args([]))["conv_backends"] == ["stock", "onednn"]
+    assert run_all.settle(run_all.parse_args(["--device_target", "GPU"]))["conv_backends"] == ["stock"]
+    settings = run_all.settle(run_all.parse_args(["--quick", "--conv_backends", "onednn", "--heads", "dropcov"]))
+    assert settings["conv_backends"] == ["onednn"] and run_all.preferred_backend(settings) == "onednn"
+    with pytest.raises(SystemExit):
+        run_all.parse_args(["--conv_backends", "stock,fast"])
+    settings = run_all.settle(run_all.parse_args(["--quick", "--heads", "dropcov,gap"]))
+    configs = run_all.train_configurations(settings)
+    assert [(c["head_label"], c["params"]["mode_name"], c["params"]["conv_backend"]) for c in configs] == [
+        (head, mode, backend) for head in ("dropcov", "gap") for mode in run_all.MODES
+        for backend in ("stock", "onednn")]
 
 
 def _profile_result() -> dict:
@@ -133,6 +248,22 @@ def test_report_includes_the_profile_section():
     assert "of peak" in text and "Tuning experiments" not in text
 
 
+def test_profile_lines_name_our_kernels():
+    profile = {**_profile_result(), "conv_backend": "onednn", "onednn_max_cpu_isa": ""}
+    names = ("Custom:dropcov_conv2d_backward_data", "Custom:dropcov_conv2d_backward_filter",
+             "Custom:dropcov_conv2d_forward")
+    profile["ops"] = [{**row, "op_type": name} for row, name in zip(profile["ops"], names)]
+    profile["conv_gflops"] = {"Custom:dropcov_conv2d_forward": 300.0}
+    lines = report.profile_lines(profile, peak_gflops=400.0)
+    assert "onednn convolutions" in lines[0] and "ISA default" in lines[0]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in lines if line.startswith("| ")}
+    assert rows["forward"] == ["Custom:dropcov_conv2d_forward", "288.0", "300", "75.0%"]
+    assert rows["backward-data"] == ["Custom:dropcov_conv2d_backward_data", "321.0", "—", "—"]
+    failed = report.profile_lines({"ok": False, "error": "boom"}, backend="onednn")
+    assert failed[0] == "Operator profile with onednn convolutions: not measured (boom)."
+
+
 def test_profile_section_default_full_not_quick(monkeypatch):
     from bench import run_all
 
@@ -147,13 +278,17 @@ def test_profile_section_default_full_not_quick(monkeypatch):
     monkeypatch.setattr(run_all, "run_worker", lambda module, params, **kw: calls.append((module, params)) or
                         {"ok": True})
     settings = run_all.settle(run_all.parse_args(["--quick", "--nets", "resnet50,resnet18", "--steps", "5"]))
-    assert run_all.run_profile(settings) == {"ok": True}
-    ((module, params),) = calls
-    assert module == "op_profile"
-    assert (params["net_name"], params["head"], params["steps"]) == ("resnet50", "dropcov", 2)
-    assert (params["batch_size"], params["image_size"]) == (settings["batch_size"], settings["image_size"])
+    assert run_all.run_profile(settings) == {"stock": {"ok": True}, "onednn": {"ok": True}}
+    assert [module for module, _ in calls] == ["op_profile", "op_profile"]
+    for (_, params), backend in zip(calls, ("stock", "onednn")):
+        assert (params["net_name"], params["head"], params["steps"], params["conv_backend"]) == (
+            "resnet50", "dropcov", 2, backend)
+        assert (params["batch_size"], params["image_size"]) == (settings["batch_size"], settings["image_size"])
     gpu = run_all.settle(run_all.parse_args(["--device_target", "GPU"]))
-    assert run_all.run_profile(gpu)["ok"] is False and len(calls) == 1
+    assert run_all.run_profile(gpu) == {"stock": {"ok": False, "error": pytest.approx(
+        "the operator profile reads the CPU profiler's CSV; CPU only")}} and len(calls) == 2
+    assert run_all.run_head(settings) == {"stock": {"ok": True}, "onednn": {"ok": True}}
+    assert [params["conv_backend"] for module, params in calls[2:] if module == "head"] == ["stock", "onednn"]
 
 
 def test_update_docs_keeps_hand_written_text(tmp_path):
@@ -210,19 +345,31 @@ def test_run_all_quick_writes_well_formed_json(tmp_path):
                          "--sections", "peak,train,head", "--output_dir", str(tmp_path), "--docs", str(docs)])
     assert code == 0
     results = json.loads((tmp_path / "quick.json").read_text())
-    assert results["schema"] == 1 and results["settings"]["quick"] is True
+    assert results["schema"] == 2 and results["settings"]["quick"] is True
+    assert results["settings"]["conv_backends"] == ["stock", "onednn"]
     assert results["machine"]["load_average"] is None or len(results["machine"]["load_average"]) == 3
     assert len(results["load_average_end"] or [0, 0, 0]) == 3
-    (entry,) = results["train"]
-    assert entry["ok"], entry.get("error")
-    assert (entry["net_name"], entry["head_label"], entry["mode_name"]) == ("resnet18", "dropcov", "GRAPH_MODE")
-    for value in (entry["train"]["median_s"], entry["train"]["images_per_s"], entry["eval"]["images_per_s"],
-                  entry["achieved_gflops"], entry["peak_fraction"], results["peak"]["best"]["gflops"]):
-        assert value > 0 and math.isfinite(value)
-    assert entry["train"]["losses_finite"]
-    assert results["head"]["ok"], results["head"].get("error")
-    assert set(results["head"]["nets"]["resnet18"]["whole"]) == {"dropcov", "dropcov_no_dropout",
-                                                                 "dropcov_isqrt", "gap"}
+    assert [entry["conv_backend"] for entry in results["train"]] == ["stock", "onednn"]
+    for entry in results["train"]:
+        assert entry["ok"], entry.get("error")
+        assert (entry["net_name"], entry["head_label"], entry["mode_name"]) == ("resnet18", "dropcov", "GRAPH_MODE")
+        for value in (entry["train"]["median_s"], entry["train"]["images_per_s"], entry["eval"]["images_per_s"],
+                      entry["achieved_gflops"], entry["peak_fraction"]):
+            assert value > 0 and math.isfinite(value)
+        assert entry["train"]["losses_finite"]
+        assert entry["onednn_max_cpu_isa"] == os.environ.get(ISA_VARIABLE, "")  # the tests export AVX2
+    assert results["peak"]["best"]["gflops"] > 0
+    assert set(results["head"]) == {"stock", "onednn"}
+    for backend, head in results["head"].items():
+        assert head["ok"], head.get("error")
+        assert head["conv_backend"] == backend
+        assert set(head["nets"]["resnet18"]["whole"]) == {"dropcov", "dropcov_no_dropout", "dropcov_isqrt", "gap"}
     assert {kernel["isa"] for kernel in results["peak"]["kernels"]} >= {"default", "AVX2"}
+    ours = {(kernel["kernel"], kernel["isa"]) for kernel in results["peak"]["kernels"] if kernel["backend"] == OURS}
+    assert ours == {(kernel, isa) for kernel in ("conv1x1", "conv3x3") for isa in ("default", "AVX2")}
+    per_net = results["derived"]["nets"]["resnet18"]
+    assert per_net["best_backend"] in ("stock", "onednn")
+    assert per_net["onednn_over_stock"]["GRAPH_MODE"]["dropcov"] > 0
     assert all("name" in target and "passed" in target for target in results["derived"]["targets"])
+    assert any("onednn vs stock speed-up" in target["name"] for target in results["derived"]["targets"])
     assert report.DOCS_BEGIN in docs.read_text()
