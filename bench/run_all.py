@@ -63,7 +63,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU"))
     parser.add_argument("--amp_level", default="O0", choices=("O0", "O2", "O3"), help="training precision")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per configuration (2; quick: 1)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration (5; quick: 2)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration (8; quick: 2)")
     parser.add_argument("--nets", type=_csv(("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")),
                         default=None, help="comma-separated networks (resnet18,resnet50; quick: resnet18)")
     parser.add_argument("--heads", type=_csv(tuple(HEAD_CONFIGS)), default=list(HEAD_CONFIGS),
@@ -96,7 +96,7 @@ def settle(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "quick": quick, "device_target": args.device_target, "amp_level": args.amp_level,
         "batch_size": pick(args.batch_size, 8, 2), "image_size": pick(args.image_size, 224, 64),
-        "warmup": pick(args.warmup, 2, 1), "steps": pick(args.steps, 5, 2),
+        "warmup": pick(args.warmup, 2, 1), "steps": pick(args.steps, 8, 2),
         "nets": pick(args.nets, ["resnet18", "resnet50"], ["resnet18"]), "heads": args.heads,
         "modes": args.modes,
         "conv_backends": args.conv_backends or (list(CONV_BACKENDS) if args.device_target == "CPU" else ["stock"]),
@@ -137,13 +137,14 @@ def preferred_backend(settings: dict) -> str:
 def train_configurations(settings: dict) -> list[dict[str, Any]]:
     """One worker call per (net, head, mode, backend); evaluation rides along the GRAPH_MODE DropCov/GAP ones.
 
-    The backends of one (net, head, mode) run one after the other, so that they see the same machine load.
+    The backends of one (net, head, mode) run one after the other, and the heads of one (net, mode) in a
+    row, so that the figures each target line compares see the same machine load.
     """
     configs = []
     for net in settings["nets"]:
-        for label in settings["heads"]:
-            head, stride = HEAD_CONFIGS[label]
-            for mode in settings["modes"]:
+        for mode in settings["modes"]:
+            for label in settings["heads"]:
+                head, stride = HEAD_CONFIGS[label]
                 for backend in settings["conv_backends"]:
                     configs.append({
                         "head_label": label,
