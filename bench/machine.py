@@ -5,12 +5,35 @@ import os
 import platform
 import re
 import sys
+import time
 from importlib import metadata
 from typing import Any
 
 ISA_FLAG_PATTERN = re.compile(r"^(avx2|fma|avx512\w*|amx\w*|avx_vnni\w*)$")
 ENV_PATTERN = re.compile(r"^(ONEDNN_|DNNL_|MKL_|OMP_|KMP_|OPENBLAS_|GOTO_|GLOG_|MS_|CUDA_VISIBLE)")
 PACKAGES = ("mindspore", "numpy", "torch", "pillow", "scipy")
+
+
+def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
+    """Fraction of the machine's CPU time spent busy over the next ``seconds`` (``/proc/stat``; None elsewhere).
+
+    Taken while no benchmark worker runs (before the first, after the last), it is the share of the CPUs
+    that other jobs used: unlike the load average, it does not count the benchmark's own work.
+    """
+    def totals() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as stat:
+            values = [int(field) for field in stat.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle
+
+    try:
+        total_start, idle_start = totals()
+        time.sleep(seconds)
+        total_end, idle_end = totals()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total_end - total_start
+    return round(1.0 - (idle_end - idle_start) / elapsed, 3) if elapsed > 0 else None
 
 
 def load_average() -> list[float] | None:
@@ -66,7 +89,8 @@ def _memory_gib() -> float | None:
 
 def describe_machine() -> dict[str, Any]:
     """CPU model, ISA flags (avx2/fma/avx512*/amx*), cores, memory, OS, Python and package versions,
-    the thread/ISA/logging environment variables that change speed, and the load average now.
+    the thread/ISA/logging environment variables that change speed, the load average now, and the
+    share of the CPUs busy with other jobs over one second (``cpu_busy``, :func:`cpu_busy_fraction`).
 
     Imports neither MindSpore nor PyTorch (versions come from the installed package metadata).
     """
@@ -82,6 +106,7 @@ def describe_machine() -> dict[str, Any]:
         "versions": {package: _version(package) for package in PACKAGES},
         "environment": {key: value for key, value in sorted(os.environ.items()) if ENV_PATTERN.match(key)},
         "load_average": load_average(),
+        "cpu_busy": cpu_busy_fraction(),
     }
 
 

@@ -284,6 +284,30 @@ def backend_summary_lines(results: dict, derived: dict) -> list[str]:
     return lines
 
 
+def busy_machine_note(results: dict) -> str:
+    """A warning when other jobs used the CPUs around the run, else "".
+
+    Judged by the CPU share busy while no worker ran (``cpu_busy`` before the first worker,
+    ``cpu_busy_end`` after the last; over 25% is busy). Older results without it fall back to the
+    1-minute load average at the start (over half the cores); the load at the end is not used: it counts
+    the benchmark's own workers.
+    """
+    machine = results.get("machine", {})
+    cores = machine.get("usable_cores") or 1
+    shares = [share for share in (machine.get("cpu_busy"), results.get("cpu_busy_end")) if share is not None]
+    if shares:
+        if max(shares) <= 0.25:
+            return ""
+        measure = f"{100 * max(shares):.0f}% of the CPUs busy with other jobs around the run"
+    else:
+        start = (machine.get("load_average") or [0.0])[0]
+        if start <= 0.5 * cores:
+            return ""
+        measure = f"1-minute load average {start:.2f} on {cores} cores when the run started"
+    return (f"**Busy machine:** {measure}; these figures are not comparable with a quiet run, and PyTorch's "
+            "OpenMP threads suffer most. Rerun on an idle machine.")
+
+
 def report_lines(results: dict) -> list[str]:
     """All sections as markdown lines (tables, then the target lines)."""
     settings = results.get("settings", {})
@@ -295,12 +319,9 @@ def report_lines(results: dict) -> list[str]:
              f"{settings.get('image_size')}, {settings.get('device_target')}, {settings.get('warmup')} warm-up + "
              f"{settings.get('steps')} timed steps (median), float32"
              f"{' (QUICK: tiny sizes, not comparable)' if settings.get('quick') else ''}.", ""]
-    cores = machine.get("usable_cores") or 1
-    loads = [load[0] for load in (machine.get("load_average"), results.get("load_average_end")) if load]
-    if loads and max(loads) > 0.5 * cores:
-        lines[-1:-1] = [f"**Busy machine:** 1-minute load average up to {max(loads):.2f} on {cores} cores while "
-                        "this ran (other jobs shared the CPU); these figures are not comparable with a quiet "
-                        "run, and PyTorch's OpenMP threads suffer most. Rerun on an idle machine."]
+    busy = busy_machine_note(results)
+    if busy:
+        lines[-1:-1] = [busy]
 
     lines += backend_summary_lines(results, derived)
     lines += ["Training step (images/s from the median step; GFLOP/s counts 3 x forward MACs x 2; conv = "

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `src` importa
 
 from bench import report  # noqa: E402
 from bench.common import ISA_VARIABLE, REPO_ROOT, UNSET, run_worker  # noqa: E402
-from bench.machine import describe_machine, load_average, summary_line, usable_cores  # noqa: E402
+from bench.machine import cpu_busy_fraction, describe_machine, load_average, summary_line, usable_cores  # noqa: E402
 from bench.peak_flops import best_kernel, numpy_matmul  # noqa: E402
 from bench.pytorch_ref import torch_available  # noqa: E402
 
@@ -62,7 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image_size", type=int, default=None, help="square input side (224; quick: 64)")
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU"))
     parser.add_argument("--amp_level", default="O0", choices=("O0", "O2", "O3"), help="training precision")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per configuration (2; quick: 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per configuration (3; quick: 1)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration (8; quick: 2)")
     parser.add_argument("--nets", type=_csv(("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")),
                         default=None, help="comma-separated networks (resnet18,resnet50; quick: resnet18)")
@@ -96,7 +96,7 @@ def settle(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "quick": quick, "device_target": args.device_target, "amp_level": args.amp_level,
         "batch_size": pick(args.batch_size, 8, 2), "image_size": pick(args.image_size, 224, 64),
-        "warmup": pick(args.warmup, 2, 1), "steps": pick(args.steps, 8, 2),
+        "warmup": pick(args.warmup, 3, 1), "steps": pick(args.steps, 8, 2),
         "nets": pick(args.nets, ["resnet18", "resnet50"], ["resnet18"]), "heads": args.heads,
         "modes": args.modes,
         "conv_backends": args.conv_backends or (list(CONV_BACKENDS) if args.device_target == "CPU" else ["stock"]),
@@ -341,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "tuning" in settings["sections"]:
         results["tuning"] = run_tuning(settings, results.get("train", []), results.get("head") or {})
     results["load_average_end"] = load_average()
+    results["cpu_busy_end"] = cpu_busy_fraction()
     results["wall_s"] = time.perf_counter() - start
     report.derive(results)
     paths = write_results(results, args.output_dir, settings["quick"])

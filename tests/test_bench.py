@@ -373,3 +373,24 @@ def test_run_all_quick_writes_well_formed_json(tmp_path):
     assert all("name" in target and "passed" in target for target in results["derived"]["targets"])
     assert any("onednn vs stock speed-up" in target["name"] for target in results["derived"]["targets"])
     assert report.DOCS_BEGIN in docs.read_text()
+
+
+def test_busy_machine_note_uses_the_cpu_share_of_other_jobs_not_the_runs_own_load():
+    from bench.report import busy_machine_note
+
+    quiet = {"machine": {"usable_cores": 2, "cpu_busy": 0.04, "load_average": [1.9, 1.5, 1.2]},
+             "cpu_busy_end": 0.02, "load_average_end": [2.1, 2.0, 1.9]}
+    assert busy_machine_note(quiet) == ""
+    busy = {"machine": {"usable_cores": 2, "cpu_busy": 0.04}, "cpu_busy_end": 0.61}
+    assert busy_machine_note(busy).startswith("**Busy machine:** 61% of the CPUs busy with other jobs")
+    old_quiet = {"machine": {"usable_cores": 2, "load_average": [0.4, 1.0, 1.0]}, "load_average_end": [2.0, 2, 2]}
+    assert busy_machine_note(old_quiet) == ""
+    old_busy = {"machine": {"usable_cores": 2, "load_average": [1.6, 1.0, 1.0]}}
+    assert "load average 1.60 on 2 cores when the run started" in busy_machine_note(old_busy)
+
+
+def test_cpu_busy_fraction_is_a_share():
+    from bench.machine import cpu_busy_fraction
+
+    share = cpu_busy_fraction(0.2)
+    assert share is not None and 0.0 <= share <= 1.0  # Linux: /proc/stat exists
