@@ -1,4 +1,5 @@
 """Runtime helpers: oneDNN environment, launcher detection, one-line errors from entry points."""
+import os
 import subprocess
 import sys
 
@@ -9,34 +10,35 @@ from src.runtime.distributed import detect_launcher, init_data_parallel, launche
 from src.runtime.entry import run_entry_point
 
 
-def test_configure_cpu_environment_sets_avx2_before_import(repo_root):
+def run_configure(repo_root, calls: str, isa: str | None = None) -> list[str]:
+    """Run ``calls`` (using ``c = configure_cpu_environment``) in a fresh interpreter, INFO logs on stdout.
+
+    ``ONEDNN_MAX_CPU_ISA`` is removed from the child's environment, or set to ``isa``.
+    """
     code = ("import logging, os, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
-            "from src.runtime.environment import configure_cpu_environment as c;"
-            "print(c('GPU')); print(c('CPU')); print(os.environ['ONEDNN_MAX_CPU_ISA'])")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, env=env, capture_output=True,
-                         text=True, check=True).stdout.splitlines()
+            "from src.runtime.environment import configure_cpu_environment as c;" + calls)
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    if isa is not None:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    return subprocess.run([sys.executable, "-c", code], cwd=repo_root, env=env, capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+
+
+def test_configure_cpu_environment_sets_avx2_before_import(repo_root):
+    out = run_configure(repo_root, "print(c('GPU')); print(c('CPU')); print(os.environ['ONEDNN_MAX_CPU_ISA'])")
     assert out[0] == "None"
     assert "set ONEDNN_MAX_CPU_ISA=AVX2" in out[1]
     assert out[2:] == ["AVX2", "AVX2"]
 
 
 def test_configure_cpu_environment_respects_user_value(repo_root):
-    code = ("from src.runtime.environment import configure_cpu_environment as c; import os;"
-            "print(c('CPU'), os.environ['ONEDNN_MAX_CPU_ISA'])")
-    env = dict(__import__("os").environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE")
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, env=env, capture_output=True,
-                         text=True, check=True).stdout.strip()
-    assert out == "None AVX512_CORE"
+    out = run_configure(repo_root, "print(c('CPU'), os.environ['ONEDNN_MAX_CPU_ISA'])", isa="AVX512_CORE")
+    assert out == ["None AVX512_CORE"]
 
 
 def test_configure_cpu_environment_leaves_the_isa_alone_for_the_blocked_kernels(repo_root):
-    code = ("import logging, os, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout);"
-            "from src.runtime.environment import configure_cpu_environment as c;"
-            "print(c('CPU', full_isa=True)); print(os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset'))")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, env=env, capture_output=True,
-                         text=True, check=True).stdout.splitlines()
+    out = run_configure(repo_root, "print(c('CPU', full_isa=True)); "
+                                   "print(os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset'))")
     assert "oneDNN keeps its full instruction set" in out[0]
     assert out[1:] == ["None", "unset"]
 
