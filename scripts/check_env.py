@@ -141,10 +141,27 @@ def check_cpu_isa() -> Check:
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
     if avx512 and isa.upper() != "AVX2":
         return Check("oneDNN ISA", "WARN", f"AVX-512 CPU, ONEDNN_MAX_CPU_ISA={isa or 'unset'}",
-                     "train.py/eval.py set ONEDNN_MAX_CPU_ISA=AVX2 for CPU runs; keep it for your own "
-                     "scripts (3x3 convolutions are ~50x slower otherwise)")
+                     "train.py/eval.py set ONEDNN_MAX_CPU_ISA=AVX2 for CPU runs on MindSpore's own "
+                     "convolutions (conv_backend stock); keep it in your own scripts that use them "
+                     "(3x3 convolutions are ~50x slower otherwise)")
     return Check("oneDNN ISA", "OK", f"{'AVX-512' if avx512 else 'no AVX-512'} CPU, "
                  f"ONEDNN_MAX_CPU_ISA={isa or 'unset'}")
+
+
+def check_cpu_kernels() -> Check:
+    """The oneDNN CPU kernels of ``csrc/`` (``conv_backend``): built, or why not (builds them if needed)."""
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if repo_root not in sys.path:
+        sys.path.insert(0, repo_root)
+    from src.errors import DropCovError
+    from src.kernels.build import build_library
+
+    try:
+        return Check("oneDNN CPU kernels", "OK", f"{build_library()} (conv_backend auto uses them on CPU)")
+    except DropCovError as err:
+        return Check("oneDNN CPU kernels", "WARN", f"not built: {err}",
+                     "bash scripts/setup_env.sh (installs the headers and builds them); until then "
+                     "conv_backend auto uses MindSpore's slower CPU convolutions")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     checks.append(ms_check)
     if ms is not None:
         checks += check_devices(ms)
-    checks += check_cuda_libraries() + check_launchers() + [check_cpu_isa()]
+    checks += check_cuda_libraries() + check_launchers() + [check_cpu_isa(), check_cpu_kernels()]
 
     gpu_items = {"device GPU", "CUDA runtime 11.x", "cuBLAS 11", "cuDNN 8", "NCCL 2", "mpirun (GPU data parallel)"}
     failed = False

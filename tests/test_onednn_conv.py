@@ -273,3 +273,15 @@ def test_train_cli_rejects_onednn_on_gpu_in_one_line(repo_root, tmp_path):
     assert lines[-1] == ("train.py: error: conv_backend=onednn cannot run with device_target=GPU (the kernels are "
                          "CPU kernels): use conv_backend: auto or stock")
     assert "Traceback" not in result.stderr
+
+
+def test_check_env_reports_the_kernels(repo_root, tmp_path):
+    ok = subprocess.run([sys.executable, "scripts/check_env.py"], cwd=repo_root, capture_output=True, text=True,
+                        check=False)
+    line = next(line for line in ok.stdout.splitlines() if "oneDNN CPU kernels" in line)
+    assert line.split()[0] == "OK" and str(build.library_path()) in line
+    env = dict(__import__("os").environ, DROPCOV_KERNEL_DIR=str(tmp_path), CXX="false")
+    broken = subprocess.run([sys.executable, "scripts/check_env.py"], cwd=repo_root, capture_output=True, text=True,
+                            check=False, env=env)
+    line = next(line for line in broken.stdout.splitlines() if "oneDNN CPU kernels" in line)
+    assert line.split()[0] == "WARN" and "not built: compiling csrc/onednn_kernels.cc failed (false)" in line
