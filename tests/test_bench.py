@@ -203,8 +203,8 @@ def test_conv_backend_settings_and_configurations():
     settings = run_all.settle(run_all.parse_args(["--quick", "--heads", "dropcov,gap"]))
     configs = run_all.train_configurations(settings)
     assert [(c["head_label"], c["params"]["mode_name"], c["params"]["conv_backend"]) for c in configs] == [
-        (head, mode, backend) for head in ("dropcov", "gap") for mode in run_all.MODES
-        for backend in ("stock", "onednn")]
+        (head, mode, backend) for mode in run_all.MODES for head in ("dropcov", "gap")
+        for backend in ("stock", "onednn")]  # the heads of one (net, mode) in a row, backends back to back
 
 
 def _profile_result() -> dict:
