@@ -313,8 +313,11 @@ def report_lines(results: dict) -> list[str]:
     settings = results.get("settings", {})
     machine = results.get("machine", {})
     derived = results.get("derived") or derive(results)
+    shares = [machine.get("cpu_busy"), results.get("cpu_busy_end")]
+    busy_text = ("" if None in shares else
+                 f"; CPUs busy with other jobs {100 * shares[0]:.0f}% before the run, {100 * shares[1]:.0f}% after")
     lines = [f"Machine: {machine.get('summary', '?')}; load average at start {machine.get('load_average')}, "
-             f"at end {results.get('load_average_end')}.",
+             f"at end {results.get('load_average_end')} (the run's own workers count in it){busy_text}.",
              f"Settings: batch {settings.get('batch_size')}, {settings.get('image_size')}x"
              f"{settings.get('image_size')}, {settings.get('device_target')}, {settings.get('warmup')} warm-up + "
              f"{settings.get('steps')} timed steps (median), float32"
