@@ -285,3 +285,13 @@ def test_check_env_reports_the_kernels(repo_root, tmp_path):
                             check=False, env=env)
     line = next(line for line in broken.stdout.splitlines() if "oneDNN CPU kernels" in line)
     assert line.split()[0] == "WARN" and "not built: compiling csrc/onednn_kernels.cc failed (false)" in line
+
+
+def test_unwritable_kernel_folder_is_one_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DROPCOV_KERNEL_DIR", str(blocker / "kernels"))
+    with pytest.raises(DropCovError, match=r"cannot write the kernel library to .*a_file/kernels \(.*\): "
+                                           r"set DROPCOV_KERNEL_DIR to a writable folder"):
+        build.build_library()
+    assert backend.resolve_conv_backend("auto", "CPU", "O0")[0] == "stock"

@@ -112,8 +112,13 @@ def build_library(force: bool = False) -> Path:
         return target
     onednn = mindspore_onednn_library()
     include_dir, cxx = onednn_include_dir(), compiler()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as scratch:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch_folder = tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-")
+    except OSError as err:
+        raise DropCovError(f"cannot write the kernel library to {target.parent} ({err.strerror or err}): "
+                           "set DROPCOV_KERNEL_DIR to a writable folder") from err
+    with scratch_folder as scratch:
         scratch_dir = Path(scratch)
         _prepare_headers(include_dir, scratch_dir / "include")
         output = scratch_dir / target.name
