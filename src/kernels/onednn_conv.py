@@ -25,6 +25,7 @@ from .onednn_pool import use_onednn_max_pools
 
 logger = logging.getLogger(__name__)
 
+
 def _output_size(size: int, kernel: int, stride: int, dilation: int, pad_mode: str, pad_total: int) -> int:
     """Output length of one spatial axis, as MindSpore's Conv2D computes it."""
     if pad_mode == "same":
