@@ -8,9 +8,9 @@ from src.errors import DropCovError
 from src.models import DropCovHead, create_model, list_models
 from src.models.dropcov_head import batch_norm
 from src.models.info import describe_model
-from src.models.resnet import validate_model_options
+from src.models.specs import validate_model_options
 from src.tools import model_info
-from src.tools.model_info import seed_table_rows
+from src.tools.model_info import paper_table_rows
 
 
 def _features(shape, seed=0):
@@ -184,8 +184,8 @@ def test_analytic_parameter_count_equals_the_built_network(name, options):
     assert describe_model(name, **options)["params"] == _trainable_count(create_model(name, **options))
 
 
-def test_seed_table_parameters_and_the_resnet18_34_gap_flops_are_reproduced():
-    rows = {(info["net_name"], info["head"]): info for info, _ in seed_table_rows()}
+def test_paper_table_parameters_and_the_resnet18_34_gap_flops_are_reproduced():
+    rows = {(info["net_name"], info["head"]): info for info, _ in paper_table_rows()}
     assert len(rows) == 6
     params_ranges = {("resnet18", "gap"): (11.7,), ("resnet34", "gap"): (21.8,), ("resnet50", "gap"): (25.6,),
                      ("resnet18", "dropcov"): (19.5, 19.6), ("resnet34", "dropcov"): (29.6, 29.7),

@@ -1,77 +1,105 @@
-"""Model registry: ``@register_model`` factories, ``create_model(name, ...)``, ``list_models()``."""
+"""Model registry: :class:`ModelSpec` per network name, ``create_model(name, ...)``, ``list_models()``.
+
+A spec names the function that builds its network (imported only when a network is built), so listing
+and checking model names imports no MindSpore. The repository's networks are declared in
+:mod:`src.models.specs`.
+"""
 from __future__ import annotations
 
 import difflib
+import importlib
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from mindspore import nn
-
 from ..errors import DropCovError
-from .init import initialize_weights
 
-_MODEL_ENTRYPOINTS: dict[str, Callable[..., nn.Cell]] = {}
+CONFIG_KEY_OF_OPTION = {"num_classes": "class_num"}
+"""Config key of each ``create_model`` keyword argument whose name differs (the others are the same)."""
 
 
-def register_model(factory: Callable[..., nn.Cell]) -> Callable[..., nn.Cell]:
-    """Register ``factory`` under its function name (e.g. ``resnet50``); returns it unchanged."""
-    name = factory.__name__
-    if name in _MODEL_ENTRYPOINTS:
-        raise ValueError(f"model {name!r} is registered twice")
-    _MODEL_ENTRYPOINTS[name] = factory
-    return factory
+@dataclass(frozen=True)
+class ModelSpec:
+    """What one registered network is.
+
+    Attributes:
+        name: the registry name (config key ``net_name``).
+        family: ``'resnet'``, ...: networks of one family share a builder and options.
+        builder: ``'module:function'``; called as ``function(spec, **options)``.
+        arch: the family's architecture facts (e.g. :class:`src.models.specs.ResNetArch`).
+        options: ``create_model`` keyword arguments the builder takes (config keys, see
+            :data:`CONFIG_KEY_OF_OPTION`).
+        classifier: names of the cells whose parameters form the classifier (``fc`` ->
+            ``fc.weight``, ``fc.bias``): re-initialised when fine-tuning to another class count.
+    """
+
+    name: str
+    family: str
+    builder: str
+    arch: Any
+    options: tuple[str, ...]
+    classifier: tuple[str, ...] = ("fc",)
+
+
+_SPECS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry under ``spec.name``; returns it."""
+    if spec.name in _SPECS:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _SPECS[spec.name] = spec
+    return spec
 
 
 def _load_builtin_models() -> None:
-    from . import resnet  # noqa: F401  (registers resnet18 ... resnet152)
+    from . import specs  # noqa: F401  (registers the repository's networks)
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
     _load_builtin_models()
-    return sorted(_MODEL_ENTRYPOINTS)
+    return sorted(_SPECS)
 
 
-def model_entrypoint(name: str) -> Callable[..., nn.Cell]:
-    """The factory registered as ``name``; :class:`DropCovError` naming the valid ones if unknown."""
+def model_specs(family: str | None = None) -> list[ModelSpec]:
+    """The registered specs (of one ``family`` when given), in registration order."""
     _load_builtin_models()
-    if name not in _MODEL_ENTRYPOINTS:
-        names = sorted(_MODEL_ENTRYPOINTS)
+    return [spec for spec in _SPECS.values() if family is None or spec.family == family]
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec registered as ``name``; :class:`DropCovError` naming the valid ones if unknown."""
+    _load_builtin_models()
+    if name not in _SPECS:
+        names = sorted(_SPECS)
         close = difflib.get_close_matches(str(name), names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise DropCovError(f"unknown model net_name={name!r}{hint}: choose one of {', '.join(names)}")
-    return _MODEL_ENTRYPOINTS[name]
+    return _SPECS[name]
 
 
-def create_model(name: str, num_classes: int = 1000, head: str = "dropcov", cov_dim: int = 128,
-                 post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
-                 adaptive_dropout: bool = True, arch_style: str = "mindspore",
-                 conv_init: str = "XavierUniform", dense_init: str = "TruncatedNormal") -> nn.Cell:
+def _builder(spec: ModelSpec) -> Callable[..., Any]:
+    module, function = spec.builder.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def create_model(name: str, **options: Any) -> Any:
     """Build a registered network by name.
 
     Args:
-        name: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101`` or ``resnet152``
-            (see :func:`list_models`).
-        num_classes: classifier outputs (the published ImageNet checkpoints use 1001).
-        head: ``'dropcov'`` (covariance pooling with adaptive channel dropout) or ``'gap'``
-            (global average pooling, the standard ResNet).
-        cov_dim: channels ``d`` after the DropCov head's 1x1 reduction; the representation has
-            ``d(d+1)/2`` values (128 -> 8256 in the published checkpoints, 256 in the PyTorch ones).
-        post_norm: ``'none'`` (published checkpoints) or ``'isqrt'`` (iSQRT-COV matrix square root).
-        isqrt_iters: Newton–Schulz iterations for ``post_norm='isqrt'``.
-        layer4_stride: stride of the last stage; 0 = auto (1 for ``dropcov``, 2 for ``gap``).
-        adaptive_dropout: False turns off the DropCov head's ECA re-weighting and channel dropout
-            in training too (evaluation never uses them).
-        arch_style: ``'mindspore'`` (layout, padding and BatchNorm of the published MindSpore
-            checkpoints) or ``'torch'`` (the authors' PyTorch network; same parameter names).
-        conv_init: initialiser of every Conv2d weight (``XavierUniform`` as published, ``HeUniform``,
-            ``HeNormal``, ``TruncatedNormal``); see :mod:`src.models.init`.
-        dense_init: initialiser of the classifier weight (``TruncatedNormal`` as published, ...).
+        name: a name of :func:`list_models` (``resnet18`` ... ``resnet152``).
+        **options: the keyword arguments of the network's family (``spec.options``). For the
+            ResNets (:func:`src.models.resnet.build_resnet`): ``num_classes`` (the published ImageNet
+            checkpoints use 1001), ``head`` (``'dropcov'`` or ``'gap'``), ``cov_dim`` (channels ``d``
+            after the DropCov head's 1x1 reduction: 128 in the published checkpoints), ``post_norm``
+            (``'none'`` or ``'isqrt'``), ``isqrt_iters``, ``layer4_stride`` (0 = auto), ``adaptive_dropout``,
+            ``arch_style`` (``'mindspore'`` or ``'torch'``), ``conv_init``, ``dense_init``.
 
     Returns:
-        A :class:`src.models.resnet.ResNet` cell, in evaluation mode until ``set_train()``.
+        The network cell, in evaluation mode until ``set_train()``.
 
     Raises:
-        DropCovError: unknown ``name`` or an option out of range (the message names it).
+        DropCovError: unknown ``name``, an option the family does not take, or a value out of range.
 
     Example:
         >>> from src.models import create_model
@@ -79,33 +107,26 @@ def create_model(name: str, num_classes: int = 1000, head: str = "dropcov", cov_
         >>> gap = create_model("resnet18", head="gap")
         >>> torch_style = create_model("resnet50", cov_dim=256, arch_style="torch")
     """
-    factory = model_entrypoint(name)
-    net = factory(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
-                  isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
-                  adaptive_dropout=adaptive_dropout, arch_style=arch_style)
-    initialize_weights(net, conv_init, dense_init)
-    return net
-
-
-#: Config keys (src/config.py) that are keyword arguments of :func:`create_model`, by argument name.
-MODEL_CONFIG_KEYS = {"num_classes": "class_num", "head": "head", "cov_dim": "cov_dim", "post_norm": "post_norm",
-                     "isqrt_iters": "isqrt_iters", "layer4_stride": "layer4_stride",
-                     "adaptive_dropout": "adaptive_dropout", "arch_style": "arch_style",
-                     "conv_init": "conv_init", "dense_init": "dense_init"}
+    spec = model_spec(name)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise DropCovError(f"{name} takes no option {', '.join(unknown)}: its options are {', '.join(spec.options)}")
+    return _builder(spec)(spec, **options)
 
 
 def model_options(config: Any) -> dict[str, Any]:
     """:func:`create_model` keyword arguments (all but the name) read from a config object."""
-    return {argument: getattr(config, key) for argument, key in MODEL_CONFIG_KEYS.items()}
+    spec = model_spec(config.net_name)
+    return {option: getattr(config, CONFIG_KEY_OF_OPTION.get(option, option)) for option in spec.options}
 
 
-def create_model_from_config(config: Any, conv_backend: str | None = None) -> nn.Cell:
+def create_model_from_config(config: Any, conv_backend: str | None = None) -> Any:
     """``create_model(config.net_name, **model_options(config))``: the network a config describes.
 
     Its convolutions run on ``conv_backend`` (default ``config.conv_backend``; see
-    :func:`src.kernels.onednn_conv.apply_conv_backend`), which changes no parameter name or shape.
+    :func:`src.models.cell_surgery.apply_conv_backend`), which changes no parameter name or shape.
     """
-    from src.kernels.onednn_conv import apply_conv_backend
+    from .cell_surgery import apply_conv_backend
 
     net = create_model(config.net_name, **model_options(config))
     apply_conv_backend(net, conv_backend or config.conv_backend, config.device_target, config.amp_level)

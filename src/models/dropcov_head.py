@@ -10,6 +10,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, XavierUniform
 
+from ..errors import DropCovError
 from .gcp import (
     adaptive_drop_rate,
     channel_dropout,
@@ -18,13 +19,8 @@ from .gcp import (
     upper_triangle,
     upper_triangle_index,
 )
-
-POST_NORMS = ("none", "isqrt")
-
-
-def triangle_size(dim: int) -> int:
-    """Length ``d(d+1)/2`` of the upper-triangle vector of a ``d x d`` matrix."""
-    return dim * (dim + 1) // 2
+from .info import triangle_size
+from .specs import POST_NORMS
 
 
 def batch_norm(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
@@ -106,7 +102,7 @@ class DropCovHead(nn.Cell):
                  bn_momentum: float = 0.9) -> None:
         super().__init__()
         if post_norm not in POST_NORMS:
-            raise ValueError(f"post_norm must be one of {POST_NORMS}, got {post_norm!r}")
+            raise DropCovError(f"post_norm={post_norm!r} is not supported: choose one of {', '.join(POST_NORMS)}")
         self.cov_dim = cov_dim
         self.adaptive_dropout = bool(adaptive_dropout)
         self.layer_reduce = nn.Conv2d(in_channels, cov_dim, kernel_size=1, stride=1, pad_mode="pad",

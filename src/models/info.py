@@ -17,16 +17,10 @@ What is counted:
 from __future__ import annotations
 
 from ..errors import DropCovError
-from .dropcov_head import triangle_size
-from .resnet import (
-    RESNET_SPECS,
-    STAGE_WIDTHS,
-    ResNetSpec,
-    resolve_layer4_stride,
-    validate_model_options,
-)
+from ._registry import model_spec
+from .specs import STAGE_WIDTHS, ResNetArch, resolve_layer4_stride, validate_model_options
 
-SEED_TABLE: dict[tuple[str, str], tuple[float, float]] = {
+PAPER_TABLE: dict[tuple[str, str], tuple[float, float]] = {
     ("resnet18", "gap"): (11.7, 1.81),
     ("resnet18", "dropcov"): (19.6, 3.11),
     ("resnet34", "gap"): (21.8, 3.66),
@@ -34,7 +28,12 @@ SEED_TABLE: dict[tuple[str, str], tuple[float, float]] = {
     ("resnet50", "gap"): (25.6, 3.86),
     ("resnet50", "dropcov"): (32.0, 6.19),
 }
-"""(params M, GFLOPs) of the seed README's table at 1000 classes and 224x224, for comparison."""
+"""(params M, GFLOPs) of the paper's table (1000 classes, 224x224), for comparison."""
+
+
+def triangle_size(dim: int) -> int:
+    """Length ``d(d+1)/2`` of the upper-triangle vector of a ``d x d`` matrix (the DropCov representation)."""
+    return dim * (dim + 1) // 2
 
 
 def _conv_out(size: int, kernel: int, stride: int) -> int:
@@ -61,7 +60,7 @@ class _Counter:
         self.macs += fan_in * fan_out
 
 
-def _backbone(counter: _Counter, spec: ResNetSpec, image_size: int, layer4_stride: int) -> int:
+def _backbone(counter: _Counter, spec: ResNetArch, image_size: int, layer4_stride: int) -> int:
     """Count the stem and the stages; returns the side of the last feature map."""
     size = counter.conv(image_size, 3, 64, 7, 2)
     counter.batch_norm(64)
@@ -108,22 +107,20 @@ def describe_model(name: str, image_size: int = 224, num_classes: int = 1000, he
     input side). Returns a dict with the options and ``params`` (count), ``params_m`` (millions),
     ``macs`` (per image), ``gmacs`` (billions) and ``feature_size`` (side of the last map).
     """
-    from ._registry import model_entrypoint
-
-    model_entrypoint(name)  # DropCovError for an unknown name
+    spec = model_spec(name)  # DropCovError for an unknown name
     validate_model_options(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
                            isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
                            adaptive_dropout=adaptive_dropout, arch_style=arch_style)
-    if name not in RESNET_SPECS:
+    if spec.family != "resnet":
         raise NotImplementedError(f"describe_model knows the ResNets only, not {name!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
         raise DropCovError(f"image_size={image_size!r} is not supported: it must be an integer >= 32")
-    spec = RESNET_SPECS[name]
+    arch = spec.arch
     counter = _Counter()
-    size = _backbone(counter, spec, image_size, resolve_layer4_stride(head, layer4_stride))
+    size = _backbone(counter, arch, image_size, resolve_layer4_stride(head, layer4_stride))
     if head == "dropcov":
         positions = size * size
-        counter.conv(size, spec.out_channels, cov_dim, 1, 1)  # layer_reduce
+        counter.conv(size, arch.out_channels, cov_dim, 1, 1)  # layer_reduce
         counter.batch_norm(cov_dim)  # layer_reduce_bn
         counter.params += 3  # eca_layer.conv (training only: no MACs counted)
         counter.macs += positions * cov_dim * cov_dim  # covariance
@@ -131,7 +128,7 @@ def describe_model(name: str, image_size: int = 224, num_classes: int = 1000, he
             counter.macs += isqrt_matmuls(isqrt_iters) * cov_dim ** 3
         counter.dense(triangle_size(cov_dim), num_classes)
     else:
-        counter.dense(spec.out_channels, num_classes)
+        counter.dense(arch.out_channels, num_classes)
     return {
         "net_name": name, "head": head, "cov_dim": cov_dim if head == "dropcov" else None,
         "post_norm": post_norm if head == "dropcov" else None, "class_num": num_classes,

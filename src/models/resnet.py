@@ -18,47 +18,15 @@ BN gamma 1 beta 0, the ECA Conv1d MindSpore's default.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 from mindspore import Tensor, nn
 from mindspore.common.initializer import XavierUniform
 
-from ..errors import DropCovError
-from ._registry import register_model
-from .dropcov_head import POST_NORMS, DropCovHead, GlobalAvgPoolHead, batch_norm
-
-STAGE_WIDTHS = (64, 128, 256, 512)
-HEADS = ("dropcov", "gap")
-ARCH_STYLES = ("mindspore", "torch")
-LAYER4_STRIDES = (0, 1, 2)
-
-
-@dataclass(frozen=True)
-class ResNetSpec:
-    """Depth of a ResNet: block type (``'basic'`` or ``'bottleneck'``) and blocks per stage."""
-
-    block: str
-    layers: tuple[int, int, int, int]
-
-    @property
-    def expansion(self) -> int:
-        """Output channels of a block per unit of stage width (1 basic, 4 bottleneck)."""
-        return 1 if self.block == "basic" else 4
-
-    @property
-    def out_channels(self) -> int:
-        """Channels of the last feature map (C5)."""
-        return STAGE_WIDTHS[-1] * self.expansion
-
-
-RESNET_SPECS: dict[str, ResNetSpec] = {
-    "resnet18": ResNetSpec("basic", (2, 2, 2, 2)),
-    "resnet34": ResNetSpec("basic", (3, 4, 6, 3)),
-    "resnet50": ResNetSpec("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ResNetSpec("bottleneck", (3, 4, 23, 3)),
-    "resnet152": ResNetSpec("bottleneck", (3, 8, 36, 3)),
-}
+from ._registry import ModelSpec
+from .dropcov_head import DropCovHead, GlobalAvgPoolHead, batch_norm
+from .init import DEFAULT_CONV_INIT, DEFAULT_DENSE_INIT, initialize_weights
+from .specs import STAGE_WIDTHS, ResNetArch, resolve_layer4_stride, validate_model_options
 
 
 @dataclass(frozen=True)
@@ -82,41 +50,6 @@ def arch_style_for(arch_style: str, block: str) -> ArchStyle:
                          shortcut_bn=(1e-5, 0.1), head_bn=(1e-4, 0.9))
     bn = (1e-4, 0.9)
     return ArchStyle(same_padding=True, stem_bn=bn, block_bn=bn, shortcut_bn=bn, head_bn=bn)
-
-
-def resolve_layer4_stride(head: str, layer4_stride: int) -> int:
-    """``layer4_stride`` with 0 resolved: 1 for the DropCov head, 2 for GAP."""
-    if layer4_stride:
-        return layer4_stride
-    return 1 if head == "dropcov" else 2
-
-
-def _choice_error(key: str, value: object, choices: tuple) -> DropCovError:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return DropCovError(f"{key}={value!r} is not supported{hint}: choose one of "
-                        f"{', '.join(str(c) for c in choices)}")
-
-
-def validate_model_options(num_classes: int = 1000, head: str = "dropcov", cov_dim: int = 128,
-                           post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
-                           adaptive_dropout: bool = True, arch_style: str = "mindspore") -> None:
-    """Raise :class:`DropCovError` naming the first model option that is out of range."""
-    if head not in HEADS:
-        raise _choice_error("head", head, HEADS)
-    if post_norm not in POST_NORMS:
-        raise _choice_error("post_norm", post_norm, POST_NORMS)
-    if arch_style not in ARCH_STYLES:
-        raise _choice_error("arch_style", arch_style, ARCH_STYLES)
-    if isinstance(layer4_stride, bool) or not isinstance(layer4_stride, int) or layer4_stride not in LAYER4_STRIDES:
-        raise _choice_error("layer4_stride", layer4_stride, LAYER4_STRIDES)
-    for key, value in (("num_classes", num_classes), ("cov_dim", cov_dim), ("isqrt_iters", isqrt_iters)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DropCovError(f"{key}={value!r} is not supported: it must be an integer >= 1")
-    if cov_dim < 2 and head == "dropcov":
-        raise DropCovError(f"cov_dim={cov_dim!r} is not supported: the DropCov head needs cov_dim >= 2")
-    if not isinstance(adaptive_dropout, bool):
-        raise DropCovError(f"adaptive_dropout={adaptive_dropout!r} is not supported: use true or false")
 
 
 def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int, same_padding: bool) -> nn.Conv2d:
@@ -199,7 +132,7 @@ class ResNetBackbone(nn.Cell):
     Parameter names: ``conv1``, ``bn1``, ``layer{1..4}.{i}.*`` (see the module docstring for styles).
     """
 
-    def __init__(self, spec: ResNetSpec, layer4_stride: int, style: ArchStyle) -> None:
+    def __init__(self, spec: ResNetArch, layer4_stride: int, style: ArchStyle) -> None:
         super().__init__()
         self.conv1 = conv2d(3, 64, 7, 2, style.same_padding)
         self.bn1 = batch_norm(64, *style.stem_bn)
@@ -210,7 +143,7 @@ class ResNetBackbone(nn.Cell):
             # Symmetric pad 1 inside the pooling op: the same result as the original zero pad + valid
             # pool (the input is post-ReLU, >= 0) and ~4x faster on CPU in forward + backward than nn.Pad
             # + valid pool. MindSpore cannot export it to ONNX (MaxPool3DWithArgmax), so export_network
-            # swaps in an equal edge-pad + valid pool (src/engine/export.py, exportable_max_pools).
+            # swaps in an equal edge-pad + valid pool (src/models/cell_surgery.py, exportable_max_pools).
             # conv_backend onednn runs it on oneDNN's max pooling (src/kernels/onednn_pool.py).
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
         block = BLOCKS[spec.block]
@@ -233,14 +166,14 @@ class ResNetBackbone(nn.Cell):
         return self.layer4(x)
 
 
-def _dropcov_head(spec: ResNetSpec, style: ArchStyle, num_classes: int, cov_dim: int, post_norm: str,
+def _dropcov_head(spec: ResNetArch, style: ArchStyle, num_classes: int, cov_dim: int, post_norm: str,
                   isqrt_iters: int, adaptive_dropout: bool) -> nn.Cell:
     return DropCovHead(spec.out_channels, num_classes, cov_dim=cov_dim, post_norm=post_norm,
                        isqrt_iters=isqrt_iters, adaptive_dropout=adaptive_dropout,
                        bn_eps=style.head_bn[0], bn_momentum=style.head_bn[1])
 
 
-def _gap_head(spec: ResNetSpec, style: ArchStyle, num_classes: int, cov_dim: int, post_norm: str,
+def _gap_head(spec: ResNetArch, style: ArchStyle, num_classes: int, cov_dim: int, post_norm: str,
               isqrt_iters: int, adaptive_dropout: bool) -> nn.Cell:
     return GlobalAvgPoolHead(spec.out_channels, num_classes)
 
@@ -260,7 +193,7 @@ class ResNet(nn.Cell):
     Args: see :func:`src.models.create_model`.
     """
 
-    def __init__(self, spec: ResNetSpec, num_classes: int = 1000, head: str = "dropcov", cov_dim: int = 128,
+    def __init__(self, spec: ResNetArch, num_classes: int = 1000, head: str = "dropcov", cov_dim: int = 128,
                  post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
                  adaptive_dropout: bool = True, arch_style: str = "mindspore") -> None:
         super().__init__(auto_prefix=False)
@@ -289,31 +222,13 @@ class ResNet(nn.Cell):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model
-def resnet18(**kwargs) -> ResNet:
-    """ResNet-18: basic blocks [2, 2, 2, 2]."""
-    return ResNet(RESNET_SPECS["resnet18"], **kwargs)
+def build_resnet(spec: ModelSpec, conv_init: str = DEFAULT_CONV_INIT, dense_init: str = DEFAULT_DENSE_INIT,
+                 **options) -> ResNet:
+    """The builder of every registered ResNet (:func:`src.models.create_model` calls it).
 
-
-@register_model
-def resnet34(**kwargs) -> ResNet:
-    """ResNet-34: basic blocks [3, 4, 6, 3]."""
-    return ResNet(RESNET_SPECS["resnet34"], **kwargs)
-
-
-@register_model
-def resnet50(**kwargs) -> ResNet:
-    """ResNet-50: bottleneck blocks [3, 4, 6, 3] (stride on the 3x3 conv)."""
-    return ResNet(RESNET_SPECS["resnet50"], **kwargs)
-
-
-@register_model
-def resnet101(**kwargs) -> ResNet:
-    """ResNet-101: bottleneck blocks [3, 4, 23, 3]."""
-    return ResNet(RESNET_SPECS["resnet101"], **kwargs)
-
-
-@register_model
-def resnet152(**kwargs) -> ResNet:
-    """ResNet-152: bottleneck blocks [3, 8, 36, 3]."""
-    return ResNet(RESNET_SPECS["resnet152"], **kwargs)
+    ``options`` are :class:`ResNet`'s; ``conv_init``/``dense_init`` re-draw the convolution and
+    classifier weights with another named scheme (:mod:`src.models.init`).
+    """
+    net = ResNet(spec.arch, **options)
+    initialize_weights(net, conv_init, dense_init)
+    return net

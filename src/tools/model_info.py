@@ -2,7 +2,7 @@
 
     python -m src.tools.model_info --config_path config/resnet50_imagenet2012_config.yaml [--image_size 224]
     python -m src.tools.model_info --net_name resnet50 --head gap --class_num 1000   # any config key
-    python -m src.tools.model_info --table     # the six rows of the seed README's table
+    python -m src.tools.model_info --table     # the six rows of the paper's table
 
 Counts are analytic (see :mod:`src.models.info`); nothing is built or run.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import run_entry_point
 from ..config import Config, load_config
 from ..models import model_options
-from ..models.info import SEED_TABLE, describe_model
-from ..runtime.entry import run_entry_point
+from ..models.info import PAPER_TABLE, describe_model
 
 HEADER = f"{'net_name':<10} {'head':<8} {'cov_dim':>7} {'post_norm':<9} {'class_num':>9} {'image':>5} " \
          f"{'params(M)':>9} {'MACs(G)':>8}"
@@ -28,24 +28,24 @@ def format_row(info: dict) -> str:
             f"{info['image_size']:>5} {info['params_m']:>9.2f} {info['gmacs']:>8.2f}")
 
 
-def seed_table_rows(image_size: int = 224) -> list[tuple[dict, tuple[float, float]]]:
-    """(describe_model result, seed README (params M, GFLOPs)) for the six rows of the seed table."""
-    return [(describe_model(name, image_size=image_size, head=head, num_classes=1000), seed)
-            for (name, head), seed in SEED_TABLE.items()]
+def paper_table_rows(image_size: int = 224) -> list[tuple[dict, tuple[float, float]]]:
+    """(describe_model result, the paper's (params M, GFLOPs)) for the six rows of the paper's table."""
+    return [(describe_model(name, image_size=image_size, head=head, num_classes=1000), published)
+            for (name, head), published in PAPER_TABLE.items()]
 
 
 def _extra_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image_size", type=int, default=224, help="square input side (default 224)")
     parser.add_argument("--table", action="store_true",
-                        help="print ResNet-18/34/50 x GAP/DropCov at 1000 classes next to the seed table")
+                        help="print ResNet-18/34/50 x GAP/DropCov at 1000 classes next to the paper's table")
 
 
 def run(config: Config, args: argparse.Namespace) -> list[str]:
-    """The lines to print for a config (or the seed table with ``--table``)."""
+    """The lines to print for a config (or the paper's table with ``--table``)."""
     if args.table:
-        lines = [f"{HEADER} {'seed(M)':>8} {'seed(G)':>8}"]
-        for info, (seed_params, seed_gflops) in seed_table_rows(args.image_size):
-            lines.append(f"{format_row(info)} {seed_params:>8.1f} {seed_gflops:>8.2f}")
+        lines = [f"{HEADER} {'paper(M)':>8} {'paper(G)':>8}"]
+        for info, (paper_params, paper_gflops) in paper_table_rows(args.image_size):
+            lines.append(f"{format_row(info)} {paper_params:>8.1f} {paper_gflops:>8.2f}")
         return lines
     return [HEADER, format_row(describe_model(config.net_name, image_size=args.image_size,
                                               **model_options(config)))]
