@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.config import SCHEMA, load_config, read_yaml_config
+from src.config import KEYS, default_of, load_config, read_yaml_config
 from src.errors import DropCovError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
@@ -22,7 +22,7 @@ def test_precedence_cli_over_yaml_over_defaults(tmp_path):
     config, _ = load_config(["--config_path", path, "--lr_max", "0.25"])
     assert config.batch_size == 16  # YAML
     assert config.lr_max == 0.25  # command line
-    assert config.epoch_size == SCHEMA["epoch_size"].default  # default
+    assert config.epoch_size == default_of(KEYS["epoch_size"])  # default
     assert config.config_path == path
 
 

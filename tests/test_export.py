@@ -12,14 +12,13 @@ import pytest
 
 from export import batch_size_given
 from src.engine.export import (
-    EdgePaddedMaxPool2d,
     export_input,
     export_network,
     export_path,
-    exportable_max_pools,
     load_exported,
 )
 from src.errors import DropCovError
+from src.models.cell_surgery import EdgePaddedMaxPool2d, exportable_max_pools
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "config" / "resnet18_imagenet2012_config.yaml"
@@ -132,3 +131,19 @@ def test_load_exported_rejects_other_files(tmp_path):
     (tmp_path / "fake.mindir").write_text("not a graph")
     with pytest.raises(DropCovError, match="fake.mindir"):
         load_exported(tmp_path / "fake.mindir")
+
+
+class _NoOnnxConverter(ms.nn.Cell):
+    """A cell whose only operator (Erfinv) MindSpore 2.10 has no ONNX converter for."""
+
+    def construct(self, x):
+        return ms.ops.erfinv(x)
+
+
+def test_unsupported_onnx_operator_is_named(tmp_path):
+    """export_network reads the operator's name out of MindSpore's own message: if an upgrade rewords it
+    (or learns to export Erfinv), this fails."""
+    with pytest.raises(DropCovError) as caught:
+        export_network(_NoOnnxConverter(), tmp_path / "erfinv", "ONNX", image_size=8)
+    message = str(caught.value)
+    assert "MindSpore has no ONNX converter for the Erfinv operator" in message and "\n" not in message

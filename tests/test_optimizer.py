@@ -8,11 +8,10 @@ from src.engine.lr_schedule import create_lr_schedule
 from src.engine.optimizer import (
     create_loss_scale_manager,
     create_optimizer,
-    current_learning_rate,
     optimizer_loss_scale,
-    set_global_step,
     weight_decay_groups,
 )
+from src.engine.resume import set_global_step
 from src.errors import DropCovError
 
 
@@ -67,8 +66,6 @@ def test_dynamic_loss_scale_leaves_the_optimizer_unscaled():
     assert isinstance(manager, ms.amp.DynamicLossScaleManager)
     assert manager.get_loss_scale() == 1024
     assert optimizer_loss_scale("dynamic", 1024) == 1.0
-    with pytest.raises(DropCovError, match="loss_scale_type fixed"):
-        create_loss_scale_manager("dynamic", 1024, device_target="CPU")
 
 
 @pytest.mark.parametrize("kind, scale", [("static", 1024), ("fixed", 0), ("dynamic", 0.5)])
@@ -83,7 +80,6 @@ def _one_step_update(global_step, schedule):
     net = SmallNet()
     optimizer = create_optimizer(net, "Momentum", schedule, momentum=0.9, weight_decay=0.0)
     set_global_step(optimizer, global_step)
-    assert current_learning_rate(optimizer) == pytest.approx(float(schedule[global_step]))
     step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.SoftmaxCrossEntropyWithLogits(sparse=True,
                                                                                         reduction="mean")),
                                optimizer)
@@ -103,7 +99,3 @@ def test_optimizer_uses_the_lr_of_a_restored_global_step():
     after_milestone = _one_step_update(7, schedule)  # epoch 2: lr 0.01
     assert np.abs(at_start).max() > 0
     np.testing.assert_allclose(after_milestone, at_start * 0.1, rtol=1e-3, atol=1e-7)  # float32 w - w0
-
-
-def test_current_learning_rate_of_a_fixed_lr():
-    assert current_learning_rate(create_optimizer(SmallNet(), lr=0.05)) == pytest.approx(0.05)

@@ -8,25 +8,28 @@ from __future__ import annotations
 import logging
 import os
 import re
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Tuple, Union
+from typing import TYPE_CHECKING, Union
 
-import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn, ops
 
 from src.errors import DropCovError
-from src.models.cell_surgery import replace_cells, restore_cells
+
+if TYPE_CHECKING:
+    from mindspore import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
-#: File suffix MindSpore appends for each export format.
 EXPORT_SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
+"""File suffix MindSpore appends for each export format."""
+EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
+"""Formats ``ms.export`` writes (config key ``file_format``)."""
 
 
 def export_input(batch_size: int, image_size: int) -> Tensor:
     """The example input that fixes the exported graph's shape: zeros ``(batch_size, 3, size, size)`` float32."""
+    from mindspore import Tensor
+
     if int(batch_size) != batch_size or batch_size < 1:
         raise DropCovError(f"export batch size must be an integer >= 1, got {batch_size!r} (--batch_size)")
     if int(image_size) != image_size or image_size < 8:
@@ -63,6 +66,10 @@ def export_network(net: nn.Cell, file_name: Union[str, os.PathLike], file_format
         DropCovError: an operator MindSpore cannot export in that format (the message names the
             MindSpore version and the operator), an invalid size, or an output path that cannot be written.
     """
+    import mindspore as ms
+
+    from src.models.cell_surgery import exportable_max_pools
+
     path = export_path(file_name, file_format)
     file_format = file_format.upper()
     example = export_input(batch_size, image_size)
@@ -90,61 +97,14 @@ def export_network(net: nn.Cell, file_name: Union[str, os.PathLike], file_format
     return path
 
 
-class EdgePaddedMaxPool2d(nn.Cell):
-    """``nn.MaxPool2d(pad_mode='pad')`` built from operators every exporter converts: edge pad, then 'valid' pool.
-
-    ``(B, C, H, W)`` -> ``(B, C, (H + 2 ph - kh) // sh + 1, (W + 2 pw - kw) // sw + 1)``. Repeating the border
-    row/column ``p`` times is exact for a max-pool whenever ``p <= k // 2`` (MindSpore's own limit): every window
-    that covers a padded cell also covers the border cell it copies, so the maximum is that of the real cells,
-    as with the pool's implicit -inf padding. Needed because MindSpore lowers a padded ``nn.MaxPool2d`` to
-    ``MaxPool3DWithArgmax``, which its ONNX exporter cannot convert; training keeps that op, which is several
-    times faster on CPU than a separate pad plus 'valid' pool in forward + backward.
-    """
-
-    def __init__(self, kernel_size: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int]) -> None:
-        super().__init__()
-        self.pad_h, self.pad_w = padding
-        self.pool = nn.MaxPool2d(kernel_size=kernel_size, stride=stride, pad_mode="valid")
-
-    def construct(self, x: Tensor) -> Tensor:
-        if self.pad_w > 0:
-            x = ops.concat([x[:, :, :, :1]] * self.pad_w + [x] + [x[:, :, :, -1:]] * self.pad_w, 3)
-        if self.pad_h > 0:
-            x = ops.concat([x[:, :, :1]] * self.pad_h + [x] + [x[:, :, -1:]] * self.pad_h, 2)
-        return self.pool(x)
-
-
-def _edge_padded_equivalent(pool: nn.MaxPool2d) -> Union[EdgePaddedMaxPool2d, None]:
-    """The exportable twin of a padded ``nn.MaxPool2d``; None when it has none (dilation, ceil_mode, indices)."""
-    attrs = pool.max_pool.attrs
-    if pool.return_indices or attrs["ceil_mode"] or tuple(attrs["dilation"]) != (1, 1, 1):
-        return None
-    return EdgePaddedMaxPool2d(tuple(attrs["ksize"][1:]), tuple(attrs["strides"][1:]), tuple(attrs["pads"][1:]))
-
-
-@contextmanager
-def exportable_max_pools(net: nn.Cell) -> Iterator[nn.Cell]:
-    """Within the block, every padded ``nn.MaxPool2d`` in ``net`` is an :class:`EdgePaddedMaxPool2d` (same output).
-
-    The ResNet-18/34 stem pool (3x3/2, padding 1) is one: MindSpore 2.10 cannot export it to ONNX as is.
-    The original cells are put back on leaving the block, so training keeps the fast op.
-    """
-    def twin_of(cell: nn.Cell) -> Union[EdgePaddedMaxPool2d, None]:
-        return _edge_padded_equivalent(cell) if isinstance(cell, nn.MaxPool2d) and cell.use_pad else None
-
-    replaced = replace_cells(net, twin_of)
-    try:
-        yield net
-    finally:
-        restore_cells(replaced)
-
-
 _UNSUPPORTED_OPERATOR = re.compile(r"Exporting (\w+) operator is not yet supported|"
                                    r"Can not find key (\w+) in convert map")
 
 
 def _export_failure(file_format: str, error: Exception) -> str:
     """One line for a failed export: the format, MindSpore's version and the reason it gave."""
+    import mindspore as ms
+
     text = str(error)
     match = _UNSUPPORTED_OPERATOR.search(text)
     if match:
@@ -162,6 +122,9 @@ def _export_failure(file_format: str, error: Exception) -> str:
 
 def load_exported(path: Union[str, os.PathLike]) -> nn.GraphCell:
     """Load a MINDIR written by :func:`export_network` as a callable ``nn.GraphCell``."""
+    import mindspore as ms
+    from mindspore import nn
+
     path = Path(path)
     if not path.is_file():
         raise DropCovError(f"exported model {path} does not exist")

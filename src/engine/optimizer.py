@@ -13,13 +13,15 @@ Loss scaling rule (the original code broke it with an optimizer scale of 512 aga
 from __future__ import annotations
 
 import logging
-from typing import Iterable, List, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterable, List, Sequence, Tuple, Union
 
-import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn
 
 from src.errors import DropCovError
+
+if TYPE_CHECKING:
+    import mindspore as ms
+    from mindspore import Parameter, Tensor, nn
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,9 @@ NO_DECAY_KEYWORDS = ("beta", "gamma", "bias")
 LOSS_SCALE_TYPES = ("fixed", "dynamic")
 
 
-def _build_momentum(params: list, learning_rate, momentum: float, loss_scale: float) -> nn.Optimizer:
+def _build_momentum(params: list, learning_rate: Any, momentum: float, loss_scale: float) -> nn.Optimizer:
+    from mindspore import nn
+
     return nn.Momentum(params, learning_rate, momentum, loss_scale=loss_scale)
 
 
@@ -55,6 +59,9 @@ def weight_decay_groups(params: Iterable[Parameter]) -> Tuple[List[Parameter], L
 
 
 def _as_learning_rate(lr: Union[float, Sequence[float], np.ndarray, Tensor]) -> Union[float, Tensor]:
+    import mindspore as ms
+    from mindspore import Tensor
+
     if isinstance(lr, Tensor):
         return lr
     if isinstance(lr, (int, float)):
@@ -74,8 +81,8 @@ def create_optimizer(net_or_params: Union[nn.Cell, Iterable[Parameter]], name: s
         net_or_params: the network (its ``trainable_params()`` are used) or an iterable of Parameters.
         name: config key ``optimizer``; one of :data:`OPTIMIZER_NAMES`.
         lr: a float, or the per-step schedule from :func:`src.engine.lr_schedule.create_lr_schedule`
-            (the optimizer reads entry ``global_step``; restore that Parameter to resume, see
-            :func:`set_global_step`).
+            (the optimizer reads entry ``global_step``; :func:`src.engine.resume.restore_optimizer_state`
+            restores that Parameter on resume).
         momentum, weight_decay: config keys of the same name; weight decay is applied to the group
             returned first by :func:`weight_decay_groups` only.
         loss_scale: the optimizer's loss scale, from :func:`optimizer_loss_scale` (equal to the
@@ -91,7 +98,7 @@ def create_optimizer(net_or_params: Union[nn.Cell, Iterable[Parameter]], name: s
         raise DropCovError(f"weight_decay must be >= 0, got {weight_decay!r}")
     if loss_scale <= 0:
         raise DropCovError(f"loss_scale must be > 0, got {loss_scale!r}")
-    params = list(net_or_params.trainable_params() if isinstance(net_or_params, nn.Cell) else net_or_params)
+    params = list(net_or_params.trainable_params() if hasattr(net_or_params, "trainable_params") else net_or_params)
     if not params:
         raise DropCovError("the network has no trainable parameters to optimize")
     decayed, not_decayed = weight_decay_groups(params)
@@ -112,20 +119,16 @@ def optimizer_loss_scale(kind: str, loss_scale: float) -> float:
     return float(loss_scale) if kind == "fixed" else 1.0
 
 
-def create_loss_scale_manager(kind: str = "fixed", loss_scale: float = 1024.0,
-                              device_target: str | None = None) -> ms.amp.LossScaleManager:
+def create_loss_scale_manager(kind: str = "fixed", loss_scale: float = 1024.0) -> ms.amp.LossScaleManager:
     """The loss-scale manager for config keys ``loss_scale_type`` and ``loss_scale``.
 
     ``fixed``: ``FixedLossScaleManager(loss_scale, drop_overflow_update=False)`` (every step updates);
     ``dynamic``: ``DynamicLossScaleManager(init_loss_scale=loss_scale, scale_factor=2, scale_window=2000)``.
     Build the optimizer with ``optimizer_loss_scale(kind, loss_scale)`` so the two agree.
-    MindSpore's training cells support only the fixed kind on CPU; pass ``device_target`` to get that
-    as a :class:`DropCovError` here instead of a ValueError from ``build_train_network``.
     """
+    import mindspore as ms
+
     _check_loss_scale(kind, loss_scale)
-    if kind == "dynamic" and str(device_target).upper() == "CPU":
-        raise DropCovError("loss_scale_type dynamic is not supported by MindSpore on CPU; use "
-                           "--loss_scale_type fixed (or train on GPU)")
     if kind == "fixed":
         return ms.amp.FixedLossScaleManager(float(loss_scale), drop_overflow_update=False)
     return ms.amp.DynamicLossScaleManager(init_loss_scale=float(loss_scale), scale_factor=2, scale_window=2000)
@@ -138,30 +141,3 @@ def _check_loss_scale(kind: str, loss_scale: float) -> None:
         raise DropCovError(f"loss_scale must be >= 1 for loss_scale_type dynamic, got {loss_scale!r}")
     if kind == "fixed" and not loss_scale > 0.0:
         raise DropCovError(f"loss_scale must be > 0 for loss_scale_type fixed, got {loss_scale!r}")
-
-
-def set_global_step(optimizer: nn.Optimizer, global_step: int) -> None:
-    """Point the optimizer at step ``global_step`` of its learning-rate schedule (used on resume).
-
-    MindSpore optimizers keep a ``global_step`` Parameter (int32, shape (1,)) that indexes the lr array and
-    is incremented by every update; setting it is all a resumed run needs to continue the schedule.
-    """
-    if global_step < 0:
-        raise DropCovError(f"global step must be >= 0, got {global_step}")
-    step = optimizer.global_step
-    step.set_data(Tensor(np.full(step.shape, global_step, dtype=np.int32)))
-
-
-def current_learning_rate(optimizer: nn.Optimizer) -> float:
-    """The learning rate the optimizer will use for its next update (reads Parameters: host sync).
-
-    Handles a fixed float lr and a per-step array (``lr[global_step]``, clamped to the last entry).
-    """
-    step = int(optimizer.global_step.asnumpy().reshape(-1)[0])
-    schedule_cell = optimizer.learning_rate
-    values = getattr(schedule_cell, "learning_rate", schedule_cell)
-    array = values.asnumpy().reshape(-1) if isinstance(values, Tensor) else np.asarray([float(values)])
-    if array.size == 1:
-        return float(array[0])
-    return float(array[min(step, array.size - 1)])
-

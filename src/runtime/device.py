@@ -9,9 +9,12 @@ from src.errors import DropCovError
 
 logger = logging.getLogger(__name__)
 
-_MODES = {"GRAPH_MODE": 0, "PYNATIVE_MODE": 1}
-#: MindSpore's spelling of each device target (the config accepts CPU, GPU, Ascend).
-_TARGETS = {"CPU": "CPU", "GPU": "GPU", "ASCEND": "Ascend"}
+DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
+"""Devices MindSpore can run on, spelt as MindSpore spells them (config key ``device_target``)."""
+EXECUTION_MODES = ("GRAPH_MODE", "PYNATIVE_MODE")
+"""MindSpore's execution modes (config key ``mode_name``), in the order of their numbers."""
+_MODES = {name: number for number, name in enumerate(EXECUTION_MODES)}
+_TARGETS = {target.upper(): target for target in DEVICE_TARGETS}
 
 
 @contextlib.contextmanager

@@ -129,19 +129,16 @@ def convert_checkpoint(input_path: str | os.PathLike, output_path: str | os.Path
 
 
 def _config_values(config_path: str) -> dict[str, Any]:
-    """net_name / cov_dim / class_num of a YAML config (validated by ``src.config``); other keys unused."""
-    from src.config import SCHEMA, coerce_value, read_yaml_config
+    """net_name / cov_dim / class_num of a config for the authors' PyTorch network (``arch_style: torch``)."""
+    from src.config import load_config
 
-    values, _, _ = read_yaml_config(config_path)
-    arch_style = values.get("arch_style", SCHEMA["arch_style"].default)
-    if arch_style != "torch":
-        raise DropCovError(f"{config_path}: arch_style is {arch_style!r}; converted PyTorch checkpoints need "
+    config, _ = load_config(["--config_path", config_path])
+    if config.arch_style != "torch":
+        raise DropCovError(f"{config_path}: arch_style is {config.arch_style!r}; converted PyTorch checkpoints need "
                            f"arch_style torch (use a *_dropcov_torch_config.yaml)")
-    if values.get("head", "dropcov") != "dropcov":
-        raise DropCovError(f"{config_path}: head is {values['head']!r}; PyTorch DropCov checkpoints need "
-                           f"head dropcov")
-    return {key: coerce_value(key, values[key], SCHEMA[key], config_path)
-            for key in ("net_name", "cov_dim", "class_num") if key in values}
+    if config.head != "dropcov":
+        raise DropCovError(f"{config_path}: head is {config.head!r}; PyTorch DropCov checkpoints need head dropcov")
+    return {"net_name": config.net_name, "cov_dim": config.cov_dim, "class_num": config.class_num}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,220 @@
+"""Every config key, once: its type, default, help text, allowed values and lower bound.
+
+:class:`Config` is the one definition of the configuration. The command-line parser, ``--help``, the type
+and range checks (:mod:`src.config.loader`) and the key groups other modules need (which keys shape the
+network, which may change when a run is resumed) are all derived from its fields. Allowed values are the
+facts of the modules that act on them (the model registry, the schedules, ...), imported, not copied;
+none of those imports loads MindSpore.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+from src.data import list_datasets
+from src.engine.export import EXPORT_FORMATS
+from src.engine.lr_schedule import LR_DECAY_MODES
+from src.engine.optimizer import LOSS_SCALE_TYPES, OPTIMIZER_NAMES
+from src.engine.train_step import AMP_LEVELS
+from src.kernels.backend import CONV_BACKENDS
+from src.models._registry import model_specs
+from src.models.init import CONV_INITS, DENSE_INITS
+from src.models.specs import ARCH_STYLES, HEADS, LAYER4_STRIDES, POST_NORMS
+from src.runtime.device import DEVICE_TARGETS, EXECUTION_MODES
+
+Choices = Optional[Union[Sequence[Any], Callable[[], Sequence[Any]]]]
+
+MODEL, DATA, RUN, OPTIM, CHECKPOINT, EXPORT = "model", "data", "run", "optimisation", "checkpoints", "export"
+
+
+def key(default: Any, help: str, choices: Choices = None, minimum: float | None = None, group: str = RUN,
+        resume_check: bool = True) -> Any:
+    """A config key: a dataclass field whose metadata says how to check and document it.
+
+    ``choices`` is a sequence of allowed values or a function returning one (read when checked);
+    ``resume_check`` False marks keys that may change freely when a run is resumed (paths, logging).
+    """
+    metadata = {"help": help, "choices": choices, "minimum": minimum, "group": group, "resume_check": resume_check}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _model_names() -> list[str]:
+    return [spec.name for spec in model_specs()]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration of a run (YAML file, then command line, over these defaults)."""
+
+    # model
+    net_name: str = key("resnet50", "network (a name of the model registry, src.models.list_models())",
+                        _model_names, group=MODEL)
+    head: str = key("dropcov", "classification head: DropCov covariance head or global average pooling", HEADS,
+                    group=MODEL)
+    cov_dim: int = key(128, "channels of the 1x1 reduction before covariance pooling", minimum=2, group=MODEL)
+    post_norm: str = key("none", "covariance post-normalisation: none, or iSQRT matrix square root", POST_NORMS,
+                         group=MODEL)
+    isqrt_iters: int = key(5, "Newton-Schulz iterations of iSQRT", minimum=1, group=MODEL)
+    layer4_stride: int = key(0, "stride of layer4: 0 = auto (1 for dropcov, 2 for gap), 1 or 2", LAYER4_STRIDES,
+                             group=MODEL)
+    adaptive_dropout: bool = key(True, "adaptive channel dropout in the DropCov head while training", group=MODEL)
+    arch_style: str = key("mindspore", "network variant: the published MindSpore one, or the authors' PyTorch "
+                          "one (symmetric padding, BN eps 1e-5)", ARCH_STYLES, group=MODEL)
+    class_num: int = key(1001, "number of classifier outputs", minimum=1, group=MODEL)
+    conv_init: str = key("XavierUniform", "initialiser of convolution weights", tuple(CONV_INITS), group=MODEL)
+    dense_init: str = key("TruncatedNormal", "initialiser of the classifier weight", tuple(DENSE_INITS),
+                          group=MODEL)
+    # data
+    dataset: str = key("imagenet", "dataset format: ImageNet-style class folders, or CIFAR-10 binary",
+                       list_datasets, group=DATA)
+    data_path: str = key("", "dataset root holding train/ and val/ (or a folder of class folders)", group=DATA,
+                         resume_check=False)
+    eval_dataset_path: str = key("", "validation folder; empty = DATA_PATH/val", group=DATA, resume_check=False)
+    train_image_size: int = key(224, "training crop size", minimum=8, group=DATA)
+    eval_image_size: int = key(224, "evaluation centre-crop size (resize to size/0.875 first)", minimum=8,
+                               group=DATA)
+    train_crop_min_scale: float = key(0.08, "smallest random-crop area (fraction of the image) when training",
+                                      minimum=0.01, group=DATA)
+    train_hflip: bool = key(True, "random horizontal flip when training", group=DATA)
+    safe_decode: bool = key(True, "decode images with Pillow so a corrupt file stops the run with its name "
+                            "(False: MindSpore's fused decode ops, which can crash on some corrupt JPEGs)",
+                            group=DATA)
+    batch_size: int = key(64, "images per device per step", minimum=1, group=DATA)
+    num_parallel_workers: int = key(8, "data-loading workers per device (capped at the CPU count)", minimum=1,
+                                    group=DATA, resume_check=False)
+    # run
+    device_target: str = key("GPU", "device to run on", DEVICE_TARGETS)
+    device_id: int = key(0, "device index for single-device runs", minimum=0, resume_check=False)
+    conv_backend: str = key("auto", "CPU convolution kernels: oneDNN blocked-layout kernels built from csrc/ "
+                            "(onednn), MindSpore's own (stock), or onednn where it can run (auto: CPU, amp O0)",
+                            CONV_BACKENDS)
+    mode_name: str = key("GRAPH_MODE", "MindSpore execution mode", EXECUTION_MODES)
+    run_distribute: bool = key(False, "data parallel across the processes started by mpirun or msrun")
+    device_num: int = key(1, "expected number of devices (the communicator's count wins)", minimum=1)
+    all_reduce_fusion_config: list[int] = key([85, 160], "parameter indices where gradient all-reduce is split")
+    seed: int = key(1, "random seed (MindSpore, NumPy, dataset shuffling)", minimum=0)
+    output_path: str = key("./output", "run folder: checkpoints, logs, metrics, plots, config", resume_check=False)
+    # optimisation
+    epoch_size: int = key(100, "training epochs", minimum=1, group=OPTIM)
+    train_steps_per_epoch: int = key(0, "limit steps per epoch (0 = the whole training split)", minimum=0,
+                                     group=OPTIM)
+    optimizer: str = key("Momentum", "optimizer", OPTIMIZER_NAMES, group=OPTIM)
+    momentum: float = key(0.9, "SGD momentum", minimum=0.0, group=OPTIM)
+    weight_decay: float = key(1e-4, "weight decay on all weights except BN gamma/beta and biases", minimum=0.0,
+                              group=OPTIM)
+    loss_scale: float = key(1024.0, "loss scale (fixed value, or initial value of the dynamic scale)",
+                            minimum=1.0, group=OPTIM)
+    loss_scale_type: str = key("fixed", "loss scaling", LOSS_SCALE_TYPES, group=OPTIM)
+    amp_level: str = key("O0", "automatic mixed precision level (the DropCov pooling stays float32)", AMP_LEVELS,
+                         group=OPTIM)
+    lr_decay_mode: str = key("multistep", "learning-rate schedule", LR_DECAY_MODES, group=OPTIM)
+    lr_init: float = key(0.0, "learning rate at the start of warmup", minimum=0.0, group=OPTIM)
+    lr_max: float = key(0.12, "peak learning rate (after warmup)", minimum=0.0, group=OPTIM)
+    lr_end: float = key(0.0, "final learning rate (linear, cosine, poly)", minimum=0.0, group=OPTIM)
+    lr_milestones: list[int] = key([30, 60, 90], "epochs where multistep multiplies the rate by lr_gamma",
+                                   group=OPTIM)
+    lr_gamma: float = key(0.1, "multistep decay factor", minimum=0.0, group=OPTIM)
+    lr_power: float = key(2.0, "exponent of the poly schedule", minimum=0.0, group=OPTIM)
+    warmup_epochs: float = key(0.0, "epochs of linear warmup from lr_init to lr_max", minimum=0.0, group=OPTIM)
+    use_label_smooth: bool = key(True, "label-smoothed cross entropy", group=OPTIM)
+    label_smooth_factor: float = key(0.1, "label smoothing epsilon", minimum=0.0, group=OPTIM)
+    # checkpoints, evaluation, logging
+    save_checkpoint: bool = key(True, "write checkpoints (rank 0 only)", group=CHECKPOINT)
+    save_checkpoint_epochs: int = key(1, "checkpoint every N epochs", minimum=1, group=CHECKPOINT)
+    keep_checkpoint_max: int = key(10, "periodic checkpoints kept", minimum=1, group=CHECKPOINT)
+    checkpoint_path: str = key("", "folder for checkpoints; empty = OUTPUT_PATH/checkpoints", group=CHECKPOINT,
+                               resume_check=False)
+    checkpoint_file_path: str = key("", "checkpoint to evaluate, predict with or export", group=CHECKPOINT)
+    pre_trained: str = key("", "checkpoint to fine-tune from (the classifier is re-initialised if class_num "
+                           "differs)", group=CHECKPOINT, resume_check=False)
+    resume: str = key("", "resume training: auto (latest in the output folder) or a checkpoint path",
+                      group=CHECKPOINT, resume_check=False)
+    run_eval: bool = key(False, "score the val split during training", group=CHECKPOINT, resume_check=False)
+    eval_start_epoch: int = key(1, "first epoch scored when run_eval is on", minimum=1, group=CHECKPOINT,
+                                resume_check=False)
+    eval_interval: int = key(1, "score every N epochs", minimum=1, group=CHECKPOINT, resume_check=False)
+    save_best_ckpt: bool = key(True, "keep best.ckpt by validation top-1", group=CHECKPOINT)
+    log_interval: int = key(50, "steps between log lines", minimum=1, group=CHECKPOINT, resume_check=False)
+    # export
+    file_name: str = key("dropcov", "exported model file name (without extension)", group=EXPORT)
+    file_format: str = key("MINDIR", "export format", EXPORT_FORMATS, group=EXPORT)
+    # where the values came from (not a key)
+    config_path: str = field(default="", compare=False, metadata={"group": None})
+
+    def __getattr__(self, name: str) -> Any:  # only called for names that are not attributes
+        raise AttributeError(f"config has no key {name!r}{suggestion(name, KEYS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every key and its value, in definition order."""
+        return {name: getattr(self, name) for name in KEYS}
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def differences_from(self, saved_yaml: str | None) -> list[str]:
+        """What changed since a run's saved config (see :func:`config_differences`)."""
+        return config_differences(saved_yaml, self.to_dict())
+
+    def save(self, path: str) -> None:
+        """Write the resolved values as YAML (atomically), so a run records exactly what it used."""
+        from src.runtime.files import atomic_write_text
+
+        atomic_write_text(path, self.to_yaml())
+
+
+def _key_fields() -> dict[str, Field]:
+    return {item.name: item for item in fields(Config) if item.metadata.get("group")}
+
+
+KEYS: dict[str, Field] = _key_fields()
+"""The config keys (dataclass fields of :class:`Config`), by name, in definition order."""
+
+
+def keys_in(group: str) -> tuple[str, ...]:
+    """The keys of one group (``MODEL``, ``DATA``, ...), in definition order."""
+    return tuple(name for name, item in KEYS.items() if item.metadata["group"] == group)
+
+
+RESUME_UNCHECKED_KEYS = tuple(name for name, item in KEYS.items() if not item.metadata["resume_check"])
+"""Keys whose change is not reported when a run is resumed (paths, logging, evaluation schedule)."""
+
+
+def default_of(item: Field) -> Any:
+    return item.default_factory() if item.default is MISSING else item.default
+
+
+def allowed_values(item: Field) -> tuple | None:
+    """The allowed values of a key (calling a choices function), or None when any value of its type goes."""
+    choices = item.metadata.get("choices")
+    if choices is None:
+        return None
+    return tuple(choices() if callable(choices) else choices)
+
+
+def suggestion(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest known name, or ``""``."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def config_differences(saved_yaml: str | None, current: Mapping[str, Any]) -> list[str]:
+    """``key: saved -> current`` for config keys that differ from a checkpoint's saved config.
+
+    Logged as warnings on resume: a changed ``epoch_size`` stretches a cosine/linear/poly schedule, a changed
+    ``lr_max`` or ``amp_level`` changes the optimisation. Keys of :data:`RESUME_UNCHECKED_KEYS` (paths,
+    logging, the evaluation schedule) are not reported."""
+    if not saved_yaml:
+        return []
+    import yaml
+
+    try:
+        saved = yaml.safe_load(saved_yaml) or {}
+    except yaml.YAMLError:
+        return []
+    return [f"{key}: {saved[key]!r} -> {value!r}" for key, value in current.items()
+            if key in saved and key not in RESUME_UNCHECKED_KEYS and saved[key] != value]
