@@ -1,14 +1,21 @@
-"""SIGKILL in the middle of an epoch, then ``--resume auto``: the run ends where an uninterrupted one
-does (same final epoch, global step and learning rate), skipping half-written checkpoint files."""
+"""Resuming: SIGKILL in the middle of an epoch, then ``--resume auto``, ends where an uninterrupted run
+does (same final epoch, global step and learning rate), skipping half-written checkpoint files; the
+resume state (moments, global step) is restored exactly."""
 from __future__ import annotations
 
 import json
 import shutil
 import signal
 
+import numpy as np
 import pytest
+from checkpoint_helpers import CONFIG_TEXT, TinyNet, assert_one_line, batch, make_training, net_values
 from train_helpers import make_image_folder, run_train, start_train, tiny_run_options, wait_for
 
+from src.engine import resume
+from src.errors import DropCovError
+from src.models.weights import load_network_weights
+from src.runtime import checkpoint as ckpt
 from src.runtime.checkpoint import load_checkpoint_file, read_extra
 
 EPOCHS, STEPS = 3, 5
@@ -61,3 +68,41 @@ def test_sigkill_mid_epoch_then_resume_auto_ends_like_an_uninterrupted_run(tmp_p
     assert set(resumed_steps) == set(reference_steps) == set(range(1, EPOCHS * STEPS + 1))
     for step, record in reference_steps.items():
         assert resumed_steps[step]["lr"] == pytest.approx(record["lr"], rel=1e-6), step
+
+
+# ------------------------------------------------------------------------------------------- resume state
+def test_resume_restores_moments_and_global_step_exactly(tmp_path):
+    net, optimizer, train_step = make_training(seed=0)
+    for step in range(3):
+        train_step(*batch(step))
+    path = ckpt.save_checkpoint_atomic(train_step, tmp_path / "r.ckpt",
+                                       {"epoch_num": 1, "global_step": 3, "config": CONFIG_TEXT})
+
+    resumed_net, resumed_optimizer, resumed_step = make_training(seed=1)
+    saved = ckpt.load_checkpoint_file(path)
+    epoch_num, global_step = resume.read_resume_state(saved)
+    load_network_weights(resumed_net, saved)
+    assert resume.restore_optimizer_state(resumed_optimizer, saved) == global_step == 3
+    assert epoch_num == 1
+    assert int(resumed_optimizer.global_step.asnumpy()[0]) == 3
+    for original, restored in zip(optimizer.moments, resumed_optimizer.moments):
+        np.testing.assert_array_equal(restored.asnumpy(), original.asnumpy())
+
+    train_step(*batch(3))
+    resumed_step(*batch(3))
+    expected = net_values(net)
+    for name, value in net_values(resumed_net).items():
+        np.testing.assert_allclose(value, expected[name], rtol=0, atol=1e-7)
+    assert int(resumed_optimizer.global_step.asnumpy()[0]) == 4
+
+
+def test_resume_errors_for_a_checkpoint_without_training_state(tmp_path):
+    path = ckpt.save_checkpoint_atomic(TinyNet(), tmp_path / "weights.ckpt")
+    saved = ckpt.load_checkpoint_file(path)
+    with pytest.raises(DropCovError) as error:
+        resume.read_resume_state(saved, source=str(path))
+    assert_one_line(error, str(path), "epoch_num", "--pre_trained")
+    _, optimizer, _ = make_training()
+    with pytest.raises(DropCovError) as error:
+        resume.restore_optimizer_state(optimizer, saved, source=str(path))
+    assert_one_line(error, str(path), "missing (moments.conv1.weight")

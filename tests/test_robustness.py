@@ -348,7 +348,8 @@ def bad_checkpoint(trained: Path, root: Path, kind: str) -> Path:
     if kind == "no training state":
         import mindspore as ms
 
-        from src.runtime.checkpoint import is_bookkeeping, load_checkpoint_file
+        from src.models.weights import is_bookkeeping
+        from src.runtime.checkpoint import load_checkpoint_file
 
         params = load_checkpoint_file(trained)
         weights = [{"name": name, "data": value} for name, value in params.items()

@@ -93,7 +93,8 @@ def test_nan_loss_stops_with_one_line_naming_the_step(image_folder, tmp_path):
     assert "(epoch 2/3, step" in line or "(epoch 3/3, step" in line
     assert "resnet18_dropcov-1_3.ckpt is kept" in line
     assert sorted(p.name for p in (output / "checkpoints").glob("*.ckpt")) == ["resnet18_dropcov-1_3.ckpt"]
-    from src.runtime.checkpoint import load_checkpoint_file, read_resume_state
+    from src.engine.resume import read_resume_state
+    from src.runtime.checkpoint import load_checkpoint_file
 
     kept = load_checkpoint_file(output / "checkpoints" / "resnet18_dropcov-1_3.ckpt")  # still loads
     assert read_resume_state(kept, "kept")[0] == 1
