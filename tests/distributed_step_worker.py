@@ -48,7 +48,7 @@ def main() -> int:
 
     from src.engine.loss import create_loss
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
-    from src.engine.trainer import build_train_step
+    from src.engine.train_step import build_train_step
     from src.models import create_model
     from src.runtime.device import setup_device
     from src.runtime.distributed import detect_launcher, init_data_parallel

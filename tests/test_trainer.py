@@ -14,24 +14,20 @@ import pytest
 from mindspore import Tensor, nn
 from mindspore.dataset import NumpySlicesDataset
 
+from src.config import config_differences
 from src.engine.evaluate import evaluate
 from src.engine.loss import create_loss
 from src.engine.lr_schedule import create_lr_schedule
 from src.engine.metrics import MetricsWriter, ThroughputMeter, format_duration, latest_per_epoch, read_metrics
 from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
 from src.engine.plots import plot_training_curves
-from src.engine.trainer import (
-    TrainSettings,
-    TrainState,
-    batch_stream,
-    build_train_step,
-    config_differences,
-    fit,
-    restore_training_state,
-)
+from src.engine.resume import TrainState, restore_training_state
+from src.engine.train_step import build_train_step
+from src.engine.trainer import Trainer, TrainSettings, batch_stream
 from src.errors import DropCovError
 from src.runtime.checkpoint import CheckpointManager, load_checkpoint_file, read_extra
-from src.runtime.logging import ensure_writable_directory, setup_logging
+from src.runtime.files import ensure_writable_directory
+from src.runtime.log import setup_logging
 from src.runtime.signals import StopRequest
 
 NUM_CLASSES = 4
@@ -127,6 +123,16 @@ def test_amp_o2_step_is_finite_and_keeps_covariance_float32():
     assert np.isfinite(net(images).asnumpy()).all()
 
 
+def test_mindspore_itself_refuses_a_dynamic_loss_scale_on_cpu():
+    """build_train_step refuses it up front because MindSpore cannot do it: if an upgrade can, this fails
+    and the refusal should go."""
+    net = TinyNet()
+    optimizer = create_optimizer(net, "Momentum", 0.1, 0.9, 0.0, optimizer_loss_scale("dynamic", 1024.0))
+    with pytest.raises(ValueError, match="CPU"):
+        ms.amp.build_train_network(net, optimizer, create_loss(NUM_CLASSES), level="O2",
+                                   loss_scale_manager=create_loss_scale_manager("dynamic", 1024.0))
+
+
 def test_dynamic_loss_scale_on_cpu_is_a_clear_error():
     net = TinyNet()
     optimizer = create_optimizer(net, "Momentum", 0.1, 0.9, 0.0, optimizer_loss_scale("dynamic", 1024.0))
@@ -149,9 +155,9 @@ def test_fit_checkpoints_keep_max_best_metrics_and_plot(tmp_path):
     manager = CheckpointManager(tmp_path / "ckpt", "tiny", keep_max=2)
     metrics = MetricsWriter(tmp_path / "metrics.jsonl")
     settings = settings_for(bundle, 3, log_interval=2, run_eval=True)
-    result = fit(train_step, net, bundle, settings, schedule, state=None, eval_bundle=val, checkpoints=manager,
-                 checkpoint_extra={"config": "x: 1\n", "steps_per_epoch": 4}, metrics=metrics,
-                 plot_path=tmp_path / "metrics.png")
+    trainer = Trainer(train_step, net, settings, schedule, checkpoints=manager, metrics=metrics,
+                      plot_path=tmp_path / "metrics.png", checkpoint_extra={"config": "x: 1\n", "steps_per_epoch": 4})
+    result = trainer.fit(bundle, state=None, eval_bundle=val)
     assert result.state.epoch == 3 and result.state.global_step == 12 and result.stopped_by is None
     assert [p.name for p in manager.periodic_checkpoints()] == ["tiny-2_8.ckpt", "tiny-3_12.ckpt"]
     assert (tmp_path / "ckpt" / "best.ckpt").is_file()
@@ -181,8 +187,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path)
     manager = CheckpointManager(tmp_path / "ckpt", "tiny", keep_max=5)
     settings = settings_for(bundle, 3, log_interval=100)
     with pytest.raises(DropCovError) as error:
-        fit(train_step, net, bundle, settings, schedule, checkpoints=manager,
-            metrics=MetricsWriter(tmp_path / "m.jsonl"))
+        Trainer(train_step, net, settings, schedule, checkpoints=manager,
+                metrics=MetricsWriter(tmp_path / "m.jsonl")).fit(bundle)
     message = str(error.value)
     # the same run read step by step: the first non-finite loss is the one the message names
     net_again, _, step_again = make_training(schedule)
@@ -202,14 +208,14 @@ def test_stop_request_saves_the_exact_step_and_resume_matches_uninterrupted_run(
     settings = settings_for(bundle, 3, log_interval=3)
 
     net, optimizer, train_step = make_training(schedule)
-    reference = fit(train_step, net, bundle, settings, schedule)
+    reference = Trainer(train_step, net, settings, schedule).fit(bundle)
     reference_weights = net.fc.weight.asnumpy().copy()
     reference_moments = optimizer.moments[0].asnumpy().copy()
 
     net, optimizer, train_step = make_training(schedule)
     manager = CheckpointManager(tmp_path / "ckpt", "tiny", keep_max=5)
-    stopped = fit(train_step, net, bundle, settings, schedule, checkpoints=manager,
-                  checkpoint_extra={"steps_per_epoch": 4}, stop=StopAfter(6))
+    stopped = Trainer(train_step, net, settings, schedule, checkpoints=manager,
+                      checkpoint_extra={"steps_per_epoch": 4}, stop=StopAfter(6)).fit(bundle)
     assert stopped.stopped_by == "SIGTERM" and stopped.state.global_step == 7
     assert stopped.last_checkpoint.name == "tiny-1_7.ckpt"
     params = load_checkpoint_file(stopped.last_checkpoint)
@@ -219,8 +225,8 @@ def test_stop_request_saves_the_exact_step_and_resume_matches_uninterrupted_run(
     state = restore_training_state(net, train_step, optimizer, params, "ckpt", 4, 12)
     assert (state.epoch, state.global_step) == (1, 7)
     assert int(optimizer.global_step.asnumpy()[0]) == 7
-    resumed = fit(train_step, net, bundle, settings, schedule, state=state, checkpoints=manager,
-                  checkpoint_extra={"steps_per_epoch": 4})
+    resumed = Trainer(train_step, net, settings, schedule, checkpoints=manager,
+                      checkpoint_extra={"steps_per_epoch": 4}).fit(bundle, state=state)
     assert (resumed.state.epoch, resumed.state.global_step) == (reference.state.epoch, reference.state.global_step)
     assert int(optimizer.global_step.asnumpy()[0]) == 12
     np.testing.assert_allclose(net.fc.weight.asnumpy(), reference_weights, rtol=1e-6, atol=1e-7)
@@ -232,8 +238,8 @@ def test_resume_refuses_other_steps_per_epoch(tmp_path):
     schedule = create_lr_schedule("constant", 0.0, 0.1, 0.0, 0, 1, 4)
     net, optimizer, train_step = make_training(schedule)
     manager = CheckpointManager(tmp_path, "tiny")
-    fit(train_step, net, bundle, settings_for(bundle, 1), schedule, checkpoints=manager,
-        checkpoint_extra={"steps_per_epoch": 4})
+    Trainer(train_step, net, settings_for(bundle, 1), schedule, checkpoints=manager,
+            checkpoint_extra={"steps_per_epoch": 4}).fit(bundle)
     params = load_checkpoint_file(manager.periodic_checkpoints()[-1])
     with pytest.raises(DropCovError, match="4 steps per epoch but this run has 8"):
         restore_training_state(net, train_step, optimizer, params, "c.ckpt", 8, 80)

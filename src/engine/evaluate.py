@@ -4,11 +4,13 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
+
+from src.runtime.distributed import sum_over_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -41,30 +43,6 @@ class _BatchScores(nn.Cell):
         return top1, topk, cross_entropy
 
 
-class _AllReduceSum(nn.Cell):
-    def __init__(self) -> None:
-        super().__init__()
-        self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
-
-    def construct(self, x: Tensor) -> Tensor:
-        return self.all_reduce(x)
-
-
-_SUM_OVER_RANKS: list = []
-
-
-def sum_over_ranks(values: np.ndarray) -> np.ndarray:
-    """Element-wise sum of a small float vector over the ranks of the data-parallel group (all-reduce).
-
-    Float32 on the wire (exact for counts below 2**24). Every rank must call it with the same shape,
-    in the same order; only valid after :func:`src.runtime.distributed.init_data_parallel` set up a group.
-    """
-    if not _SUM_OVER_RANKS:
-        _SUM_OVER_RANKS.append(_AllReduceSum())
-    reduced = _SUM_OVER_RANKS[0](Tensor(np.asarray(values, dtype=np.float32)))
-    return reduced.asnumpy().astype(np.float64)
-
-
 # One scoring cell per (network, k): a new cell would be compiled again at every evaluation.
 _SCORERS: weakref.WeakKeyDictionary[nn.Cell, Dict[int, _BatchScores]] = weakref.WeakKeyDictionary()
 
@@ -82,8 +60,8 @@ def _num_classes(net: nn.Cell) -> int | None:
     return int(weight.shape[0]) if weight is not None else None
 
 
-def evaluate(net: nn.Cell, dataset_bundle: Any, parallel_info: Any = None,
-             top_k: int = TOP_K) -> Dict[str, float]:
+def evaluate(net: nn.Cell, dataset_bundle: Any, parallel_info: Any = None, top_k: int = TOP_K,
+             progress: Callable[[int], None] | None = None) -> Dict[str, float]:
     """Score ``net`` on every image of ``dataset_bundle``; counts are summed over data-parallel ranks.
 
     Args:
@@ -96,6 +74,7 @@ def evaluate(net: nn.Cell, dataset_bundle: Any, parallel_info: Any = None,
         parallel_info: :class:`src.runtime.distributed.ParallelInfo`; with ``group_size > 1`` the four
             sums are all-reduced, so every rank returns the totals over the whole split.
         top_k: the k of "top-5" (capped at the number of classes).
+        progress: called with the number of batches scored after each batch (e.g. to log a progress line).
 
     Returns:
         ``{"top1": hits/count, "top5": top-k hits/count, "loss": mean cross entropy (no label
@@ -119,13 +98,15 @@ def evaluate(net: nn.Cell, dataset_bundle: Any, parallel_info: Any = None,
     seen = 0
     iterator = dataset_bundle.dataset.create_tuple_iterator(num_epochs=1, output_numpy=False)
     try:
-        for batch in iterator:
+        for done, batch in enumerate(iterator, 1):
             images, labels = batch[0], batch[1]
             top1, topk, cross_entropy = (t.asnumpy().astype(np.float64) for t in scorer(images, labels))
             keep = len(top1) if limit is None else max(0, min(len(top1), int(limit) - seen))
             seen += len(top1)
             sums += (top1[:keep].sum(), topk[:keep].sum(), cross_entropy[:keep].sum(), keep,
                      np.count_nonzero(~np.isfinite(cross_entropy[:keep])))
+            if progress is not None:
+                progress(done)
     finally:
         net.set_train(was_training)
     group_size = getattr(parallel_info, "group_size", 1) if parallel_info is not None else 1

@@ -1,4 +1,4 @@
-"""The training loop: one compiled train step, ``train_one_epoch`` and ``fit`` (epochs, checkpoints, eval).
+"""The training loop: :class:`Trainer` runs epochs of a compiled train step, logs, evaluates and checkpoints.
 
 Host synchronisation happens only at the logging interval (and at epoch end): the loss tensors of the
 steps in between are kept on the device and read together. At each such point the loop
@@ -14,74 +14,35 @@ A stop request (SIGTERM/SIGINT, :class:`src.runtime.signals.StopRequest`) is hon
 boundary in a single process and at the next logging point in a data-parallel run: rank 0 writes a
 checkpoint holding the exact global step, then the run returns. Checkpoints are only written by rank 0
 and never with a non-finite loss or weights, so the last checkpoint on disk is always a good one.
-
-Resuming (:func:`restore_training_state`) restores the weights, BatchNorm statistics, optimizer moments,
-global step (hence the learning rate) and best top-1, and the run ends at the same epoch and step as an
-uninterrupted one. The order of the training images after a resume is not the uninterrupted run's:
-MindSpore's pipeline starts its shuffle sequence again.
+Resuming is :mod:`src.engine.resume`; the order of the training images after a resume is not the
+uninterrupted run's (MindSpore's pipeline starts its shuffle sequence again).
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from src.engine.evaluate import evaluate, sum_over_ranks
+from src.engine.evaluate import evaluate
+from src.engine.lr_schedule import lr_at_step
 from src.engine.metrics import MetricsWriter, ThroughputMeter, format_duration
+from src.engine.resume import TrainState
+from src.engine.train_step import loss_of
 from src.errors import DropCovError
+from src.runtime.distributed import ParallelInfo, sum_over_ranks
 
 logger = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------------------ train step
-def build_train_step(net: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, amp_level: str = "O0",
-                     loss_scale_manager: ms.amp.LossScaleManager | None = None) -> nn.Cell:
-    """The compiled unit of training: ``(images, labels) -> loss`` doing forward, backward and update.
-
-    Built with :func:`mindspore.amp.build_train_network`: AMP ``O0`` (float32), ``O2`` (float16 with
-    BatchNorm in float32) or ``O3`` (float16). Cells the model marked ``to_float(float32)`` (the DropCov
-    covariance pooling) are marked again after AMP, which re-flags the whole network. With a fixed
-    ``FixedLossScaleManager(s, drop_overflow_update=False)`` this is a ``TrainOneStepCell`` that scales the
-    loss by ``s`` (the optimizer must be built with ``loss_scale=s`` to divide it out again); with a
-    dynamic manager a ``TrainOneStepWithLossScaleCell`` returning ``(loss, overflow, scale)``.
-
-    In a data-parallel context (``parallel_mode=DATA_PARALLEL``, set by
-    :func:`src.runtime.distributed.init_data_parallel` *before* this is called) the cell all-reduces the
-    gradients with MindSpore's ``DistributedGradReducer`` (mean over ranks) before the update.
-    """
-    float32_cells = [cell for _, cell in net.cells_and_names() if cell.get_flags().get("fp32")]
-    try:
-        train_step = ms.amp.build_train_network(net, optimizer, loss_fn, level=amp_level,
-                                                loss_scale_manager=loss_scale_manager)
-    except ValueError as error:
-        if "CPU" in str(error):
-            raise DropCovError("loss_scale_type dynamic is not supported by MindSpore on CPU; use "
-                               "loss_scale_type fixed (e.g. --loss_scale_type fixed --loss_scale 1024)") from error
-        raise
-    if amp_level != "O0":
-        for cell in float32_cells:
-            cell.to_float(ms.float32)
-    parallel_mode = ms.get_auto_parallel_context("parallel_mode")
-    if parallel_mode == ms.ParallelMode.DATA_PARALLEL and not getattr(train_step, "reducer_flag", False):
-        raise DropCovError("internal: the training cell does not all-reduce gradients in DATA_PARALLEL mode")
-    return train_step
-
-
-def _loss_of(outputs: Any) -> Tensor:
-    """The loss tensor of a train step's output (a tensor, or ``(loss, overflow, scale)``)."""
-    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-
-
-# ---------------------------------------------------------------------------------------------- state
 @dataclass
 class TrainSettings:
-    """What the loop does and when (plain values from the config keys of the same names)."""
+    """What the loop does and when: the run's length, and config keys of the same names."""
 
     epochs: int
     steps_per_epoch: int
@@ -93,6 +54,13 @@ class TrainSettings:
     eval_start_epoch: int = 1
     eval_interval: int = 1
     save_best_ckpt: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any, steps_per_epoch: int) -> TrainSettings:
+        """``epochs`` from ``epoch_size``, the other fields from the config keys of the same names."""
+        same_names = {item.name: getattr(config, item.name) for item in fields(cls)
+                      if item.name not in ("epochs", "steps_per_epoch")}
+        return cls(epochs=config.epoch_size, steps_per_epoch=steps_per_epoch, **same_names)
 
     @property
     def total_steps(self) -> int:
@@ -110,17 +78,8 @@ class TrainSettings:
 
 
 @dataclass
-class TrainState:
-    """Where a run stands: completed epochs and optimizer steps, best validation top-1 so far."""
-
-    epoch: int = 0
-    global_step: int = 0
-    best_top1: float | None = None
-
-
-@dataclass
 class EpochResult:
-    """What :func:`train_one_epoch` did: steps run, mean loss, time, throughput, whether it stopped early."""
+    """What one epoch did: steps run, mean loss, time, throughput, whether it stopped early."""
 
     steps: int
     mean_loss: float
@@ -131,15 +90,13 @@ class EpochResult:
 
 @dataclass
 class FitResult:
-    """How :func:`fit` ended: the final state, the signal that stopped it (if any), the last checkpoint."""
+    """How :meth:`Trainer.fit` ended: the final state, the signal that stopped it (if any), the last checkpoint."""
 
     state: TrainState
     stopped_by: str | None = None
     last_checkpoint: Path | None = None
-    history: List[Dict[str, Any]] = field(default_factory=list)
 
 
-# ------------------------------------------------------------------------------------------- the loop
 def batch_stream(dataset: Any, steps_needed: int, steps_per_dataset_epoch: int) -> Iterator[tuple]:
     """Yield ``steps_needed`` batches from ``dataset``, passing through as many of its epochs as needed.
 
@@ -166,7 +123,7 @@ class _LossWindow:
     """Loss tensors of the steps since the last host sync, read (and checked) together."""
 
     def __init__(self, group_size: int) -> None:
-        self.losses: List[Tensor] = []
+        self.losses: list[Tensor] = []
         self.first_global_step = 0
         self.group_size = group_size
 
@@ -175,7 +132,7 @@ class _LossWindow:
             self.first_global_step = global_step
         self.losses.append(loss)
 
-    def sync(self, stop_requested: bool) -> tuple:
+    def sync(self, stop_requested: bool) -> tuple[np.ndarray, bool]:
         """Read the window: ``(losses averaged over ranks, any rank asked to stop)``; clears it.
 
         One host sync; in a data-parallel run one all-reduce of ``[losses..., stop flag]``."""
@@ -188,102 +145,26 @@ class _LossWindow:
         return total[:-1] / self.group_size, bool(total[-1] > 0)
 
 
-def _check_finite(losses: np.ndarray, first_global_step: int, epoch: int, settings: TrainSettings,
-                  last_checkpoint: Path | None) -> None:
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if bad.size == 0:
-        return
-    global_step = first_global_step + int(bad[0]) + 1  # 1-based: the step that produced the loss
-    step_in_epoch = global_step - (epoch - 1) * settings.steps_per_epoch
-    kept = (f"the last good checkpoint {last_checkpoint} is kept (resume from it with --resume auto after "
-            "the fix)") if last_checkpoint else "no checkpoint had been written yet"
-    raise DropCovError(f"training diverged: the loss is {losses[bad[0]]} at global step {global_step} "
-                       f"(epoch {epoch}/{settings.epochs}, step {step_in_epoch}/{settings.steps_per_epoch}); "
-                       "lower lr_max or loss_scale, or check amp_level and the data; "
-                       f"{kept}")
-
-
-def train_one_epoch(train_step: nn.Cell, batches: Iterator[tuple], epoch: int, first_step: int,
-                    settings: TrainSettings, state: TrainState, lr_schedule: np.ndarray,
-                    meter: ThroughputMeter, metrics: MetricsWriter, group_size: int = 1,
-                    stop: Any = None, last_checkpoint: Path | None = None,
-                    run_started: float | None = None) -> EpochResult:
-    """Run steps ``first_step+1 .. steps_per_epoch`` of ``epoch`` (1-based), updating ``state.global_step``.
-
-    Per step: one call of the compiled ``train_step``; its loss tensor is kept, not read. At every
-    ``log_interval``-th step and at the last step of the epoch the window of losses is read, checked for
-    NaN/Inf (raises :class:`DropCovError` naming the first bad step) and logged with the learning rate of
-    the last step, the images per second of all ranks and the time left. ``stop`` (a StopRequest) ends the
-    epoch early at a step boundary (single process) or at the next logging point (data parallel);
-    ``EpochResult.stopped`` then says so and the caller writes the checkpoint.
-    """
-    started = time.perf_counter()
-    run_started = run_started or started
-    window = _LossWindow(group_size)
-    loss_sum, loss_count, steps_run = 0.0, 0, 0
-    images_per_sec = float("nan")
-    stopped = False
-    steps = settings.steps_per_epoch
-    for step in range(first_step + 1, steps + 1):
-        images, labels = next(batches)[:2]
-        window.add(_loss_of(train_step(images, labels)), state.global_step)
-        state.global_step += 1
-        steps_run += 1
-        meter.step()
-        local_stop = bool(stop is not None and stop.requested)
-        at_log_point = step % settings.log_interval == 0 or step == steps
-        if not at_log_point and not (local_stop and group_size == 1):
-            continue
-        losses, stop_now = window.sync(local_stop)
-        _check_finite(losses, window.first_global_step, epoch, settings, last_checkpoint)
-        loss_sum += float(losses.sum())
-        loss_count += losses.size
-        images_per_sec = meter.close_window()
-        lr = float(lr_schedule[min(state.global_step, len(lr_schedule)) - 1])
-        eta = meter.eta(settings.total_steps - state.global_step)
-        logger.info("epoch %d/%d step %d/%d loss %.4f lr %.6g | %.1f img/s | ETA %s", epoch, settings.epochs,
-                    step, steps, float(losses.mean()), lr, images_per_sec, format_duration(eta))
-        metrics.write("step", epoch=epoch, step=step, global_step=state.global_step, loss=float(losses.mean()),
-                      lr=lr, images_per_sec=images_per_sec, time=time.perf_counter() - run_started)
-        if stop_now:
-            if stop is not None:
-                stop.request(stop.signal_name or "SIGTERM")  # another rank's request counts here too
-            stopped = True
-            break
-    seconds = time.perf_counter() - started
-    mean_loss = loss_sum / loss_count if loss_count else float("nan")
-    epoch_images_per_sec = steps_run * meter.images_per_step / seconds if seconds > 0 else float("nan")
-    return EpochResult(steps=steps_run, mean_loss=mean_loss, seconds=seconds,
-                       images_per_sec=epoch_images_per_sec if steps_run else images_per_sec, stopped=stopped)
-
-
 def parameters_finite(net: nn.Cell) -> bool:
     """Whether every parameter of ``net`` is finite (checked before a checkpoint is written)."""
     return all(bool(np.isfinite(param.asnumpy()).all()) for param in net.get_parameters()
                if param.dtype in (ms.float16, ms.float32, ms.float64, ms.bfloat16))
 
 
-def fit(train_step: nn.Cell, net: nn.Cell, train_bundle: Any, settings: TrainSettings, lr_schedule: np.ndarray,
-        parallel: Any = None, state: TrainState | None = None, eval_bundle: Any = None,
-        checkpoints: Any = None, checkpoint_extra: Mapping[str, Any] | None = None,
-        metrics: MetricsWriter | None = None, plot_path: Path | None = None, stop: Any = None,
-        resume_hint: str = "") -> FitResult:
-    """Train from ``state`` (epoch, global step) to ``settings.epochs``; checkpoint, evaluate and plot.
+class Trainer:
+    """Trains ``net`` through ``train_step`` from a :class:`TrainState` to ``settings.epochs``.
 
     Args:
-        train_step: from :func:`build_train_step`; its optimizer's ``global_step`` must equal
-            ``state.global_step`` (restored on resume), so the per-step ``lr_schedule`` lines up.
+        train_step: from :func:`src.engine.train_step.build_train_step`; its optimizer's ``global_step``
+            must equal the state's (restored on resume), so the per-step ``lr_schedule`` lines up.
         net: the network inside ``train_step`` (evaluated and checked for finite weights).
-        train_bundle: training :class:`src.data.DatasetBundle` (``.dataset``, ``.steps_per_epoch``).
         settings: epochs, steps per epoch (possibly limited by ``train_steps_per_epoch``), schedules.
         lr_schedule: the per-step learning rates the optimizer was built with (logged, not applied).
-        parallel: :class:`src.runtime.distributed.ParallelInfo`; None for a single process.
-        state: where to start (a resumed run's epoch/global step/best top-1); None = from scratch.
-        eval_bundle: validation bundle when ``settings.run_eval``.
+        parallel: where this process sits in a data-parallel job (default: a single process).
         checkpoints: a :class:`src.runtime.checkpoint.CheckpointManager` on rank 0, None elsewhere.
-        checkpoint_extra: run state written into every checkpoint (``config`` text, ``steps_per_epoch``).
         metrics: the ``metrics.jsonl`` writer (disabled on ranks other than 0).
         plot_path: PNG of the training curves, redrawn after each epoch (rank 0); None = no plot.
+        checkpoint_extra: run state written into every checkpoint (``config`` text, ``steps_per_epoch``).
         stop: a :class:`src.runtime.signals.StopRequest`; a request ends the run after a checkpoint.
         resume_hint: the command line that continues this run, logged when it stops early.
 
@@ -292,195 +173,208 @@ def fit(train_step: nn.Cell, net: nn.Cell, train_bundle: Any, settings: TrainSet
     :meth:`TrainSettings.saves_at` (rank 0); ``best.ckpt`` when top-1 improved and ``save_best_ckpt``;
     the plot.
     """
-    from src.engine.plots import plot_training_curves
 
-    state = state or TrainState()
-    group_size = getattr(parallel, "group_size", 1) if parallel is not None else 1
-    is_main = getattr(parallel, "rank", 0) == 0 if parallel is not None else True
-    metrics = metrics or MetricsWriter(Path("metrics.jsonl"), enabled=False)
-    result = FitResult(state=state)
-    steps_per_epoch = settings.steps_per_epoch
-    steps_left = settings.total_steps - state.global_step
-    if steps_left <= 0:
-        logger.info("nothing to train: global step %d already reaches the %d steps of %d epochs",
-                    state.global_step, settings.total_steps, settings.epochs)
-        return result
-    if checkpoints is not None:
-        existing = checkpoints.periodic_checkpoints()
-        result.last_checkpoint = existing[-1] if existing else None
-    extra = dict(checkpoint_extra or {})
-    run_started = time.perf_counter()
-    meter = ThroughputMeter(settings.batch_size * group_size)
-    batches = batch_stream(train_bundle.dataset, steps_left, train_bundle.steps_per_epoch)
-    metrics.write("start", epoch=state.epoch, global_step=state.global_step, epochs=settings.epochs,
-                  steps_per_epoch=steps_per_epoch, images_per_step=settings.batch_size * group_size)
-    train_step.set_train(True)
-    try:
-        for epoch in range(state.global_step // steps_per_epoch + 1, settings.epochs + 1):
-            first_step = state.global_step - (epoch - 1) * steps_per_epoch
-            summary = train_one_epoch(train_step, batches, epoch, first_step, settings, state, lr_schedule,
-                                      meter, metrics, group_size, stop, result.last_checkpoint, run_started)
-            saved_at_stop_step = False
-            if state.global_step == epoch * steps_per_epoch:
-                saved_at_stop_step = _end_epoch(epoch, summary, train_step, net, settings, state, lr_schedule,
-                                                parallel, eval_bundle, checkpoints, extra, metrics, result,
-                                                is_main)
-                if plot_path is not None and is_main:
-                    _plot(plot_training_curves, metrics, plot_path, steps_per_epoch)
-            if summary.stopped:
-                result.stopped_by = getattr(stop, "signal_name", None) or "stop request"
-                if not saved_at_stop_step:
-                    _save_on_stop(net, train_step, checkpoints, state, epoch, settings, extra, result, is_main)
-                where = (f"epoch {epoch}/{settings.epochs} step {state.global_step - (epoch - 1) * steps_per_epoch}"
-                         f"/{steps_per_epoch} (global step {state.global_step})")
-                if is_main:
-                    saved = f"checkpoint {result.last_checkpoint}" if result.last_checkpoint else "no checkpoint"
-                    logger.warning("stopped by %s at %s; %s; continue with: %s", result.stopped_by, where, saved,
-                                   resume_hint or "the same command plus --resume auto")
-                metrics.write("stop", epoch=state.epoch, global_step=state.global_step, reason=result.stopped_by)
-                return result
-            meter.restart_window()
-    finally:
-        batches.close()
-    metrics.write("end", epoch=state.epoch, global_step=state.global_step, best_top1=state.best_top1)
-    return result
+    def __init__(self, train_step: nn.Cell, net: nn.Cell, settings: TrainSettings, lr_schedule: np.ndarray,
+                 parallel: ParallelInfo | None = None, checkpoints: Any = None, metrics: MetricsWriter | None = None,
+                 plot_path: Path | None = None, checkpoint_extra: Mapping[str, Any] | None = None,
+                 stop: Any = None, resume_hint: str = "") -> None:
+        self.train_step, self.net, self.settings, self.lr_schedule = train_step, net, settings, lr_schedule
+        self.parallel = parallel or ParallelInfo()
+        self.checkpoints = checkpoints if self.parallel.is_main else None
+        self.metrics = metrics or MetricsWriter(Path("metrics.jsonl"), enabled=False)
+        self.plot_path = plot_path if self.parallel.is_main else None
+        self.extra = dict(checkpoint_extra or {})
+        self.stop, self.resume_hint = stop, resume_hint
+        self.state = TrainState()
+        self.result = FitResult(state=self.state)
+        self.meter = ThroughputMeter(settings.batch_size * self.parallel.group_size)
+        self.run_started = time.perf_counter()
 
+    # ------------------------------------------------------------------------------------------- the run
+    def fit(self, train_bundle: Any, state: TrainState | None = None, eval_bundle: Any = None) -> FitResult:
+        """Train from ``state`` (epoch, global step; None = from scratch) to the last epoch.
 
-def _end_epoch(epoch: int, summary: EpochResult, train_step: nn.Cell, net: nn.Cell, settings: TrainSettings,
-               state: TrainState, lr_schedule: np.ndarray, parallel: Any, eval_bundle: Any, checkpoints: Any,
-               extra: Mapping[str, Any], metrics: MetricsWriter, result: FitResult, is_main: bool) -> bool:
-    """Summary, validation, periodic and best checkpoints after a completed epoch; True if a periodic
-    checkpoint was written."""
-    state.epoch = epoch
-    lr = float(lr_schedule[state.global_step - 1])
-    logger.info("epoch %d/%d done: mean loss %.4f, %s, %.1f img/s", epoch, settings.epochs,
-                summary.mean_loss, format_duration(summary.seconds), summary.images_per_sec)
-    metrics.write("epoch", epoch=epoch, global_step=state.global_step, loss=summary.mean_loss, lr=lr,
-                  epoch_time=summary.seconds, images_per_sec=summary.images_per_sec)
-    record: Dict[str, Any] = {"epoch": epoch, "loss": summary.mean_loss, "lr": lr}
-    improved = False
-    if settings.evaluates_at(epoch) and eval_bundle is not None:
-        scores = evaluate(net, eval_bundle, parallel)
-        train_step.set_train(True)
+        ``train_bundle`` is the training :class:`src.data.DatasetBundle`; ``eval_bundle`` the validation
+        one when ``settings.run_eval``.
+        """
+        self.state = state or TrainState()
+        self.result = FitResult(state=self.state)
+        self.eval_bundle = eval_bundle
+        settings, steps_per_epoch = self.settings, self.settings.steps_per_epoch
+        steps_left = settings.total_steps - self.state.global_step
+        if steps_left <= 0:
+            logger.info("nothing to train: global step %d already reaches the %d steps of %d epochs",
+                        self.state.global_step, settings.total_steps, settings.epochs)
+            return self.result
+        if self.checkpoints is not None:
+            existing = self.checkpoints.periodic_checkpoints()
+            self.result.last_checkpoint = existing[-1] if existing else None
+        self.run_started = time.perf_counter()
+        batches = batch_stream(train_bundle.dataset, steps_left, train_bundle.steps_per_epoch)
+        self.metrics.write("start", epoch=self.state.epoch, global_step=self.state.global_step,
+                           epochs=settings.epochs, steps_per_epoch=steps_per_epoch,
+                           images_per_step=settings.batch_size * self.parallel.group_size)
+        self.train_step.set_train(True)
+        try:
+            for epoch in range(self.state.global_step // steps_per_epoch + 1, settings.epochs + 1):
+                summary = self.train_one_epoch(batches, epoch)
+                saved_at_stop_step = False
+                if self.state.global_step == epoch * steps_per_epoch:
+                    saved_at_stop_step = self._end_epoch(epoch, summary)
+                if summary.stopped:
+                    self._stop(epoch, saved_at_stop_step)
+                    return self.result
+                self.meter.restart_window()
+        finally:
+            batches.close()
+        self.metrics.write("end", epoch=self.state.epoch, global_step=self.state.global_step,
+                           best_top1=self.state.best_top1)
+        return self.result
+
+    def train_one_epoch(self, batches: Iterator[tuple], epoch: int) -> EpochResult:
+        """Run the remaining steps of ``epoch`` (1-based), updating ``state.global_step``.
+
+        Per step: one call of the compiled ``train_step``; its loss tensor is kept, not read. At every
+        ``log_interval``-th step and at the last step of the epoch the window of losses is read, checked for
+        NaN/Inf and logged with the learning rate of the last step, the images per second of all ranks and
+        the time left. A stop request ends the epoch early at a step boundary (single process) or at the
+        next logging point (data parallel); ``EpochResult.stopped`` then says so.
+        """
+        settings, state, group_size = self.settings, self.state, self.parallel.group_size
+        started = time.perf_counter()
+        window = _LossWindow(group_size)
+        loss_sum, loss_count, steps_run = 0.0, 0, 0
+        images_per_sec, stopped = float("nan"), False
+        steps = settings.steps_per_epoch
+        for step in range(state.global_step - (epoch - 1) * steps + 1, steps + 1):
+            images, labels = next(batches)[:2]
+            window.add(loss_of(self.train_step(images, labels)), state.global_step)
+            state.global_step += 1
+            steps_run += 1
+            self.meter.step()
+            local_stop = bool(self.stop is not None and self.stop.requested)
+            if not (step % settings.log_interval == 0 or step == steps) and not (local_stop and group_size == 1):
+                continue
+            losses, stop_now = window.sync(local_stop)
+            self._check_finite(losses, window.first_global_step, epoch)
+            loss_sum += float(losses.sum())
+            loss_count += losses.size
+            images_per_sec = self.meter.close_window()
+            lr = lr_at_step(self.lr_schedule, min(state.global_step, len(self.lr_schedule)) - 1)
+            eta = self.meter.eta(settings.total_steps - state.global_step)
+            logger.info("epoch %d/%d step %d/%d loss %.4f lr %.6g | %.1f img/s | ETA %s", epoch, settings.epochs,
+                        step, steps, float(losses.mean()), lr, images_per_sec, format_duration(eta))
+            self.metrics.write("step", epoch=epoch, step=step, global_step=state.global_step,
+                               loss=float(losses.mean()), lr=lr, images_per_sec=images_per_sec,
+                               time=time.perf_counter() - self.run_started)
+            if stop_now:
+                if self.stop is not None:
+                    self.stop.request(self.stop.signal_name or "SIGTERM")  # another rank's request counts here
+                stopped = True
+                break
+        seconds = time.perf_counter() - started
+        epoch_images_per_sec = steps_run * self.meter.images_per_step / seconds if seconds > 0 else float("nan")
+        return EpochResult(steps=steps_run, mean_loss=loss_sum / loss_count if loss_count else float("nan"),
+                           seconds=seconds, images_per_sec=epoch_images_per_sec if steps_run else images_per_sec,
+                           stopped=stopped)
+
+    # --------------------------------------------------------------------------------- epoch end, stop
+    def _end_epoch(self, epoch: int, summary: EpochResult) -> bool:
+        """Summary, validation, periodic and best checkpoints, plot; True if a periodic checkpoint was written."""
+        settings, state = self.settings, self.state
+        state.epoch = epoch
+        lr = lr_at_step(self.lr_schedule, state.global_step - 1)
+        logger.info("epoch %d/%d done: mean loss %.4f, %s, %.1f img/s", epoch, settings.epochs,
+                    summary.mean_loss, format_duration(summary.seconds), summary.images_per_sec)
+        self.metrics.write("epoch", epoch=epoch, global_step=state.global_step, loss=summary.mean_loss, lr=lr,
+                           epoch_time=summary.seconds, images_per_sec=summary.images_per_sec)
+        improved = settings.evaluates_at(epoch) and self.eval_bundle is not None and self._evaluate(epoch)
+        saved = False
+        if self.checkpoints is not None:
+            save_best = improved and settings.save_best_ckpt
+            saved = settings.saves_at(epoch)
+            if saved or save_best:
+                self._require_finite_weights(epoch)
+            entries = self._entries(step_num=0)
+            if saved:
+                self.result.last_checkpoint = self.checkpoints.save(self.train_step, epoch, state.global_step,
+                                                                    entries)
+                logger.info("saved checkpoint %s", self.result.last_checkpoint)
+            if save_best and self.checkpoints.save_best(self.train_step, state.best_top1, epoch, state.global_step,
+                                                        entries):
+                logger.info("saved %s (top-1 %.2f%%)", self.checkpoints.best_path, 100 * state.best_top1)
+        if self.plot_path is not None:
+            self._plot()
+        return saved
+
+    def _evaluate(self, epoch: int) -> bool:
+        """Score the validation split; returns whether top-1 improved on the best so far."""
+        state = self.state
+        scores = evaluate(self.net, self.eval_bundle, self.parallel)
+        self.train_step.set_train(True)
         improved = state.best_top1 is None or scores["top1"] > state.best_top1
         if improved:
             state.best_top1 = scores["top1"]
         logger.info("epoch %d/%d val top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images, %s); best top-1 %.2f%%",
-                    epoch, settings.epochs, 100 * scores["top1"], 100 * scores["top5"], scores["loss"],
+                    epoch, self.settings.epochs, 100 * scores["top1"], 100 * scores["top5"], scores["loss"],
                     scores["count"], format_duration(scores["seconds"]), 100 * state.best_top1)
-        metrics.write("eval", epoch=epoch, global_step=state.global_step, top1=scores["top1"], top5=scores["top5"],
-                      loss=scores["loss"], count=scores["count"])
-        record.update(top1=scores["top1"], top5=scores["top5"])
-    result.history.append(record)
-    if checkpoints is None or not is_main:
-        return False
-    save_periodic = settings.saves_at(epoch)
-    save_best = improved and settings.save_best_ckpt and settings.run_eval
-    if save_periodic or save_best:
-        _require_finite_weights(net, state, epoch, settings, result.last_checkpoint)
-    checkpoints.best_metric = state.best_top1
-    entries = {**extra, "step_num": 0}
-    if save_periodic:
-        result.last_checkpoint = checkpoints.save(train_step, epoch, state.global_step, entries)
-        logger.info("saved checkpoint %s", result.last_checkpoint)
-    if save_best:
-        checkpoints.best_metric = None if state.best_top1 is None else state.best_top1 - 1.0  # force the write
-        checkpoints.save_best(train_step, state.best_top1, epoch, state.global_step, entries)
-        logger.info("saved %s (top-1 %.2f%%)", checkpoints.best_path, 100 * state.best_top1)
-    return save_periodic
+        self.metrics.write("eval", epoch=epoch, global_step=state.global_step, top1=scores["top1"],
+                           top5=scores["top5"], loss=scores["loss"], count=scores["count"])
+        return improved
 
+    def _entries(self, step_num: int) -> dict[str, Any]:
+        """What a checkpoint carries besides the parameters (the best top-1 once there is one)."""
+        entries = {**self.extra, "step_num": step_num}
+        if self.state.best_top1 is not None:
+            entries["best_metric"] = float(self.state.best_top1)
+        return entries
 
-def _plot(plot_fn, metrics: MetricsWriter, plot_path: Path, steps_per_epoch: int) -> None:
-    try:
-        plot_fn(metrics.path, plot_path, steps_per_epoch)
-    except (OSError, ValueError, RuntimeError) as error:  # a plot must never stop training
-        logger.warning("could not draw %s: %s", plot_path, error)
+    def _stop(self, epoch: int, saved_at_stop_step: bool) -> None:
+        """A stop request was honoured: checkpoint the exact step (rank 0), say how to continue."""
+        state, steps_per_epoch = self.state, self.settings.steps_per_epoch
+        self.result.stopped_by = getattr(self.stop, "signal_name", None) or "stop request"
+        step_in_epoch = state.global_step - (epoch - 1) * steps_per_epoch
+        if not saved_at_stop_step and self.checkpoints is not None:
+            if parameters_finite(self.net):
+                self.result.last_checkpoint = self.checkpoints.save(self.train_step, state.epoch, state.global_step,
+                                                                    self._entries(step_num=step_in_epoch))
+            else:
+                logger.error("weights are not finite at global step %d: no checkpoint written", state.global_step)
+        if self.parallel.is_main:
+            saved = f"checkpoint {self.result.last_checkpoint}" if self.result.last_checkpoint else "no checkpoint"
+            logger.warning("stopped by %s at epoch %d/%d step %d/%d (global step %d); %s; continue with: %s",
+                           self.result.stopped_by, epoch, self.settings.epochs, step_in_epoch, steps_per_epoch,
+                           state.global_step, saved, self.resume_hint or "the same command plus --resume auto")
+        self.metrics.write("stop", epoch=state.epoch, global_step=state.global_step, reason=self.result.stopped_by)
 
+    def _plot(self) -> None:
+        from src.engine.plots import plot_training_curves
 
-def _require_finite_weights(net: nn.Cell, state: TrainState, epoch: int, settings: TrainSettings,
-                            last_checkpoint: Path | None) -> None:
-    if parameters_finite(net):
-        return
-    kept = f"the last good checkpoint {last_checkpoint} is kept" if last_checkpoint else "no checkpoint was written"
-    raise DropCovError(f"training diverged: the weights hold NaN/Inf after global step {state.global_step} "
-                       f"(end of epoch {epoch}/{settings.epochs}) although the logged losses were finite; "
-                       f"lower lr_max or loss_scale; {kept}")
+        try:
+            plot_training_curves(self.metrics.path, self.plot_path, self.settings.steps_per_epoch)
+        except (OSError, ValueError, RuntimeError) as error:  # a plot must never stop training
+            logger.warning("could not draw %s: %s", self.plot_path, error)
 
+    # ------------------------------------------------------------------------------------------ checks
+    def _check_finite(self, losses: np.ndarray, first_global_step: int, epoch: int) -> None:
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size == 0:
+            return
+        settings = self.settings
+        global_step = first_global_step + int(bad[0]) + 1  # 1-based: the step that produced the loss
+        step_in_epoch = global_step - (epoch - 1) * settings.steps_per_epoch
+        last = self.result.last_checkpoint
+        kept = (f"the last good checkpoint {last} is kept (resume from it with --resume auto after the fix)"
+                if last else "no checkpoint had been written yet")
+        raise DropCovError(f"training diverged: the loss is {losses[bad[0]]} at global step {global_step} "
+                           f"(epoch {epoch}/{settings.epochs}, step {step_in_epoch}/{settings.steps_per_epoch}); "
+                           f"lower lr_max or loss_scale, or check amp_level and the data; {kept}")
 
-def _save_on_stop(net: nn.Cell, train_step: nn.Cell, checkpoints: Any, state: TrainState, epoch: int,
-                  settings: TrainSettings, extra: Mapping[str, Any], result: FitResult, is_main: bool) -> None:
-    """Checkpoint the exact step at which a stop request was honoured (rank 0 only)."""
-    if checkpoints is None or not is_main:
-        return
-    if not parameters_finite(net):
-        logger.error("weights are not finite at global step %d: no checkpoint written", state.global_step)
-        return
-    checkpoints.best_metric = state.best_top1
-    step_in_epoch = state.global_step - (epoch - 1) * settings.steps_per_epoch
-    result.last_checkpoint = checkpoints.save(train_step, state.epoch, state.global_step,
-                                              {**extra, "step_num": step_in_epoch})
-
-
-# ------------------------------------------------------------------------------------------- resuming
-def restore_training_state(net: nn.Cell, train_step: nn.Cell, optimizer: nn.Optimizer,
-                           param_dict: Mapping[str, Any], source: str, steps_per_epoch: int,
-                           total_steps: int) -> TrainState:
-    """Load a training checkpoint into the network, optimizer (moments, global step) and loss scale.
-
-    Checks that the checkpoint was written with the same ``steps_per_epoch`` (same data, batch size,
-    device count and ``train_steps_per_epoch``) so the global step means the same epoch and learning
-    rate, and that it lies within this run's ``total_steps``. Returns the state to continue from.
-    """
-    from src.runtime.checkpoint import (
-        load_network_weights,
-        read_extra,
-        read_resume_state,
-        restore_optimizer_state,
-    )
-
-    epoch_num, global_step = read_resume_state(param_dict, source)
-    saved_steps = read_extra(param_dict, "steps_per_epoch")
-    if saved_steps is not None and int(saved_steps) != steps_per_epoch:
-        raise DropCovError(f"{source} was written with {int(saved_steps)} steps per epoch but this run has "
-                           f"{steps_per_epoch} (batch_size, device count, train_steps_per_epoch or the data "
-                           "changed); resume with the settings it was trained with")
-    if global_step > total_steps:
-        raise DropCovError(f"{source} is at global step {global_step}, past the {total_steps} steps of this run "
-                           "(epoch_size lowered?); raise epoch_size to continue it")
-    load_network_weights(net, param_dict, strict=True, source=source)
-    restore_optimizer_state(optimizer, param_dict, global_step, source)
-    _restore_loss_scale(train_step, param_dict)
-    best = read_extra(param_dict, "best_metric")
-    return TrainState(epoch=epoch_num, global_step=global_step, best_top1=None if best is None else float(best))
-
-
-def _restore_loss_scale(train_step: nn.Cell, param_dict: Mapping[str, Any]) -> None:
-    """Copy a dynamic loss scale's state (``scale_sense`` and its counters) when both sides have it."""
-    for param in train_step.get_parameters():
-        if param.name in ("scale_sense", "current_iterator_step", "last_overflow_iterator_step") \
-                and param.name in param_dict:
-            value = param_dict[param.name]
-            param.set_data(Tensor(np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value,
-                                             dtype=ms.dtype_to_nptype(param.dtype)).reshape(param.shape)))
-
-
-def config_differences(saved_yaml: str | None, current: Mapping[str, Any],
-                       ignore: Sequence[str] = ("resume", "pre_trained", "output_path", "checkpoint_path",
-                                                "data_path", "eval_dataset_path", "device_id", "log_interval",
-                                                "num_parallel_workers", "run_eval", "eval_start_epoch",
-                                                "eval_interval")) -> List[str]:
-    """``key: saved -> current`` for config keys that differ from a checkpoint's saved config.
-
-    Logged as warnings on resume: a changed ``epoch_size`` stretches a cosine/linear/poly schedule, a changed
-    ``lr_max`` or ``amp_level`` changes the optimisation. Paths and logging options are not reported."""
-    if not saved_yaml:
-        return []
-    import yaml
-
-    try:
-        saved = yaml.safe_load(saved_yaml) or {}
-    except yaml.YAMLError:
-        return []
-    return [f"{key}: {saved[key]!r} -> {value!r}" for key, value in current.items()
-            if key in saved and key not in ignore and saved[key] != value]
-
+    def _require_finite_weights(self, epoch: int) -> None:
+        if parameters_finite(self.net):
+            return
+        last = self.result.last_checkpoint
+        kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written"
+        raise DropCovError(f"training diverged: the weights hold NaN/Inf after global step {self.state.global_step} "
+                           f"(end of epoch {epoch}/{self.settings.epochs}) although the logged losses were finite; "
+                           f"lower lr_max or loss_scale; {kept}")

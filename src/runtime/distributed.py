@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from src.errors import DropCovError
 
 logger = logging.getLogger(__name__)
@@ -29,9 +31,6 @@ def launch_hint(program: str = "") -> str:
             f"or `msrun --worker_num=N --local_worker_num=N --master_addr=127.0.0.1 --master_port=8118 "
             f"--join=True {program} ... --run_distribute=True` (GPU or CPU); or drop --run_distribute for a "
             "single-device run")
-
-
-LAUNCH_HINT = launch_hint("train.py")
 
 
 @dataclass(frozen=True)
@@ -112,3 +111,28 @@ def init_data_parallel(run_distribute: bool, device_target: str, device_num: int
             logger.warning("all_reduce_fusion_config %s not applied: %s", list(all_reduce_fusion_config), err)
     logger.info("data parallel: rank %d of %d (launcher %s)", rank, size, launcher)
     return ParallelInfo(rank=rank, group_size=size, launcher=launcher)
+
+
+_SUM_OVER_RANKS: list = []
+
+
+def sum_over_ranks(values: np.ndarray) -> np.ndarray:
+    """Element-wise sum of a small float vector over the ranks of the data-parallel group (all-reduce).
+
+    Float32 on the wire (exact for counts below 2**24). Every rank must call it with the same shape,
+    in the same order; only valid after :func:`init_data_parallel` set up a group.
+    """
+    from mindspore import Tensor, nn, ops
+
+    if not _SUM_OVER_RANKS:
+        class _AllReduceSum(nn.Cell):
+            def __init__(self) -> None:
+                super().__init__()
+                self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
+
+            def construct(self, x: Tensor) -> Tensor:
+                return self.all_reduce(x)
+
+        _SUM_OVER_RANKS.append(_AllReduceSum())
+    reduced = _SUM_OVER_RANKS[0](Tensor(np.asarray(values, dtype=np.float32)))
+    return reduced.asnumpy().astype(np.float64)
