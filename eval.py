@@ -18,20 +18,16 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import Any, Callable, Dict, Sequence
 
-from src.config import Config, load_config
+from src.cli import run_entry_point
+from src.config import MODEL, Config, keys_in, load_config
 from src.engine.metrics import format_duration
 from src.errors import DropCovError
-from src.kernels.backend import uses_onednn_convolutions
-from src.runtime.entry import run_entry_point
-from src.runtime.environment import configure_cpu_environment
 
 logger = logging.getLogger("eval")
 
 RESULTS_FILE = "eval_results.json"
-NET_OPTIONS = ("net_name", "head", "cov_dim", "post_norm", "isqrt_iters", "layer4_stride", "arch_style",
-               "class_num")
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -39,46 +35,23 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help=f"JSON file for the results (default OUTPUT_PATH/{RESULTS_FILE})")
 
 
-class _ProgressDataset:
-    """A dataset whose tuple iterator calls ``report(batches_done)`` after each batch has been consumed."""
+def progress_logger(total_images: int, images_per_batch: int, interval: int, batches: int) -> Callable[[int], None]:
+    """A progress callback for :func:`src.engine.evaluate.evaluate`: logs ``images done / total, images/s,
+    time left`` every ``interval`` batches and after the last one."""
+    started = time.perf_counter()
+    interval = max(1, int(interval))
 
-    def __init__(self, dataset: Any, report) -> None:
-        self._dataset = dataset
-        self._report = report
-
-    def create_tuple_iterator(self, *args, **kwargs):
-        for done, batch in enumerate(self._dataset.create_tuple_iterator(*args, **kwargs), 1):
-            yield batch
-            self._report(done)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._dataset, name)
-
-
-class _ProgressBundle:
-    """A dataset bundle that logs ``images done / total, images/s, time left`` every ``interval`` batches."""
-
-    def __init__(self, bundle: Any, interval: int, group_size: int, batch_size: int) -> None:
-        self._bundle = bundle
-        self._interval = max(1, int(interval))
-        self._total = int(getattr(bundle, "total_images", 0) or 0)
-        self._per_batch = batch_size * group_size
-        self._started = time.perf_counter()
-        self._batches = int(getattr(bundle, "steps_per_epoch", 0) or 0)
-        self.dataset = _ProgressDataset(bundle.dataset, self._report)
-
-    def _report(self, done: int) -> None:
-        if done % self._interval and done != self._batches:
+    def report(done: int) -> None:
+        if done % interval and done != batches:
             return
-        images = min(done * self._per_batch, self._total) if self._total else done * self._per_batch
-        elapsed = time.perf_counter() - self._started
+        images = min(done * images_per_batch, total_images) if total_images else done * images_per_batch
+        elapsed = time.perf_counter() - started
         rate = images / max(elapsed, 1e-9)
-        left = (self._total - images) / rate if self._total and rate > 0 else float("nan")
-        share = f"/{self._total} ({100.0 * images / self._total:.1f}%)" if self._total else ""
+        left = (total_images - images) / rate if total_images and rate > 0 else float("nan")
+        share = f"/{total_images} ({100.0 * images / total_images:.1f}%)" if total_images else ""
         logger.info("eval: %d%s images, %.1f images/s, %s left", images, share, rate, format_duration(left))
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._bundle, name)
+    return report
 
 
 def results_record(config: Config, metrics: Dict[str, float], val_root: str, group_size: int) -> Dict[str, Any]:
@@ -93,7 +66,7 @@ def results_record(config: Config, metrics: Dict[str, float], val_root: str, gro
         "checkpoint": str(Path(config.checkpoint_file_path).expanduser().resolve()),
         "config_path": str(Path(config.config_path).resolve()) if config.config_path else "",
         "dataset": str(Path(val_root).expanduser().resolve()),
-        "net": {key: getattr(config, key) for key in NET_OPTIONS},
+        "net": {key: getattr(config, key) for key in keys_in(MODEL)},
         "eval_image_size": config.eval_image_size, "batch_size": config.batch_size,
         "device_target": config.device_target, "ranks": group_size, "mindspore": ms.__version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -116,33 +89,26 @@ def main(argv: Sequence[str]) -> int:
     if not config.checkpoint_file_path:
         raise DropCovError("no checkpoint to evaluate: pass --checkpoint_file_path PATH.ckpt (a published "
                            "checkpoint or one from OUTPUT_PATH/checkpoints of a training run)")
-    configure_cpu_environment(config.device_target, full_isa=uses_onednn_convolutions(config))
+    from src.kernels.backend import settle_conv_backend
+
+    conv_backend = settle_conv_backend(config)  # before MindSpore is imported
 
     from src.data import create_dataset, pipeline_errors_as_dropcov
     from src.engine.evaluate import evaluate
     from src.models import create_model_from_config
-    from src.runtime.checkpoint import (
-        describe_checkpoint,
-        format_description,
-        load_checkpoint_file,
-        load_network_weights,
-    )
-    from src.runtime.device import setup_device
-    from src.runtime.distributed import detect_launcher, init_data_parallel
-    from src.runtime.logging import ensure_writable_directory, setup_logging
+    from src.models.weights import describe_checkpoint, format_description, load_network_weights
+    from src.runtime.checkpoint import load_checkpoint_file
+    from src.runtime.context import start_run
+    from src.runtime.files import ensure_writable_directory
 
-    setup_logging(None)
-    launched = config.run_distribute and detect_launcher() is not None
-    setup_device(config.device_target, config.mode_name, None if launched else config.device_id)
-    parallel = init_data_parallel(config.run_distribute, config.device_target, config.device_num)
-    setup_logging(None, parallel.rank)
+    parallel = start_run(config, conv_backend).parallel
     output_file = Path(args.output_file or Path(config.output_path) / RESULTS_FILE).expanduser()
     if parallel.is_main:
         ensure_writable_directory(output_file.parent, "output_file" if args.output_file else "output_path")
 
     checkpoint = config.checkpoint_file_path
     params = load_checkpoint_file(checkpoint, option="checkpoint_file_path")
-    net = create_model_from_config(config)
+    net = create_model_from_config(config, conv_backend)
     load_network_weights(net, params, strict=True, source=checkpoint)
     logger.info("loaded %s (%s)", checkpoint, format_description(describe_checkpoint(params)))
     del params
@@ -159,9 +125,10 @@ def main(argv: Sequence[str]) -> int:
     logger.info("evaluating %s on %d images of %s (%d per batch, %d rank(s))", config.net_name,
                 bundle.total_images, bundle.source, config.batch_size, parallel.group_size)
 
-    progress = _ProgressBundle(bundle, config.log_interval, parallel.group_size, config.batch_size)
+    progress = progress_logger(bundle.total_images, config.batch_size * parallel.group_size, config.log_interval,
+                               bundle.steps_per_epoch)
     with pipeline_errors_as_dropcov():
-        metrics = evaluate(net, progress, parallel)
+        metrics = evaluate(net, bundle, parallel, progress=progress)
     record = results_record(config, metrics, bundle.source, parallel.group_size)
     if parallel.is_main:
         write_json(record, output_file)

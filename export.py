@@ -13,10 +13,9 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+from src.cli import run_entry_point
 from src.config import load_config
 from src.errors import DropCovError
-from src.runtime.entry import run_entry_point
-from src.runtime.environment import configure_cpu_environment
 
 
 def batch_size_given(argv: Sequence[str]) -> bool:
@@ -29,19 +28,22 @@ def main(argv: Sequence[str]) -> int:
     if not config.checkpoint_file_path:
         raise DropCovError("no checkpoint to export: pass --checkpoint_file_path PATH.ckpt")
     batch_size = config.batch_size if batch_size_given(argv) else 1
-    configure_cpu_environment(config.device_target)
-
     from src.engine.export import export_network, export_path
-    from src.models import create_model_from_config
-    from src.runtime.checkpoint import load_checkpoint_file, load_network_weights
-    from src.runtime.device import setup_device
-    from src.runtime.logging import ensure_writable_directory
+    from src.runtime.environment import configure_cpu_environment
+    from src.runtime.files import ensure_writable_directory
 
     destination = export_path(config.file_name, config.file_format)
     ensure_writable_directory(destination.parent, "file_name")  # before the checkpoint is read
-    setup_device(config.device_target, config.mode_name, config.device_id)
+    configure_cpu_environment(config.device_target)  # MindSpore's own ops export; ops.Custom ones do not
+
+    from src.models import create_model_from_config
+    from src.models.weights import load_network_weights
+    from src.runtime.checkpoint import load_checkpoint_file
+    from src.runtime.context import start_run
+
+    start_run(config, "stock", distributed=False)
     params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
-    net = create_model_from_config(config, conv_backend="stock")  # MindSpore's own ops export; ops.Custom not
+    net = create_model_from_config(config, conv_backend="stock")
     load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
     del params
     written = export_network(net, destination, config.file_format, config.eval_image_size, batch_size)

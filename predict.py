@@ -16,11 +16,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from src.cli import run_entry_point
 from src.config import load_config
 from src.errors import DropCovError
-from src.kernels.backend import uses_onednn_convolutions
-from src.runtime.entry import run_entry_point
-from src.runtime.environment import configure_cpu_environment
 
 logger = logging.getLogger("predict")
 
@@ -48,7 +46,7 @@ def main(argv: Sequence[str]) -> int:
     if output_file.is_dir():
         raise DropCovError(f"--output_file {output_file} is a folder: give a file name ending in .csv or .json")
 
-    from src.runtime.logging import ensure_writable_directory
+    from src.runtime.files import ensure_writable_directory
 
     # before any work: a folder that cannot be written fails now, not after every image was scored
     ensure_writable_directory(output_file.parent, "output_file" if args.output_file else "output_path")
@@ -58,18 +56,19 @@ def main(argv: Sequence[str]) -> int:
     files = collect_images(args.images)
     val_folder = config.eval_dataset_path or (str(Path(config.data_path) / "val") if config.data_path else "")
     class_names, names_source = find_class_names(config.checkpoint_file_path, args.class_names_file, val_folder)
-    configure_cpu_environment(config.device_target, full_isa=uses_onednn_convolutions(config))
+    from src.kernels.backend import settle_conv_backend
+
+    conv_backend = settle_conv_backend(config)  # before MindSpore is imported
 
     from src.engine.predict import format_table, predict_files, write_predictions
     from src.models import create_model_from_config
-    from src.runtime.checkpoint import load_checkpoint_file, load_network_weights
-    from src.runtime.device import setup_device
-    from src.runtime.logging import setup_logging
+    from src.models.weights import load_network_weights
+    from src.runtime.checkpoint import load_checkpoint_file
+    from src.runtime.context import start_run
 
-    setup_logging(None)
-    setup_device(config.device_target, config.mode_name, config.device_id)
+    start_run(config, conv_backend, distributed=False)
     params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
-    net = create_model_from_config(config)
+    net = create_model_from_config(config, conv_backend)
     load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
     del params
     logger.info("predicting %d image(s) with %s; class names: %s", len(files), config.checkpoint_file_path,

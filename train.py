@@ -1,4 +1,4 @@
-"""Train a DropCov (or GAP) ResNet on one device or data-parallel across processes.
+"""Train a DropCov (or GAP) network on one device or data-parallel across processes.
 
   python train.py --config_path config/resnet50_imagenet2012_config.yaml --data_path /data/imagenet \\
       --device_target GPU --output_path ./output
@@ -18,11 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from src.cli import run_entry_point
 from src.config import Config, load_config
 from src.errors import DropCovError
-from src.kernels.backend import uses_onednn_convolutions
-from src.runtime.entry import run_entry_point
-from src.runtime.environment import configure_cpu_environment
 
 logger = logging.getLogger("train")
 
@@ -40,48 +38,13 @@ def resume_command(argv: Sequence[str]) -> str:
     return " ".join(["python train.py", *map(shlex.quote, kept), "--resume auto"])
 
 
-def check_checkpoint_options(config: Config) -> None:
-    """Fail at once on a bad ``--pre_trained`` or explicit ``--resume`` file, before the data scan and build."""
-    from src.runtime.checkpoint import check_checkpoint_file
-
-    if config.pre_trained:
-        check_checkpoint_file(config.pre_trained, option="pre_trained")
-    if config.resume and config.resume != "auto":
-        check_checkpoint_file(config.resume, option="resume")
-
-
-def setup_run(config: Config) -> tuple:
-    """Device, communicator, output folder and logging: ``(parallel_info, output, checkpoint_dir)``."""
-    from src.runtime.device import setup_device
-    from src.runtime.distributed import detect_launcher, init_data_parallel
-    from src.runtime.logging import ensure_writable_directory, setup_logging
-
-    launched = config.run_distribute and detect_launcher() is not None
-    setup_device(config.device_target, config.mode_name, None if launched else config.device_id)
-    parallel = init_data_parallel(config.run_distribute, config.device_target, config.device_num,
-                                  config.all_reduce_fusion_config)
-    output = Path(config.output_path).expanduser()
-    checkpoint_dir = Path(config.checkpoint_path).expanduser() if config.checkpoint_path else output / "checkpoints"
-    if parallel.is_main:
-        ensure_writable_directory(output, "output_path")
-        if config.checkpoint_path:
-            ensure_writable_directory(checkpoint_dir, "checkpoint_path")
-    setup_logging(output, parallel.rank)
-    logger.info("resolved config (%s):\n%s", config.config_path or "defaults", config.to_yaml().rstrip())
-    if parallel.distributed:
-        logger.info("data parallel: rank %d of %d (launcher %s), gradients averaged over ranks", parallel.rank,
-                    parallel.group_size, parallel.launcher)
-    return parallel, output, checkpoint_dir
-
-
 def build_datasets(config: Config, parallel: Any) -> tuple:
     """Training bundle (sharded by rank, shuffled, augmented) and, with run_eval, the validation bundle
     (each rank scores a disjoint share; :func:`src.engine.evaluate.evaluate` sums the counts)."""
     from src.data import create_dataset
 
     common = dict(num_parallel_workers=config.num_parallel_workers, num_shards=parallel.group_size,
-                  shard_id=parallel.rank, seed=config.seed)
-    common["safe_decode"] = config.safe_decode
+                  shard_id=parallel.rank, seed=config.seed, safe_decode=config.safe_decode)
     train = create_dataset(config.dataset, config.data_path, "train", config.batch_size, config.train_image_size,
                            crop_min_scale=config.train_crop_min_scale, hflip=config.train_hflip, **common)
     if config.class_num < len(train.class_names):
@@ -94,15 +57,15 @@ def build_datasets(config: Config, parallel: Any) -> tuple:
     return train, val
 
 
-def build_training(config: Config, steps_per_epoch: int) -> tuple:
+def build_training(config: Config, steps_per_epoch: int, conv_backend: str) -> tuple:
     """Network, per-step lr schedule, optimizer and compiled train step: ``(net, lr, optimizer, step)``."""
     from src.engine.loss import create_loss
     from src.engine.lr_schedule import create_lr_schedule
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
-    from src.engine.trainer import build_train_step
+    from src.engine.train_step import build_train_step
     from src.models import create_model_from_config
 
-    net = create_model_from_config(config)
+    net = create_model_from_config(config, conv_backend)
     lr_schedule = create_lr_schedule(config.lr_decay_mode, config.lr_init, config.lr_max, config.lr_end,
                                      config.warmup_epochs, config.epoch_size, steps_per_epoch,
                                      config.lr_milestones, config.lr_gamma, config.lr_power)
@@ -114,52 +77,13 @@ def build_training(config: Config, steps_per_epoch: int) -> tuple:
     return net, lr_schedule, optimizer, train_step
 
 
-def restore_or_initialise(config: Config, checkpoint_dir: Path, net: Any, optimizer: Any, train_step: Any,
-                          lr_schedule: Any, steps_per_epoch: int) -> Any:
-    """``--resume`` (auto: latest readable checkpoint of the folder) or ``--pre_trained`` weights.
-
-    Returns the :class:`src.engine.trainer.TrainState` to continue from, or None for a fresh start.
-    """
-    from src.engine.trainer import config_differences, restore_training_state
-    from src.runtime.checkpoint import (
-        adapt_for_finetune,
-        latest,
-        load_checkpoint_file,
-        load_network_weights,
-        read_extra,
-    )
-
-    resume_path = None
-    if config.resume:
-        resume_path = latest(checkpoint_dir) if config.resume == "auto" else Path(config.resume)
-        if resume_path is None:
-            logger.info("--resume auto: no checkpoint in %s yet; starting from scratch", checkpoint_dir)
-    if resume_path is not None:
-        params = load_checkpoint_file(resume_path, option="resume")
-        for difference in config_differences(read_extra(params, "config"), config.to_dict()):
-            logger.warning("resume: config differs from the checkpoint's: %s", difference)
-        state = restore_training_state(net, train_step, optimizer, params, str(resume_path), steps_per_epoch,
-                                       config.epoch_size * steps_per_epoch)
-        logger.info("resumed from %s: %d epochs and %d steps done; continuing at lr %.6g", resume_path,
-                    state.epoch, state.global_step, lr_schedule[min(state.global_step, len(lr_schedule) - 1)])
-        if config.pre_trained:
-            logger.warning("--pre_trained %s ignored: the run resumes from %s", config.pre_trained, resume_path)
-        return state
-    if config.pre_trained:
-        params = load_checkpoint_file(config.pre_trained, option="pre_trained")
-        params, dropped = adapt_for_finetune(params, net)
-        load_network_weights(net, params, strict=True, allow_missing=dropped, source=config.pre_trained)
-        if dropped:
-            logger.warning("pre_trained %s: classifier of another class count not loaded (re-initialised): %s",
-                           config.pre_trained, ", ".join(dropped))
-        logger.info("initialised from %s", config.pre_trained)
-    return None
-
-
 def main(argv: Sequence[str]) -> int:
     config, _ = load_config(argv, description=__doc__)
-    # before MindSpore is imported; the oneDNN kernels need no AVX2 cap
-    configure_cpu_environment(config.device_target, full_isa=uses_onednn_convolutions(config))
+    from src.kernels.backend import settle_conv_backend
+
+    conv_backend = settle_conv_backend(config)  # before MindSpore is imported
+    from src.engine.resume import check_checkpoint_options
+
     check_checkpoint_options(config)
 
     import mindspore as ms
@@ -167,11 +91,24 @@ def main(argv: Sequence[str]) -> int:
 
     from src.data import pipeline_errors_as_dropcov, write_class_indices
     from src.engine.metrics import MetricsWriter
-    from src.engine.trainer import TrainSettings, fit
+    from src.engine.resume import resume_or_initialise
+    from src.engine.trainer import Trainer, TrainSettings
     from src.runtime.checkpoint import CheckpointManager
+    from src.runtime.context import start_run
     from src.runtime.signals import StopRequest
 
-    parallel, output, checkpoint_dir = setup_run(config)
+    output = Path(config.output_path).expanduser()
+    run = start_run(config, conv_backend, output)
+    parallel = run.parallel
+    checkpoint_dir = Path(config.checkpoint_path).expanduser() if config.checkpoint_path else output / "checkpoints"
+    if config.checkpoint_path and parallel.is_main:
+        from src.runtime.files import ensure_writable_directory
+
+        ensure_writable_directory(checkpoint_dir, "checkpoint_path")
+    logger.info("resolved config (%s):\n%s", config.config_path or "defaults", config.to_yaml().rstrip())
+    if parallel.distributed:
+        logger.info("data parallel: rank %d of %d (launcher %s), gradients averaged over ranks", parallel.rank,
+                    parallel.group_size, parallel.launcher)
     ms.set_seed(config.seed)  # the same seed on every rank: identical initial weights
     np.random.seed(config.seed)
     train_data, val_data = build_datasets(config, parallel)
@@ -186,27 +123,21 @@ def main(argv: Sequence[str]) -> int:
                 parallel.group_size, steps_per_epoch,
                 f"; {val_data.total_images} validation images" if val_data is not None else "")
 
-    net, lr_schedule, optimizer, train_step = build_training(config, steps_per_epoch)
-    state = restore_or_initialise(config, checkpoint_dir, net, optimizer, train_step, lr_schedule,
-                                  steps_per_epoch)
-    settings = TrainSettings(epochs=config.epoch_size, steps_per_epoch=steps_per_epoch,
-                             batch_size=config.batch_size, log_interval=config.log_interval,
-                             save_checkpoint=config.save_checkpoint,
-                             save_checkpoint_epochs=config.save_checkpoint_epochs, run_eval=config.run_eval,
-                             eval_start_epoch=config.eval_start_epoch, eval_interval=config.eval_interval,
-                             save_best_ckpt=config.save_best_ckpt)
+    net, lr_schedule, optimizer, train_step = build_training(config, steps_per_epoch, conv_backend)
+    state = resume_or_initialise(config, checkpoint_dir, net, optimizer, train_step, lr_schedule, steps_per_epoch)
+    settings = TrainSettings.from_config(config, steps_per_epoch)
     checkpoints = None
     if parallel.is_main:  # only rank 0 writes checkpoints
         checkpoints = CheckpointManager(checkpoint_dir, f"{config.net_name}_{config.head}",
                                         config.keep_checkpoint_max,
                                         best_metric=state.best_top1 if state is not None else None)
-    metrics = MetricsWriter(output / "metrics.jsonl", enabled=parallel.is_main)
-    extra = {"config": config.to_yaml(), "steps_per_epoch": steps_per_epoch}
     hint = resume_command(argv) if not parallel.distributed else "the same launch command plus --resume auto"
     with StopRequest() as stop, pipeline_errors_as_dropcov():
-        result = fit(train_step, net, train_data, settings, lr_schedule, parallel, state=state,
-                     eval_bundle=val_data, checkpoints=checkpoints, checkpoint_extra=extra, metrics=metrics,
-                     plot_path=output / "metrics.png", stop=stop, resume_hint=hint)
+        trainer = Trainer(train_step, net, settings, lr_schedule, parallel, checkpoints=checkpoints,
+                          metrics=MetricsWriter(output / "metrics.jsonl", enabled=parallel.is_main),
+                          plot_path=output / "metrics.png", stop=stop, resume_hint=hint,
+                          checkpoint_extra={"config": config.to_yaml(), "steps_per_epoch": steps_per_epoch})
+        result = trainer.fit(train_data, state, val_data)
     if result.stopped_by:
         return stop.exit_status
     best = f", best val top-1 {100 * result.state.best_top1:.2f}%" if result.state.best_top1 is not None else ""

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
+from src.cli import run_entry_point
 from src.errors import DropCovError
 from src.runtime.distributed import detect_launcher, init_data_parallel, launcher_local_rank
-from src.runtime.entry import run_entry_point
 
 
 def run_configure(repo_root, calls: str, isa: str | None = None) -> list[str]:

@@ -6,11 +6,14 @@ every convolution on the blocked-layout kernels, nothing needs the AVX2 cap of
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from src.errors import DropCovError
 
 from .build import build_library
+
+logger = logging.getLogger(__name__)
 
 CONV_BACKENDS = ("auto", "stock", "onednn")
 
@@ -43,6 +46,18 @@ def resolve_conv_backend(requested: str, device_target: str, amp_level: str) -> 
         return "stock", f"the oneDNN kernels could not be built ({err})"
 
 
-def uses_onednn_convolutions(config: Any) -> bool:
-    """Whether ``config`` (``conv_backend``, ``device_target``, ``amp_level``) runs the oneDNN kernels."""
-    return resolve_conv_backend(config.conv_backend, config.device_target, config.amp_level)[0] == "onednn"
+def settle_conv_backend(config: Any) -> str:
+    """Before ``import mindspore``: decide the convolution kernels of a run and set the process environment
+    that depends on them (oneDNN's instruction-set cap, see
+    :func:`src.runtime.environment.configure_cpu_environment`); returns ``'onednn'`` or ``'stock'``.
+
+    Reads ``conv_backend``, ``device_target`` and ``amp_level``; ``auto`` may build the kernels (a few
+    seconds, once per machine) and logs a warning when they cannot be built.
+    """
+    from src.runtime.environment import configure_cpu_environment
+
+    backend, detail = resolve_conv_backend(config.conv_backend, config.device_target, config.amp_level)
+    configure_cpu_environment(config.device_target, full_isa=backend == "onednn")
+    if config.conv_backend == "auto" and backend == "stock" and "could not be built" in detail:
+        logger.warning("conv_backend=auto: using MindSpore's convolutions because %s", detail)
+    return backend

@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 from src.errors import DropCovError
-from src.runtime.entry import run_entry_point
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = REPO_ROOT / "csrc" / "onednn_kernels.cc"
@@ -137,17 +136,20 @@ def build_library(force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: build the library (``--force`` rebuilds) and print its path."""
-
-    def _main(arguments: list[str]) -> int:
-        parser = argparse.ArgumentParser(description="Build the oneDNN convolution kernels (csrc/onednn_kernels.cc).")
-        parser.add_argument("--force", action="store_true", help="rebuild even if an up-to-date library exists")
-        parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-        args = parser.parse_args(arguments)
+    """Command line: build the library (``--force`` rebuilds) and print its path; a build problem is one
+    line on stderr and exit status 2 (``--debug`` shows the traceback)."""
+    parser = argparse.ArgumentParser(description="Build the oneDNN convolution kernels (csrc/onednn_kernels.cc).")
+    parser.add_argument("--force", action="store_true", help="rebuild even if an up-to-date library exists")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    args = parser.parse_args(argv)
+    try:
         print(build_library(force=args.force))
-        return 0
-
-    return run_entry_point(_main, argv, program="build_kernels")
+    except DropCovError as error:
+        if args.debug:
+            raise
+        print(f"build_kernels: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def configure_cpu_environment(device_target: str, full_isa: bool = False) -> str
     """Set ``ONEDNN_MAX_CPU_ISA=AVX2`` for CPU runs unless the user chose a value or ``full_isa``.
 
     ``full_isa``: every convolution runs on the blocked-layout kernels (``conv_backend``, see
-    :func:`src.kernels.backend.uses_onednn_convolutions`), which have no slow AVX-512 path, so oneDNN
+    :func:`src.kernels.backend.settle_conv_backend`), which have no slow AVX-512 path, so oneDNN
     keeps its best instruction set.
 
     Must run before the first ``import mindspore`` of the process; returns the value set, or None

@@ -1,9 +1,11 @@
-"""Small file helpers shared by the entry points: atomic text writes."""
+"""File helpers shared by the entry points: atomic text writes, writable folders."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Union
+
+from src.errors import DropCovError
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
@@ -22,3 +24,25 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
         if temporary.exists():
             temporary.unlink()
     return path
+
+
+def ensure_writable_directory(path: Union[str, os.PathLike], option: str = "output_path") -> Path:
+    """Create ``path`` if needed and prove it writable (a probe file); a one-line error naming it if not.
+
+    Called before any work, so a run does not train for hours and then fail to save.
+    """
+    directory = Path(path).expanduser()
+    probe = directory / f".write_test.{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(probe, "w", encoding="utf-8") as stream:
+            stream.write("ok")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        blocking_file = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        if blocking_file is not None:
+            reason = f"{str(blocking_file)!r} is a file, not a folder"
+        raise DropCovError(f"{option} {str(directory)!r} cannot be written ({reason}); choose a writable "
+                           f"folder with --{option}") from error
+    return directory

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Union
 
-from src.errors import DropCovError
+from .files import ensure_writable_directory
 
 _HANDLER_MARK = "_dropcov_handler"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -23,28 +23,6 @@ DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 def _mark(handler: logging.Handler) -> logging.Handler:
     setattr(handler, _HANDLER_MARK, True)
     return handler
-
-
-def ensure_writable_directory(path: Union[str, os.PathLike], option: str = "output_path") -> Path:
-    """Create ``path`` if needed and prove it writable (a probe file); a one-line error naming it if not.
-
-    Called before any work, so a run does not train for hours and then fail to save.
-    """
-    directory = Path(path).expanduser()
-    probe = directory / f".write_test.{os.getpid()}"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(probe, "w", encoding="utf-8") as stream:
-            stream.write("ok")
-        probe.unlink()
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        blocking_file = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
-        if blocking_file is not None:
-            reason = f"{str(blocking_file)!r} is a file, not a folder"
-        raise DropCovError(f"{option} {str(directory)!r} cannot be written ({reason}); choose a writable "
-                           f"folder with --{option}") from error
-    return directory
 
 
 def log_file_name(log_name: str, rank: int, all_ranks: bool) -> str:

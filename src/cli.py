@@ -1,0 +1,56 @@
+"""What every command-line program shares: one line on stderr and exit status 2 for a problem the user can fix.
+
+Library code raises :class:`src.errors.DropCovError` with a message about the value at fault; here the
+message gets the command-line hint that only this layer knows (which shipped config builds the network
+a checkpoint holds), ``--debug`` shows the traceback instead, and Ctrl-C before a run has started exits
+with status 130.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from src.errors import DropCovError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def error_line(error: DropCovError) -> str:
+    """The one line printed for ``error``: its message, with the shipped config that fits a mismatched
+    checkpoint (``CheckpointMismatch.fits``) named after the suggested options."""
+    message = " ".join(str(error).split("\n"))
+    fits = getattr(error, "fits", None)
+    if fits:
+        from src.config import find_config_file
+
+        config_file = find_config_file(fits)
+        marker = ". Differences: "
+        if config_file and marker in message:
+            head, tail = message.split(marker, 1)
+            message = f"{head} ({config_file}){marker}{tail}"
+    return message
+
+
+def run_entry_point(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None,
+                    program: str = "") -> int:
+    """Call ``main(argv)``; print ``program: error: message`` for a DropCovError and return 2.
+
+    ``--debug`` in argv re-raises with the full traceback. KeyboardInterrupt exits with 130.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    name = program or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "dropcov")
+    try:
+        code = main(argv)
+    except DropCovError as err:
+        if debug:
+            raise
+        print(f"{name}: error: {error_line(err)}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{name}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    return int(code or 0)
