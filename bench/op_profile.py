@@ -194,9 +194,9 @@ def profile_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
 
     from src.engine.loss import create_loss
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer
-    from src.engine.trainer import build_train_step
-    from src.kernels.onednn_conv import apply_conv_backend
+    from src.engine.train_step import build_train_step
     from src.models import create_model
+    from src.models.cell_surgery import apply_conv_backend
     from src.models.info import describe_model
     from src.runtime.device import setup_device
 
@@ -208,7 +208,7 @@ def profile_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
     used_backend = apply_conv_backend(net, conv_backend, "CPU", "O0")
     optimizer = create_optimizer(net, "Momentum", 0.01, 0.9, 1e-4, loss_scale)
     train_step = build_train_step(net, create_loss(num_classes, 0.1), optimizer, "O0",
-                                  create_loss_scale_manager("fixed", loss_scale, "CPU"))
+                                  create_loss_scale_manager("fixed", loss_scale))
     train_step.set_train(True)
     rng = np.random.default_rng(seed)
     images = Tensor(rng.standard_normal((batch_size, 3, image_size, image_size), dtype=np.float32))

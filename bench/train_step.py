@@ -68,9 +68,9 @@ def measure_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
 
     from src.engine.loss import create_loss
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
-    from src.engine.trainer import build_train_step
-    from src.kernels.onednn_conv import apply_conv_backend
+    from src.engine.train_step import build_train_step
     from src.models import create_model
+    from src.models.cell_surgery import apply_conv_backend
     from src.models.info import describe_model
     from src.runtime.device import setup_device
 
@@ -85,7 +85,7 @@ def measure_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
     loss_fn = create_loss(num_classes, 0.1)
     optimizer = create_optimizer(net, "Momentum", 0.01, 0.9, 1e-4, optimizer_loss_scale("fixed", loss_scale))
     train_step = build_train_step(net, loss_fn, optimizer, amp_level,
-                                  create_loss_scale_manager("fixed", loss_scale, device_target))
+                                  create_loss_scale_manager("fixed", loss_scale))
     train_step.set_train(True)
 
     rng = np.random.default_rng(seed)

@@ -11,8 +11,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from src.errors import DropCovError
 from src.kernels import backend, build
-from src.kernels.onednn_conv import OneDNNConv2d, apply_conv_backend, can_replace, use_onednn_convolutions
+from src.kernels.onednn_conv import OneDNNConv2d, can_replace
 from src.models import create_model
+from src.models.cell_surgery import apply_conv_backend, use_onednn_convolutions
 
 KERNEL_ENTRY_POINTS = ("dropcov_conv2d_forward", "dropcov_conv2d_backward_data", "dropcov_conv2d_backward_filter")
 

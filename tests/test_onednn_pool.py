@@ -6,9 +6,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from src.errors import DropCovError
 from src.kernels import build
-from src.kernels.onednn_conv import apply_conv_backend
-from src.kernels.onednn_pool import OneDNNMaxPool2d, can_replace_pool, use_onednn_max_pools
+from src.kernels.onednn_pool import OneDNNMaxPool2d, can_replace_pool
 from src.models import create_model
+from src.models.cell_surgery import apply_conv_backend, use_onednn_max_pools
 
 
 @pytest.fixture(scope="module")

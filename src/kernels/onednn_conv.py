@@ -7,23 +7,17 @@ of the ``nn.Conv2d`` it replaces, so parameter names, shapes and checkpoints do 
 
 ``conv_backend`` (config key) chooses: ``stock`` (MindSpore's kernels), ``onednn`` (these, or an error
 saying why not), ``auto`` (these on CPU at amp_level O0 when the library builds, else stock). With
-``onednn`` the padded max-pools move to oneDNN too (:mod:`src.kernels.onednn_pool`).
+``onednn`` the padded max-pools move to oneDNN too (:mod:`src.kernels.onednn_pool`);
+:func:`src.models.cell_surgery.apply_conv_backend` swaps them into a network.
 """
 from __future__ import annotations
 
-import logging
 from typing import Callable, Sequence
 
 import numpy as np
 from mindspore import Tensor, nn, ops
 
 from src.errors import DropCovError
-from src.models.cell_surgery import replace_cells
-
-from .backend import resolve_conv_backend
-from .onednn_pool import use_onednn_max_pools
-
-logger = logging.getLogger(__name__)
 
 
 def _output_size(size: int, kernel: int, stride: int, dilation: int, pad_mode: str, pad_total: int) -> int:
@@ -108,22 +102,3 @@ def can_replace(cell: nn.Cell) -> bool:
     return (isinstance(cell, (nn.Conv2d, nn.Conv1d)) and cell.group == 1 and not cell.has_bias
             and getattr(cell, "data_format", "NCHW") == "NCHW" and cell.pad_mode in ("pad", "same", "valid"))
 
-
-def use_onednn_convolutions(net: nn.Cell, library: str) -> int:
-    """Replace every replaceable ``nn.Conv2d``/``nn.Conv1d`` of ``net`` by a :class:`OneDNNConv2d`; return how many."""
-    return len(replace_cells(net, lambda cell: OneDNNConv2d(cell, library) if can_replace(cell) else None))
-
-
-def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_level: str) -> str:
-    """Resolve ``conv_backend``; for ``onednn`` swap ``net``'s convolutions and padded max-pools; return it."""
-    backend, detail = resolve_conv_backend(requested, device_target, amp_level)
-    if backend == "onednn":
-        convolutions = use_onednn_convolutions(net, detail)
-        pools = use_onednn_max_pools(net, detail)
-        logger.info("conv_backend=%s: %d convolutions and %d max-pools run on the oneDNN kernels (%s)",
-                    requested, convolutions, pools, detail)
-    elif requested == "auto" and "could not be built" in detail:
-        logger.warning("conv_backend=auto: using MindSpore's convolutions because %s", detail)
-    else:
-        logger.info("conv_backend=%s: MindSpore's convolutions (%s)", requested, detail)
-    return backend

@@ -15,7 +15,6 @@ from mindspore import Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
 from src.errors import DropCovError
-from src.models.cell_surgery import replace_cells
 
 
 def _pool_attributes(pool: nn.MaxPool2d) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None:
@@ -82,7 +81,3 @@ def _custom_ops(library: str, output_shape: Callable) -> ops.Custom:
     return ops.Custom(f"{library}:dropcov_max_pool2d_forward", func_type="aot", out_shape=output_shape,
                       out_dtype=lambda x, config: [x, mstype.uint8], bprop=bprop)
 
-
-def use_onednn_max_pools(net: nn.Cell, library: str) -> int:
-    """Replace every replaceable padded ``nn.MaxPool2d`` of ``net`` by a :class:`OneDNNMaxPool2d`; return how many."""
-    return len(replace_cells(net, lambda cell: OneDNNMaxPool2d(cell, library) if can_replace_pool(cell) else None))

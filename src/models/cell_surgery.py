@@ -1,9 +1,17 @@
-"""Replace sub-cells of a built network in place (faster or exportable twins of some layers)."""
+"""Replace sub-cells of a built network in place with twins: exportable max-pools, faster kernels.
+
+A twin computes the same function as the cell it replaces and takes over its Parameters under their
+names, so checkpoints and optimizers see no difference.
+"""
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+import logging
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Tuple, Union
 
-from mindspore import nn
+from mindspore import Tensor, nn, ops
+
+logger = logging.getLogger(__name__)
 
 #: What :func:`replace_cells` did, for :func:`restore_cells`: (parent, child key, original cell).
 Replacements = List[Tuple[nn.Cell, str, nn.Cell]]
@@ -49,3 +57,83 @@ def restore_cells(replaced: Replacements) -> None:
         set_child(parent, key, cell)
         for param in cell.get_parameters():
             param.name = original_names[id(param)]
+
+
+class EdgePaddedMaxPool2d(nn.Cell):
+    """``nn.MaxPool2d(pad_mode='pad')`` built from operators every exporter converts: edge pad, then 'valid' pool.
+
+    ``(B, C, H, W)`` -> ``(B, C, (H + 2 ph - kh) // sh + 1, (W + 2 pw - kw) // sw + 1)``. Repeating the border
+    row/column ``p`` times is exact for a max-pool whenever ``p <= k // 2`` (MindSpore's own limit): every window
+    that covers a padded cell also covers the border cell it copies, so the maximum is that of the real cells,
+    as with the pool's implicit -inf padding. Needed because MindSpore lowers a padded ``nn.MaxPool2d`` to
+    ``MaxPool3DWithArgmax``, which its ONNX exporter cannot convert; training keeps that op, which is several
+    times faster on CPU than a separate pad plus 'valid' pool in forward + backward.
+    """
+
+    def __init__(self, kernel_size: Tuple[int, int], stride: Tuple[int, int], padding: Tuple[int, int]) -> None:
+        super().__init__()
+        self.pad_h, self.pad_w = padding
+        self.pool = nn.MaxPool2d(kernel_size=kernel_size, stride=stride, pad_mode="valid")
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.pad_w > 0:
+            x = ops.concat([x[:, :, :, :1]] * self.pad_w + [x] + [x[:, :, :, -1:]] * self.pad_w, 3)
+        if self.pad_h > 0:
+            x = ops.concat([x[:, :, :1]] * self.pad_h + [x] + [x[:, :, -1:]] * self.pad_h, 2)
+        return self.pool(x)
+
+
+def _edge_padded_equivalent(pool: nn.MaxPool2d) -> Union[EdgePaddedMaxPool2d, None]:
+    """The exportable twin of a padded ``nn.MaxPool2d``; None when it has none (dilation, ceil_mode, indices)."""
+    attrs = pool.max_pool.attrs
+    if pool.return_indices or attrs["ceil_mode"] or tuple(attrs["dilation"]) != (1, 1, 1):
+        return None
+    return EdgePaddedMaxPool2d(tuple(attrs["ksize"][1:]), tuple(attrs["strides"][1:]), tuple(attrs["pads"][1:]))
+
+
+@contextmanager
+def exportable_max_pools(net: nn.Cell) -> Iterator[nn.Cell]:
+    """Within the block, every padded ``nn.MaxPool2d`` in ``net`` is an :class:`EdgePaddedMaxPool2d` (same output).
+
+    The ResNet-18/34 stem pool (3x3/2, padding 1) is one: MindSpore 2.10 cannot export it to ONNX as is.
+    The original cells are put back on leaving the block, so training keeps the fast op.
+    """
+    def twin_of(cell: nn.Cell) -> Union[EdgePaddedMaxPool2d, None]:
+        return _edge_padded_equivalent(cell) if isinstance(cell, nn.MaxPool2d) and cell.use_pad else None
+
+    replaced = replace_cells(net, twin_of)
+    try:
+        yield net
+    finally:
+        restore_cells(replaced)
+
+
+def use_onednn_convolutions(net: nn.Cell, library: str) -> int:
+    """Replace every ``nn.Conv2d``/``nn.Conv1d`` of ``net`` that the oneDNN kernels compute by a
+    :class:`src.kernels.onednn_conv.OneDNNConv2d`; returns how many."""
+    from src.kernels.onednn_conv import OneDNNConv2d, can_replace
+
+    return len(replace_cells(net, lambda cell: OneDNNConv2d(cell, library) if can_replace(cell) else None))
+
+
+def use_onednn_max_pools(net: nn.Cell, library: str) -> int:
+    """Replace every padded ``nn.MaxPool2d`` of ``net`` that oneDNN's pooling computes by a
+    :class:`src.kernels.onednn_pool.OneDNNMaxPool2d`; returns how many."""
+    from src.kernels.onednn_pool import OneDNNMaxPool2d, can_replace_pool
+
+    return len(replace_cells(net, lambda cell: OneDNNMaxPool2d(cell, library) if can_replace_pool(cell) else None))
+
+
+def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_level: str) -> str:
+    """Resolve ``conv_backend``; for ``onednn`` swap ``net``'s convolutions and padded max-pools; return it."""
+    from src.kernels.backend import resolve_conv_backend
+
+    backend, detail = resolve_conv_backend(requested, device_target, amp_level)
+    if backend == "onednn":
+        convolutions = use_onednn_convolutions(net, detail)
+        pools = use_onednn_max_pools(net, detail)
+        logger.info("conv_backend=%s: %d convolutions and %d max-pools run on the oneDNN kernels (%s)",
+                    requested, convolutions, pools, detail)
+    else:
+        logger.info("conv_backend=%s: MindSpore's convolutions (%s)", requested, detail)
+    return backend
