@@ -1,4 +1,4 @@
-"""Transforms against independent Pillow + numpy computations (REFERENCE.md recipe)."""
+"""Transforms against independent Pillow + numpy computations (the recipe of the original MindSpore code)."""
 from __future__ import annotations
 
 import io

@@ -1,6 +1,6 @@
 """Per-image transforms of the pipelines (MindSpore ``dataset.vision`` operations).
 
-ImageNet (REFERENCE.md), on uint8 HWC RGB images::
+ImageNet, as the original MindSpore code transforms it, on uint8 HWC RGB images::
 
     train: RandomCropDecodeResize(size, scale=(0.08, 1), ratio=(3/4, 4/3)), RandomHorizontalFlip
     eval:  Decode, Resize(int(size / 0.875)) on the shorter side (256 for 224), CenterCrop(size)
