@@ -83,7 +83,8 @@ SCHEMA: dict[str, KeySpec] = {
     "device_num": _spec(1, "expected number of devices (the communicator's count wins)", minimum=1),
     "all_reduce_fusion_config": _spec([85, 160], "parameter indices where gradient all-reduce is split",
                                       item_type=int),
-    "seed": _spec(1, "random seed (MindSpore, NumPy, dataset shuffling)", minimum=0),
+    "seed": _spec(1, "random seed: initial weights and dataset shuffling (the same on every rank); each rank "
+                        "draws its DropCov masks from seed + rank", minimum=0),
     "output_path": _spec("./output", "run folder: checkpoints, logs, metrics, plots, config"),
     # optimisation
     "epoch_size": _spec(100, "training epochs", minimum=1),

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO_ROOT
+from train_helpers import REPO_ROOT, subprocess_env
 
 NVIDIA_SMI_TWO_GPUS_WITH_MIG = """\
 GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-11111111-2222-3333-4444-555555555555)
@@ -112,3 +112,21 @@ def test_multi_gpu_eval_uses_the_same_launch(stubs, tmp_path):
     assert argv[argv.index("--bind-to") + 1] == "none"
     assert {"CUDA_HOME", "NCCL_IB_DISABLE"} <= set(forwarded(argv))
     assert argv[argv.index("--device_target") + 1] == "GPU" and argv[argv.index("-n") + 1] == "2"
+
+
+@pytest.mark.slow
+def test_gpu_smoke_stops_at_once_with_one_line_where_mindspore_sees_no_gpu(tmp_path):
+    from src.runtime.device import device_available
+
+    if device_available("GPU"):
+        pytest.skip("MindSpore sees a GPU here")
+    env = subprocess_env()
+    env.pop("CUDA_HOME", None)
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_smoke.sh"), str(tmp_path / "smoke")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gpu_smoke.sh: error: device_target GPU: MindSpore sees no usable GPU here: "
+                               "CUDA_HOME is not set")
+    assert sorted(p.name for p in (tmp_path / "smoke").rglob("*")) == ["logs"]  # no other step ran
