@@ -77,7 +77,7 @@ step "2. source scripts/cuda_pip_env.sh"
   if ! "$VENV/bin/python" -c 'import ctypes; ctypes.CDLL("libcuda.so.1")' 2>/dev/null; then
     step "3. no NVIDIA driver here: a no-device stand-in for libcuda.so.1"
     command -v gcc >/dev/null && command -v nm >/dev/null || { echo "  needs gcc and nm (binutils)"; exit 0; }
-    plugin_dir="$("$VENV/bin/python" -c 'import mindspore, os; print(os.path.dirname(mindspore.__file__))')/lib/plugin"
+    plugin_dir="$("$VENV/bin/python" -c 'import importlib.util as u; print(u.find_spec("mindspore").submodule_search_locations[0])')/lib/plugin"
     stand_in="$WORK/no-device-driver"
     mkdir -p "$stand_in"
     symbols="$(nm -D --undefined-only "$plugin_dir"/libmindspore_gpu.so.* "$plugin_dir"/gpu/*.so* \
