@@ -57,14 +57,24 @@ def build_datasets(config: Config, parallel: Any) -> tuple:
     return train, val
 
 
-def build_training(config: Config, steps_per_epoch: int, conv_backend: str) -> tuple:
-    """Network, per-step lr schedule, optimizer and compiled train step: ``(net, lr, optimizer, step)``."""
+def build_training(config: Config, steps_per_epoch: int, conv_backend: str, rank: int = 0) -> tuple:
+    """Network, per-step lr schedule, optimizer and compiled train step: ``(net, lr, optimizer, step)``.
+
+    The weights are drawn from ``config.seed`` at construction (MindSpore initialises Parameters eagerly outside
+    auto-parallel), so every rank starts bit-identical; the random ops of the step (the DropCov masks) take
+    their seed when the step graph is compiled, after the reseed with ``seed + rank`` at the end, so each
+    rank drops its own channels instead of the same ones. The data pipeline keeps the shared seed.
+    """
+    import mindspore as ms
+    import mindspore.dataset as ds
+
     from src.engine.loss import create_loss
     from src.engine.lr_schedule import create_lr_schedule
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
     from src.engine.train_step import build_train_step
     from src.models import create_model_from_config
 
+    ms.set_seed(config.seed)
     net = create_model_from_config(config, conv_backend)
     lr_schedule = create_lr_schedule(config.lr_decay_mode, config.lr_init, config.lr_max, config.lr_end,
                                      config.warmup_epochs, config.epoch_size, steps_per_epoch,
@@ -74,6 +84,8 @@ def build_training(config: Config, steps_per_epoch: int, conv_backend: str) -> t
     loss_fn = create_loss(config.class_num, config.label_smooth_factor if config.use_label_smooth else 0.0)
     train_step = build_train_step(net, loss_fn, optimizer, config.amp_level,
                                   create_loss_scale_manager(config.loss_scale_type, config.loss_scale))
+    ms.set_seed(config.seed + rank)
+    ds.config.set_seed(config.seed)
     return net, lr_schedule, optimizer, train_step
 
 
@@ -109,7 +121,7 @@ def main(argv: Sequence[str]) -> int:
     if parallel.distributed:
         logger.info("data parallel: rank %d of %d (launcher %s), gradients averaged over ranks", parallel.rank,
                     parallel.group_size, parallel.launcher)
-    ms.set_seed(config.seed)  # the same seed on every rank: identical initial weights
+    ms.set_seed(config.seed)  # the same seed on every rank; build_training reseeds per rank after the weights
     np.random.seed(config.seed)
     train_data, val_data = build_datasets(config, parallel)
     steps_per_epoch = train_data.steps_per_epoch
@@ -123,7 +135,7 @@ def main(argv: Sequence[str]) -> int:
                 parallel.group_size, steps_per_epoch,
                 f"; {val_data.total_images} validation images" if val_data is not None else "")
 
-    net, lr_schedule, optimizer, train_step = build_training(config, steps_per_epoch, conv_backend)
+    net, lr_schedule, optimizer, train_step = build_training(config, steps_per_epoch, conv_backend, parallel.rank)
     state = resume_or_initialise(config, checkpoint_dir, net, optimizer, train_step, lr_schedule, steps_per_epoch)
     settings = TrainSettings.from_config(config, steps_per_epoch)
     checkpoints = None

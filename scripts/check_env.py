@@ -24,17 +24,7 @@ class Check:
     verdict: str  # OK, WARN, FAIL
     detail: str
     fix: str = ""
-
-
-def _library(names: list[str]) -> str | None:
-    """The first of ``names`` that the dynamic loader can open."""
-    for name in names:
-        try:
-            ctypes.CDLL(name)
-            return name
-        except OSError:
-            continue
-    return None
+    gpu: bool = False  # needed for GPU runs: a WARN becomes FAIL under --gpu
 
 
 def _command_version(command: list[str]) -> str | None:
@@ -76,36 +66,144 @@ def check_mindspore() -> tuple[Check, object | None]:
     return Check("MindSpore", "OK", mindspore.__version__), mindspore
 
 
-def check_devices(ms) -> list[Check]:
+def check_devices() -> list[Check]:
+    """MindSpore's own verdict on the GPU, with its plugin-load reason when it has none."""
+    from src.runtime.device import unavailable_reason
+
     checks = [Check("device CPU", "OK", "always available")]
-    try:
-        gpu = bool(ms.hal.is_available("GPU")) and ms.hal.device_count("GPU") > 0
-        count = ms.hal.device_count("GPU") if gpu else 0
-    except (RuntimeError, ValueError, AttributeError) as err:
-        gpu, count = False, 0
-        checks.append(Check("device GPU", "WARN", f"query failed: {err}"))
-    if gpu:
-        checks.append(Check("device GPU", "OK", f"{count} GPU(s) visible to MindSpore"))
+    reason = unavailable_reason("GPU")
+    if reason:
+        checks.append(Check("device GPU", "WARN", f"MindSpore sees no usable GPU: {reason}",
+                            "the GPU items below name what is missing (docs/GPU.md); CPU runs are unaffected", gpu=True))
     else:
-        checks.append(Check("device GPU", "WARN", "MindSpore sees no GPU",
-                            "for GPU runs install the NVIDIA driver and the CUDA 11.x / cuDNN 8 "
-                            "libraries (README: Installation for GPU users); CPU runs are unaffected"))
+        import mindspore as ms
+
+        checks.append(Check("device GPU", "OK", f"{ms.hal.device_count('GPU')} GPU(s) visible to MindSpore", gpu=True))
     return checks
 
 
-def check_cuda_libraries() -> list[Check]:
-    wanted = {
-        "CUDA runtime 11.x": (["libcudart.so.11.0", "libcudart.so.11"], "pip install nvidia-cuda-runtime-cu11 "
-                              "or the CUDA 11.x toolkit, and put its lib64 on LD_LIBRARY_PATH"),
-        "cuBLAS 11": (["libcublas.so.11"], "pip install nvidia-cublas-cu11, add its lib to LD_LIBRARY_PATH"),
-        "cuDNN 8": (["libcudnn.so.8"], "pip install nvidia-cudnn-cu11, add its lib to LD_LIBRARY_PATH"),
-        "NCCL 2": (["libnccl.so.2"], "pip install nvidia-nccl-cu11 (multi-GPU only)"),
-    }
-    checks = []
-    for name, (libs, fix) in wanted.items():
-        found = _library(libs)
-        checks.append(Check(name, "OK" if found else "WARN", found or "not found by the loader",
-                            "" if found else fix))
+def check_gpu_plugin() -> list[Check]:
+    """MindSpore's plugin choice from $CUDA_HOME/bin/nvcc, then every outside library that plugin needs
+    (read from the plugin file), the bundled NCCL and the MPI library behind mpirun collectives."""
+    from src.runtime import gpu_plugin
+
+    choice = gpu_plugin.choose_gpu_plugin()
+    plugins = gpu_plugin.gpu_plugins()
+    if choice.plugin is not None:
+        version = ".".join(map(str, choice.cuda_version))
+        checks = [Check("GPU plugin (CUDA_HOME)", "OK", f"CUDA_HOME={choice.cuda_home}: nvcc reports CUDA {version}, "
+                        f"MindSpore picks {choice.plugin.name}", gpu=True)]
+        plugin = choice.plugin
+    else:
+        checks = [Check("GPU plugin (CUDA_HOME)", "WARN", choice.problem, choice.fix, gpu=True)]
+        plugin = plugins[max(plugins)] if plugins else None  # the one a CUDA 11.8 toolkit gets
+    if plugin is None:
+        return checks
+    suffix = "" if choice.plugin is not None else f" (for {plugin.name})"
+    for lib in gpu_plugin.outside_libraries(plugin):
+        checks.append(Check(f"{lib.label} {lib.name}{suffix}", "OK" if lib.path else "WARN",
+                            str(lib.path) if lib.path else "not found by the loader", "" if lib.path else lib.fix,
+                            gpu=True))
+    nccl = plugin.parent / f"gpu{plugin.name[len(gpu_plugin.GPU_PLUGIN_PREFIX):]}" / "libnccl.so.2"
+    checks.append(Check("NCCL (bundled)", "OK" if nccl.is_file() else "WARN",
+                        f"{nccl} (MindSpore loads its own copy)" if nccl.is_file() else f"{nccl} missing",
+                        "" if nccl.is_file() else "reinstall mindspore==2.10.0", gpu=True))
+    collective = plugin.parent.parent / "libmpi_collective.so"
+    if collective.is_file():
+        for lib in gpu_plugin.outside_libraries(collective):
+            checks.append(Check(f"{lib.label} {lib.name} (mpirun)", "OK" if lib.path else "WARN",
+                                f"{lib.path or 'not found by the loader'} (needed by {collective.name})",
+                                "" if lib.path else lib.fix, gpu=True))
+    return checks
+
+
+def _nvidia_smi() -> list[dict]:
+    """One dict per GPU from nvidia-smi (name, compute_cap, driver_version), [] without nvidia-smi."""
+    fields = ["name", "compute_cap", "driver_version"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [dict(zip(fields, (part.strip() for part in line.split(",")))) for line in out.stdout.splitlines()
+            if line.count(",") == len(fields) - 1]
+
+
+def _major_version(text: str) -> int:
+    try:
+        return int(text.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _library_version(name: str) -> tuple[int, int, int] | None:
+    """cuBLAS (cublasGetProperty) or cuDNN (cudnnGetVersion) version of the library the loader finds."""
+    from src.runtime.elf import find_library
+
+    path = find_library(name)
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        if name.startswith("libcudnn"):
+            lib.cudnnGetVersion.restype = ctypes.c_size_t
+            number = int(lib.cudnnGetVersion())
+            return number // 1000, number % 1000 // 100, number % 100
+        parts = []
+        for prop in range(3):  # MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL
+            value = ctypes.c_int()
+            if lib.cublasGetProperty(prop, ctypes.byref(value)) != 0:
+                return None
+            parts.append(value.value)
+        return tuple(parts)
+    except (OSError, AttributeError):
+        return None
+
+
+def check_gpu_hardware() -> list[Check]:
+    """Driver and GPUs from nvidia-smi; for Ada/Hopper (compute capability >= 8.9) the CUDA 11.8 libraries and
+    a persistent JIT cache, since MindSpore's kernels carry no SASS for them (first start JIT-compiles PTX)."""
+    gpus = _nvidia_smi()
+    if not gpus:
+        return [Check("NVIDIA driver", "WARN", "nvidia-smi not found or lists no GPU",
+                      "install the NVIDIA driver (>= 520 for CUDA 11.8)", gpu=True)]
+    driver = gpus[0]["driver_version"]
+    listing = "; ".join(f"{g['name']} (compute capability {g['compute_cap']})" for g in gpus)
+    checks = [Check("NVIDIA driver", "OK" if _major_version(driver) >= 520 else "WARN", f"{driver}; {listing}",
+                    "" if _major_version(driver) >= 520 else
+                    "CUDA 11.8 libraries (and Ada/Hopper GPUs) need driver >= 520", gpu=True)]
+    try:
+        newest = max(float(g["compute_cap"]) for g in gpus)
+    except ValueError:
+        return checks
+    if newest < 8.9:
+        return checks
+    cuda = os.environ.get("CUDA_HOME", "")
+    from src.runtime.gpu_plugin import choose_gpu_plugin
+
+    toolkit = choose_gpu_plugin().cuda_version
+    checks.append(Check("CUDA 11.8 for sm_89/sm_90", "OK" if toolkit and toolkit >= (11, 8) else "WARN",
+                        f"CUDA_HOME={cuda or 'unset'} reports CUDA {'.'.join(map(str, toolkit)) if toolkit else '?'}",
+                        "" if toolkit and toolkit >= (11, 8) else "use the CUDA 11.8 toolkit and libraries "
+                        "(the first CUDA 11 with Ada/Hopper support)", gpu=True))
+    for name, label, wanted, fix in (
+            ("libcublas.so.11", "cuBLAS", (11, 11), "pip install 'nvidia-cublas-cu11>=11.11'"),
+            ("libcudnn.so.8", "cuDNN", (8, 9), "pip install 'nvidia-cudnn-cu11>=8.9,<9'")):
+        found = _library_version(name)
+        good = found is not None and found[:2] >= wanted
+        checks.append(Check(f"{label} >= {wanted[0]}.{wanted[1]} for sm_89/sm_90", "OK" if good else "WARN",
+                            ".".join(map(str, found)) if found else f"{name} not loadable", "" if good else fix,
+                            gpu=True))
+    cache_size = os.environ.get("CUDA_CACHE_MAXSIZE", "")
+    cache_ok = cache_size.isdigit() and int(cache_size) >= 2 ** 31 and os.environ.get("CUDA_CACHE_PATH")
+    checks.append(Check("CUDA JIT cache", "OK" if cache_ok else "WARN",
+                        f"CUDA_CACHE_PATH={os.environ.get('CUDA_CACHE_PATH', 'unset')}, "
+                        f"CUDA_CACHE_MAXSIZE={cache_size or 'unset'}",
+                        "" if cache_ok else "export CUDA_CACHE_PATH=$HOME/.nv/ComputeCache CUDA_CACHE_MAXSIZE=4294967296 "
+                        "(MindSpore's kernels are JIT-compiled from PTX on this GPU: minutes at the first start, "
+                        "then read from the cache)", gpu=True))
     return checks
 
 
@@ -113,7 +211,7 @@ def check_launchers() -> list[Check]:
     checks = []
     mpirun = _command_version(["mpirun", "--version"])
     checks.append(Check("mpirun (GPU data parallel)", "OK" if mpirun else "WARN", mpirun or "not on PATH",
-                        "" if mpirun else "apt-get install openmpi-bin libopenmpi-dev (OpenMPI 4.x)"))
+                        "" if mpirun else "apt-get install openmpi-bin libopenmpi-dev (OpenMPI 4.x)", gpu=True))
     beside = os.path.join(os.path.dirname(sys.executable), "msrun")
     msrun = shutil.which("msrun") or (beside if os.access(beside, os.X_OK) else None)
     checks.append(Check("msrun (any device)", "OK" if msrun else "WARN", msrun or "not on PATH",
@@ -150,9 +248,6 @@ def check_cpu_isa() -> Check:
 
 def check_cpu_kernels() -> Check:
     """The oneDNN CPU kernels of ``csrc/`` (``conv_backend``): built, or why not (builds them if needed)."""
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if repo_root not in sys.path:
-        sys.path.insert(0, repo_root)
     from src.errors import DropCovError
     from src.kernels.build import build_library
 
@@ -168,19 +263,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="treat missing GPU/CUDA/NCCL/MPI items as failures")
     args = parser.parse_args(argv)
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if repo_root not in sys.path:
+        sys.path.insert(0, repo_root)
 
     checks = [check_python(), check_numpy()]
     ms_check, ms = check_mindspore()
     checks.append(ms_check)
     if ms is not None:
-        checks += check_devices(ms)
-    checks += check_cuda_libraries() + check_launchers() + [check_cpu_isa(), check_cpu_kernels()]
+        checks += check_devices() + check_gpu_plugin()
+    checks += check_gpu_hardware() + check_launchers() + [check_cpu_isa(), check_cpu_kernels()]
 
-    gpu_items = {"device GPU", "CUDA runtime 11.x", "cuBLAS 11", "cuDNN 8", "NCCL 2", "mpirun (GPU data parallel)"}
     failed = False
     width = max(len(c.name) for c in checks)
     for c in checks:
-        verdict = "FAIL" if (args.gpu and c.name in gpu_items and c.verdict == "WARN") else c.verdict
+        verdict = "FAIL" if (args.gpu and c.gpu and c.verdict == "WARN") else c.verdict
         failed |= verdict == "FAIL"
         print(f"{verdict:4}  {c.name:<{width}}  {c.detail}")
         if c.fix and verdict != "OK":

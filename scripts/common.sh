@@ -14,19 +14,51 @@ require_data_path() { [ -e "$1" ] || die "DATA_PATH does not exist: $1"; }
 # Launched processes (mpirun ranks, msrun workers) start plain `python`: use the project's venv if any.
 use_repo_venv() { if [ -x "$REPO_ROOT/.venv/bin/python" ]; then export PATH="$REPO_ROOT/.venv/bin:$PATH"; fi; }
 
-# mpirun must exist and, where nvidia-smi can tell, DEVICE_NUM must not exceed the visible GPUs.
-require_mpirun_gpus() {
-  command -v mpirun >/dev/null || die "mpirun not found: install OpenMPI 4.x ($2)"
-  if command -v nvidia-smi >/dev/null; then
-    local visible
-    visible=$(nvidia-smi -L | wc -l)
-    [ "$1" -le "$visible" ] || die "DEVICE_NUM=$1 but nvidia-smi lists $visible GPUs"
+# GPUs this process may use: the entries of CUDA_VISIBLE_DEVICES when it is set (empty: none), else the
+# "GPU <n>:" lines of `nvidia-smi -L` (its indented MIG lines are slices of those GPUs, not more GPUs);
+# prints nothing when neither can tell.
+visible_gpu_count() {
+  if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then
+    local entries
+    IFS=, read -r -a entries <<<"$CUDA_VISIBLE_DEVICES"
+    local count=0 entry
+    for entry in "${entries[@]}"; do [ -n "${entry// /}" ] && count=$((count + 1)); done
+    echo "$count"
+  elif command -v nvidia-smi >/dev/null; then
+    nvidia-smi -L 2>/dev/null | grep -c '^GPU [0-9]' || true
   fi
 }
 
-# Environment forwarded to mpirun ranks: PATH (venv first) and the CUDA library path when set.
+# mpirun must exist and, on this node, DEVICE_NUM must not exceed the visible GPUs (with a hostfile the
+# ranks spread over several nodes, so only mpirun itself is checked).
+require_mpirun_gpus() {
+  command -v mpirun >/dev/null || die "mpirun not found: install OpenMPI 4.x ($2)"
+  [ -n "${HOSTFILE:-}" ] && return 0
+  local visible
+  visible="$(visible_gpu_count)"
+  [ -z "$visible" ] || [ "$1" -le "$visible" ] || die "DEVICE_NUM=$1 but this machine shows $visible GPU(s) ($(
+    if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then echo "CUDA_VISIBLE_DEVICES='$CUDA_VISIBLE_DEVICES'"; else echo "nvidia-smi -L"; fi))"
+}
+
+# Variables every mpirun rank needs, local or on another node (mpirun starts remote ranks with a bare
+# environment): PATH (the venv's python), the CUDA libraries and MindSpore's plugin choice (LD_LIBRARY_PATH,
+# CUDA_HOME), the GPUs, the CUDA JIT cache, MindSpore's log level and every NCCL_* setting. Only set ones go.
+MPIRUN_FORWARDED=(PATH LD_LIBRARY_PATH PYTHONPATH CUDA_HOME CUDA_VISIBLE_DEVICES CUDA_DEVICE_ORDER CUDA_CACHE_PATH
+                  CUDA_CACHE_MAXSIZE GLOG_v)
 mpirun_env_args() {
-  MPIRUN_ENV=(-x PATH)
-  if [ -n "${LD_LIBRARY_PATH:-}" ]; then MPIRUN_ENV+=(-x LD_LIBRARY_PATH); fi
-  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then MPIRUN_ENV+=(-x CUDA_VISIBLE_DEVICES); fi
+  MPIRUN_ENV=()
+  local name
+  for name in "${MPIRUN_FORWARDED[@]}" $(compgen -e | grep '^NCCL_' || true); do
+    if [ -n "${!name+x}" ]; then MPIRUN_ENV+=(-x "$name"); fi
+  done
+}
+
+# mpirun's own options: no core binding (with -n <= 2 OpenMPI pins each rank to one core, starving the data
+# pipeline's decode threads), the hostfile when HOSTFILE is set (several nodes; mpirun is started once, there).
+mpirun_launch_args() {
+  MPIRUN_ARGS=(--allow-run-as-root --bind-to none)
+  if [ -n "${HOSTFILE:-}" ]; then
+    [ -f "$HOSTFILE" ] || die "HOSTFILE not found: $HOSTFILE"
+    MPIRUN_ARGS+=(--hostfile "$HOSTFILE")
+  fi
 }

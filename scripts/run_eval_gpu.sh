@@ -25,6 +25,7 @@ if [ "$DEVICE_NUM" -eq 1 ]; then
 fi
 require_mpirun_gpus "$DEVICE_NUM" "for multi-GPU evaluation; or use DEVICE_NUM 1"
 mpirun_env_args
-exec mpirun --allow-run-as-root -n "$DEVICE_NUM" "${MPIRUN_ENV[@]}" --merge-stderr-to-stdout \
+mpirun_launch_args
+exec mpirun "${MPIRUN_ARGS[@]}" -n "$DEVICE_NUM" "${MPIRUN_ENV[@]}" --merge-stderr-to-stdout \
   python "$REPO_ROOT/eval.py" --config_path "$CONFIG" --data_path "$DATA_PATH" \
   --checkpoint_file_path "$CHECKPOINT" --run_distribute True --device_num "$DEVICE_NUM" --device_target GPU "$@"

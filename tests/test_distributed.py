@@ -75,3 +75,17 @@ def test_msrun_script_trains_two_ranks_rank0_writes_and_eval_counts_all_images(t
     evals = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()
              if '"eval"' in line]
     assert len(evals) == 1 and evals[0]["count"] == 6  # 2 val images x 3 classes, summed over both ranks
+
+
+@pytest.mark.slow
+def test_ranks_start_from_identical_weights_but_draw_their_own_dropcov_masks(tmp_path):
+    result = msrun([REPO_ROOT / "tests" / "rank_seed_worker.py", tmp_path], tmp_path / "logs", timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rank0, rank1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
+    weights = [name for name in rank0.files if name.startswith("weight/")]
+    assert len(weights) > 40
+    for name in weights:
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
+    np.testing.assert_array_equal(rank0["logits"], rank1["logits"])  # same weights, same images, no dropout
+    # the same images through the training step: only the DropCov masks can make the losses differ
+    assert float(rank0["loss"]) != float(rank1["loss"])

@@ -211,3 +211,15 @@ def test_functions_also_run_in_pynative_mode():
         np.testing.assert_array_equal(dropped, 0)
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_channel_dropout_p_near_one_stays_finite_in_float16():
+    # 1/(1-p) = 2**17 > 65504, float16's largest value: the survivors' scale must not pass through float16
+    p = 1.0 - 2.0 ** -17
+    x = np.ones((1000, 1000, 1, 1), np.float16)
+    out = _dropout_planes(x, p, seed=3)
+    assert np.isfinite(out).all()
+    kept = out != 0
+    assert 0 < kept.sum() < 40  # about 1e6 * 2**-17 = 7.6 planes survive
+    np.testing.assert_array_equal(out[kept], 2.0 ** 17)
+    assert out.dtype == np.float32

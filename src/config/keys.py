@@ -95,7 +95,8 @@ class Config:
     run_distribute: bool = key(False, "data parallel across the processes started by mpirun or msrun")
     device_num: int = key(1, "expected number of devices (the communicator's count wins)", minimum=1)
     all_reduce_fusion_config: list[int] = key([85, 160], "parameter indices where gradient all-reduce is split")
-    seed: int = key(1, "random seed (MindSpore, NumPy, dataset shuffling)", minimum=0)
+    seed: int = key(1, "random seed: initial weights and dataset shuffling (the same on every rank); each rank "
+                    "draws its DropCov masks from seed + rank", minimum=0)
     output_path: str = key("./output", "run folder: checkpoints, logs, metrics, plots, config", resume_check=False)
     # optimisation
     epoch_size: int = key(100, "training epochs", minimum=1, group=OPTIM)

@@ -139,12 +139,16 @@ def channel_dropout(x: Tensor, p: Tensor) -> Tensor:
     dropped and the output is exactly zero (the scale is then 0, never ``inf``). ``p`` gets no
     gradient; the survivors' gradient is the scale.
 
+    The output is float32 whatever ``x``'s dtype, like the covariance pooling it feeds: in float16 the
+    scale ``1 / (1 - p)`` exceeds 65504 (float16's largest finite value) for ``p > 1 - 1/65504``, so a
+    float16 product would be ``inf`` for every surviving plane under AMP O2/O3.
+
     Args:
-        x: ``(B, d, H, W)``.
+        x: ``(B, d, H, W)``, any float dtype.
         p: scalar tensor in ``[0, 1]``.
 
     Returns:
-        ``(B, d, H, W)``, same dtype as ``x``.
+        ``(B, d, H, W)`` float32.
     """
     p = ops.stop_gradient(ops.cast(p, ms.float32))
     # ops.rand (UniformReal) logs a deprecation notice in MindSpore 2.10, but its suggested replacement
@@ -153,4 +157,4 @@ def channel_dropout(x: Tensor, p: Tensor) -> Tensor:
     keep = ops.cast(uniform >= p, ms.float32)
     keep_prob = 1.0 - p
     scale = ops.select(keep_prob > 0.0, 1.0 / ops.maximum(keep_prob, COSINE_EPS), ops.zeros_like(keep_prob))
-    return x * ops.cast(keep * scale, x.dtype)
+    return ops.cast(x, ms.float32) * (keep * scale)

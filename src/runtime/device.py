@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Iterator
 
 from src.errors import DropCovError
@@ -29,24 +30,47 @@ def _quiet_mindspore_warnings() -> Iterator[None]:
         logging.disable(previous)
 
 
-def device_available(device_target: str) -> bool:
-    """True when MindSpore's plugin for ``device_target`` (GPU or Ascend) loads and sees a device;
-    always True for CPU."""
+def unavailable_reason(device_target: str) -> str:
+    """Why MindSpore cannot use ``device_target`` here ("" when it can; always "" for CPU).
+
+    For GPU the reason is MindSpore's own: the load error it recorded for its GPU plugin, why its
+    ``CUDA_HOME``/``nvcc`` rule chose no plugin (:mod:`src.runtime.gpu_plugin`), or the device query's error.
+    """
     import mindspore as ms
 
     target = _TARGETS.get(str(device_target).upper(), device_target)
     if target == "CPU":
-        return True
+        return ""
     try:
         with _quiet_mindspore_warnings():
-            return bool(ms.hal.is_available(target)) and ms.hal.device_count(target) > 0
-    except (RuntimeError, ValueError, AttributeError):
-        return False
+            if not ms.hal.is_available(target):
+                return _plugin_reason(target)
+            count = ms.hal.device_count(target)
+    except (RuntimeError, ValueError, AttributeError) as err:
+        return f"MindSpore's {target} query failed: {' '.join(str(err).split())}"
+    if count > 0:
+        return ""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"MindSpore's {target} plugin loaded but sees 0 devices" + (
+        f" (CUDA_VISIBLE_DEVICES={visible!r})" if target == "GPU" and visible is not None else "")
 
 
-def gpu_available() -> bool:
-    """True when MindSpore's GPU plugin loads and sees at least one CUDA device."""
-    return device_available("GPU")
+def _plugin_reason(target: str) -> str:
+    if target == "GPU":
+        from src.runtime.gpu_plugin import gpu_unavailable_reason
+
+        return gpu_unavailable_reason() or "MindSpore has no GPU plugin loaded"
+    from src.runtime.gpu_plugin import mindspore_plugin_errors
+
+    failed = [line for line in mindspore_plugin_errors() if "ascend" in line.lower()]
+    return f"MindSpore could not load its {target} plugin: {failed[0]}" if failed else \
+        f"MindSpore has no {target} plugin loaded"
+
+
+def device_available(device_target: str) -> bool:
+    """True when MindSpore's plugin for ``device_target`` (GPU or Ascend) loads and sees a device;
+    always True for CPU."""
+    return not unavailable_reason(device_target)
 
 
 def setup_device(device_target: str, mode_name: str = "GRAPH_MODE", device_id: int | None = 0) -> None:
@@ -63,12 +87,15 @@ def setup_device(device_target: str, mode_name: str = "GRAPH_MODE", device_id: i
         raise DropCovError(f"device_target {device_target!r} is not supported: use CPU, GPU or Ascend")
     if mode_name not in _MODES:
         raise DropCovError(f"mode_name {mode_name!r} is not supported: use {' or '.join(_MODES)}")
-    if target != "CPU" and not device_available(target):
+    reason = unavailable_reason(target)
+    if reason:
         if target == "GPU":
-            raise DropCovError("device_target GPU: MindSpore sees no usable GPU here (check the CUDA 11.x "
-                               "libraries and `python scripts/check_env.py`), or run with --device_target CPU")
-        raise DropCovError(f"device_target {target}: MindSpore sees no usable {target} device here (check the "
-                           "CANN installation and `python scripts/check_env.py`), or run with --device_target CPU")
+            raise DropCovError(f"device_target GPU: MindSpore sees no usable GPU here: {reason}; "
+                               "`python scripts/check_env.py --gpu` lists what is missing, or run with "
+                               "--device_target CPU")
+        raise DropCovError(f"device_target {target}: MindSpore sees no usable {target} device here: {reason}; "
+                           "check the CANN installation and `python scripts/check_env.py`, or run with "
+                           "--device_target CPU")
     if device_id is None:
         ms.set_device(target)
     else:

@@ -1,0 +1,132 @@
+"""The mpirun launch scripts (scripts/common.sh) with stand-ins on PATH: a fake nvidia-smi that lists GPUs (and
+MIG slices), a fake mpirun that records its argv. What each rank receives is read from that argv."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from train_helpers import REPO_ROOT, subprocess_env
+
+NVIDIA_SMI_TWO_GPUS_WITH_MIG = """\
+GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-11111111-2222-3333-4444-555555555555)
+  MIG 3g.20gb     Device  0: (UUID: MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee)
+  MIG 3g.20gb     Device  1: (UUID: MIG-ffffffff-bbbb-cccc-dddd-eeeeeeeeeeee)
+GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-66666666-2222-3333-4444-555555555555)
+"""
+
+
+@pytest.fixture
+def stubs(tmp_path: Path) -> Path:
+    """A bin folder with nvidia-smi (two GPUs, one split in MIG slices) and an mpirun that writes its argv,
+    one argument per line, to ``mpirun.argv`` beside it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\ncat <<'EOF'\n{NVIDIA_SMI_TWO_GPUS_WITH_MIG}EOF\n")
+    (bin_dir / "mpirun").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {bin_dir / 'mpirun.argv'}\n")
+    for tool in ("nvidia-smi", "mpirun"):
+        (bin_dir / tool).chmod(0o755)
+    return bin_dir
+
+
+def launch(script: str, args: list, stubs: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    base = {key: value for key, value in os.environ.items()
+            if not key.startswith(("NCCL_", "CUDA_", "GLOG_")) and key not in ("LD_LIBRARY_PATH", "HOSTFILE")}
+    base["PATH"] = f"{stubs}:{base['PATH']}"
+    base.update(env)
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / script), *map(str, args)], cwd=REPO_ROOT,
+                            env=base, capture_output=True, text=True, timeout=60)
+    argv_file = stubs / "mpirun.argv"
+    return result, argv_file.read_text().splitlines() if argv_file.exists() else []
+
+
+def forwarded(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-x"]
+
+
+TRAIN = ["config/digits_demo_cpu.yaml", "."]
+
+
+def test_train_forwards_what_remote_ranks_need_and_does_not_bind(stubs, tmp_path):
+    result, argv = launch("run_distribute_train_gpu.sh", [2, *TRAIN, tmp_path / "out"], stubs,
+                          CUDA_HOME="/opt/cuda-11.8", LD_LIBRARY_PATH="/opt/cudnn/lib", GLOG_v="2",
+                          NCCL_DEBUG="INFO", NCCL_SOCKET_IFNAME="eth0", CUDA_CACHE_PATH="/tmp/jit",
+                          CUDA_CACHE_MAXSIZE="4294967296")
+    assert result.returncode == 0, result.stderr
+    assert argv[argv.index("--bind-to") + 1] == "none"
+    assert argv[argv.index("-n") + 1] == "2"
+    assert set(forwarded(argv)) == {"PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "GLOG_v", "NCCL_DEBUG",
+                                    "NCCL_SOCKET_IFNAME", "CUDA_CACHE_PATH", "CUDA_CACHE_MAXSIZE"}
+    assert "--hostfile" not in argv
+    assert argv[argv.index("--device_target") + 1] == "GPU" and argv[argv.index("--device_num") + 1] == "2"
+
+
+def test_unset_variables_are_not_forwarded(stubs, tmp_path):
+    result, argv = launch("run_distribute_train_gpu.sh", [1, *TRAIN, tmp_path / "out"], stubs)
+    assert result.returncode == 0, result.stderr
+    assert forwarded(argv) == ["PATH"]
+
+
+@pytest.mark.parametrize("device_num, visible, ok", [
+    (2, None, True),   # nvidia-smi: 2 GPUs; its 2 MIG lines are not counted
+    (3, None, False),
+    (1, "0", True), (2, "0", False),
+    (2, "GPU-11111111-2222-3333-4444-555555555555,1", True),
+    (1, "", False),    # set but empty: no GPU at all
+])
+def test_gpu_count_follows_cuda_visible_devices_then_nvidia_smi_without_mig(stubs, tmp_path, device_num, visible,
+                                                                           ok):
+    env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    result, argv = launch("run_distribute_train_gpu.sh", [device_num, *TRAIN, tmp_path / "out"], stubs, **env)
+    if ok:
+        assert result.returncode == 0, result.stderr
+        assert ("CUDA_VISIBLE_DEVICES" in forwarded(argv)) == (visible is not None)
+    else:
+        assert result.returncode == 2 and argv == []
+        expected = "nvidia-smi -L" if visible is None else f"CUDA_VISIBLE_DEVICES='{visible}'"
+        count = {None: 2, "0": 1, "": 0}[visible]
+        assert result.stderr.strip() == (f"error: DEVICE_NUM={device_num} but this machine shows {count} GPU(s) "
+                                         f"({expected})")
+
+
+def test_hostfile_spreads_ranks_over_nodes_without_the_local_gpu_check(stubs, tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("node1 slots=4\nnode2 slots=4\n")
+    result, argv = launch("run_distribute_train_gpu.sh", [8, *TRAIN, tmp_path / "out"], stubs, HOSTFILE=str(hosts),
+                          CUDA_HOME="/opt/cuda-11.8")
+    assert result.returncode == 0, result.stderr
+    assert argv[argv.index("--hostfile") + 1] == str(hosts) and argv[argv.index("-n") + 1] == "8"
+    assert "CUDA_HOME" in forwarded(argv)
+    missing, _ = launch("run_distribute_train_gpu.sh", [8, *TRAIN, tmp_path / "out"], stubs,
+                        HOSTFILE=str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "HOSTFILE not found" in missing.stderr
+
+
+def test_multi_gpu_eval_uses_the_same_launch(stubs, tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"unused")
+    result, argv = launch("run_eval_gpu.sh", [*TRAIN, checkpoint, 2], stubs, CUDA_HOME="/opt/cuda-11.8",
+                          NCCL_IB_DISABLE="1")
+    assert result.returncode == 0, result.stderr
+    assert argv[argv.index("--bind-to") + 1] == "none"
+    assert {"CUDA_HOME", "NCCL_IB_DISABLE"} <= set(forwarded(argv))
+    assert argv[argv.index("--device_target") + 1] == "GPU" and argv[argv.index("-n") + 1] == "2"
+
+
+@pytest.mark.slow
+def test_gpu_smoke_stops_at_once_with_one_line_where_mindspore_sees_no_gpu(tmp_path):
+    from src.runtime.device import device_available
+
+    if device_available("GPU"):
+        pytest.skip("MindSpore sees a GPU here")
+    env = subprocess_env()
+    env.pop("CUDA_HOME", None)
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_smoke.sh"), str(tmp_path / "smoke")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gpu_smoke.sh: error: device_target GPU: MindSpore sees no usable GPU here: "
+                               "CUDA_HOME is not set")
+    assert sorted(p.name for p in (tmp_path / "smoke").rglob("*")) == ["logs"]  # no other step ran
