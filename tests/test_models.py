@@ -129,7 +129,8 @@ def test_torch_style_uses_symmetric_padding_and_pytorch_batchnorm():
 
 
 def test_unknown_model_name_lists_the_valid_ones():
-    assert list_models() == ["resnet101", "resnet152", "resnet18", "resnet34", "resnet50"]
+    assert list_models() == ["deit_small", "deit_small_dropcov", "resnet101", "resnet152", "resnet18", "resnet34",
+                             "resnet50", "t2t_vit_14", "t2t_vit_14_dropcov"]
     with pytest.raises(DropCovError, match=r"resnet5.*did you mean 'resnet50'.*resnet101, resnet152"):
         create_model("resnet5")
 

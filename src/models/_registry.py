@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any, Callable
 
 from mindspore import nn
@@ -22,7 +23,7 @@ def register_model(factory: Callable[..., nn.Cell]) -> Callable[..., nn.Cell]:
 
 
 def _load_builtin_models() -> None:
-    from . import resnet  # noqa: F401  (registers resnet18 ... resnet152)
+    from . import resnet, vit  # noqa: F401  (register resnet18 ... resnet152, deit_small[_dropcov], t2t_vit_14[_dropcov])
 
 
 def list_models() -> list[str]:
@@ -42,15 +43,44 @@ def model_entrypoint(name: str) -> Callable[..., nn.Cell]:
     return _MODEL_ENTRYPOINTS[name]
 
 
+def factory_options(name: str, options: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments the factory ``name`` receives from ``create_model(name, **options, **extra)``.
+
+    ``options`` are :func:`create_model`'s named options. A factory declaring only ``**kwargs`` (the
+    ResNets) gets all of them and no ``extra``. A factory with named parameters (the transformers) gets
+    those it declares, plus ``extra`` through its own ``**kwargs``; every named option it does not
+    declare must keep :func:`create_model`'s default. Raises :class:`DropCovError` naming the option.
+    """
+    factory = model_entrypoint(name)
+    parameters = inspect.signature(factory).parameters
+    declared = {key for key, p in parameters.items() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
+    extra = dict(extra or {})
+    if not declared:
+        if extra:
+            raise DropCovError(f"{name} takes no option {', '.join(sorted(extra))}")
+        return dict(options)
+    defaults = inspect.signature(create_model).parameters
+    for key, value in options.items():
+        if key not in declared and value != defaults[key].default:
+            raise DropCovError(f"{key}={value!r} does not apply to {name} (leave it at {defaults[key].default!r})")
+    takes_more = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(key for key in extra if key not in declared and not takes_more)
+    if unknown:
+        raise DropCovError(f"{name} takes no option {', '.join(unknown)}")
+    return {**{key: value for key, value in options.items() if key in declared}, **extra}
+
+
 def create_model(name: str, num_classes: int = 1000, head: str = "dropcov", cov_dim: int = 128,
                  post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
                  adaptive_dropout: bool = True, arch_style: str = "mindspore",
-                 conv_init: str = "XavierUniform", dense_init: str = "TruncatedNormal") -> nn.Cell:
+                 conv_init: str = "XavierUniform", dense_init: str = "TruncatedNormal", **model_kwargs: Any) -> nn.Cell:
     """Build a registered network by name.
 
     Args:
-        name: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101`` or ``resnet152``
-            (see :func:`list_models`).
+        name: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152``, or a vision
+            transformer: ``deit_small_dropcov``, ``t2t_vit_14_dropcov``, ``deit_small``, ``t2t_vit_14``
+            (see :func:`list_models`). The transformers take only ``num_classes`` of the ResNet options
+            below (the others must keep their defaults) and their own through ``model_kwargs``.
         num_classes: classifier outputs (the published ImageNet checkpoints use 1001).
         head: ``'dropcov'`` (covariance pooling with adaptive channel dropout) or ``'gap'``
             (global average pooling, the standard ResNet).
@@ -66,9 +96,13 @@ def create_model(name: str, num_classes: int = 1000, head: str = "dropcov", cov_
         conv_init: initialiser of every Conv2d weight (``XavierUniform`` as published, ``HeUniform``,
             ``HeNormal``, ``TruncatedNormal``); see :mod:`src.models.init`.
         dense_init: initialiser of the classifier weight (``TruncatedNormal`` as published, ...).
+        model_kwargs: options of a transformer factory (``image_size``, ``drop_path_rate``,
+            ``drop_rate``, ``token_drop``, ``cov_drop``, architecture overrides such as ``depth``; see
+            :mod:`src.models.vit`).
 
     Returns:
-        A :class:`src.models.resnet.ResNet` cell, in evaluation mode until ``set_train()``.
+        A :class:`src.models.resnet.ResNet` or :class:`src.models.vit.VisionTransformer` cell, in
+        evaluation mode until ``set_train()``.
 
     Raises:
         DropCovError: unknown ``name`` or an option out of range (the message names it).
@@ -78,11 +112,12 @@ def create_model(name: str, num_classes: int = 1000, head: str = "dropcov", cov_
         >>> net = create_model("resnet50", num_classes=1001)           # the published layout
         >>> gap = create_model("resnet18", head="gap")
         >>> torch_style = create_model("resnet50", cov_dim=256, arch_style="torch")
+        >>> vit = create_model("deit_small_dropcov", drop_path_rate=0.1)
     """
-    factory = model_entrypoint(name)
-    net = factory(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
-                  isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
-                  adaptive_dropout=adaptive_dropout, arch_style=arch_style)
+    options = {"num_classes": num_classes, "head": head, "cov_dim": cov_dim, "post_norm": post_norm,
+               "isqrt_iters": isqrt_iters, "layer4_stride": layer4_stride, "adaptive_dropout": adaptive_dropout,
+               "arch_style": arch_style}
+    net = model_entrypoint(name)(**factory_options(name, options, model_kwargs))
     initialize_weights(net, conv_init, dense_init)
     return net
 
