@@ -34,6 +34,7 @@ class DropPath(nn.Cell):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
         self.rate = rate
+        self.set_train(False)  # a new Cell has phase 'train' with training False: keep them consistent
 
     def construct(self, x: Tensor) -> Tensor:
         if self.training and self.rate > 0.0:

@@ -36,7 +36,7 @@ class CrossCovariancePooling(nn.Cell):
         self.num_heads, self.head_dim = num_heads, head_dim
         self.token_drop = float(token_drop)
         self.wr = linear(embed_dim, 3 * num_heads * head_dim, has_bias=False)
-        self.dropout = nn.Dropout(p=cov_drop) if cov_drop > 0 else nn.Identity()
+        self.cov_drop = float(cov_drop)
         self.output_dim = num_heads * head_dim * head_dim
 
     def project(self, x: Tensor) -> Tensor:
@@ -51,7 +51,10 @@ class CrossCovariancePooling(nn.Cell):
             mask = token_keep_mask(batch * self.num_heads, tokens, self.token_drop)
             q = ms.ops.cast(q, ms.float32) * mask
             k = ms.ops.cast(k, ms.float32) * mask
-        covariance = self.dropout(cross_covariance(q, k))
+        covariance = cross_covariance(q, k)
+        if self.training and self.cov_drop > 0.0:
+            # functional dropout, not an nn.Dropout cell: AMP would re-flag a cell float16 and cast here
+            covariance = ms.ops.dropout(covariance, p=self.cov_drop, training=True)
         return covariance.reshape(batch, self.output_dim)
 
 

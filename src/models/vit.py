@@ -216,13 +216,14 @@ def validate_vit_options(spec: ViTSpec, num_classes: int, head: str, image_size:
 
 def build_vit(backbone: str, head: str, num_classes: int = 1000, image_size: int = 224,
               drop_path_rate: float = 0.0, drop_rate: float = 0.0, token_drop: float = 0.2, cov_drop: float = 0.5,
-              **architecture) -> VisionTransformer:
+              architecture: dict | None = None) -> VisionTransformer:
     """``VisionTransformer(VIT_SPECS[backbone] with architecture overrides, ...)``.
 
     ``architecture`` may override the fields of :class:`ViTSpec` (``embed_dim``, ``depth``,
     ``num_heads``, ``mlp_ratio``, ``wr_heads``, ``wr_dim``, ``token_dim``), e.g. for a small model
     that trains on a CPU; anything else is a :class:`DropCovError`.
     """
+    architecture = architecture or {}
     fields = ViTSpec.__dataclass_fields__
     unknown = sorted(set(architecture) - set(fields))
     if unknown:
@@ -240,7 +241,7 @@ def deit_small_dropcov(num_classes: int = 1000, image_size: int = 224, drop_path
                        **architecture) -> VisionTransformer:
     """DeiT-S + DropCov (the authors' ``Deit_drop_Small``): 384 wide, 12 blocks, 6 heads, MLP ratio 4."""
     return build_vit("deit_small", "dropcov", num_classes, image_size, drop_path_rate, drop_rate, token_drop,
-                     cov_drop, **architecture)
+                     cov_drop, architecture)
 
 
 @register_model
@@ -249,7 +250,7 @@ def t2t_vit_14_dropcov(num_classes: int = 1000, image_size: int = 224, drop_path
                        **architecture) -> VisionTransformer:
     """T2T-ViT-14 + DropCov (the authors' ``T2T_ViT_14``): 384 wide, 14 blocks, 6 heads, MLP ratio 3."""
     return build_vit("t2t_vit_14", "dropcov", num_classes, image_size, drop_path_rate, drop_rate, token_drop,
-                     cov_drop, **architecture)
+                     cov_drop, architecture)
 
 
 @register_model
@@ -257,7 +258,7 @@ def deit_small(num_classes: int = 1000, image_size: int = 224, drop_path_rate: f
                drop_rate: float = 0.0, **architecture) -> VisionTransformer:
     """The ``deit_small_dropcov`` backbone with the class-token head (not the DeiT paper's patch-16 DeiT-S)."""
     return build_vit("deit_small", "class_token", num_classes, image_size, drop_path_rate, drop_rate,
-                     **architecture)
+                     architecture=architecture)
 
 
 @register_model
@@ -265,4 +266,4 @@ def t2t_vit_14(num_classes: int = 1000, image_size: int = 224, drop_path_rate: f
                drop_rate: float = 0.0, **architecture) -> VisionTransformer:
     """The ``t2t_vit_14_dropcov`` backbone with the class-token head (not the T2T-ViT paper's T2T module)."""
     return build_vit("t2t_vit_14", "class_token", num_classes, image_size, drop_path_rate, drop_rate,
-                     **architecture)
+                     architecture=architecture)
