@@ -144,8 +144,8 @@ def convert_vit_checkpoint(state_dict: Mapping[str, Any], output_path: str | os.
                            f"transformer code")
     if has_dropcov_head != net_name.endswith("_dropcov"):
         other = net_name[:-len("_dropcov")] if net_name.endswith("_dropcov") else f"{net_name}_dropcov"
-        kind = "has" if has_dropcov_head else "has no"
-        raise DropCovError(f"{source}: the checkpoint {kind} the DropCov head (classifier.visual_fc); "
+        kind = "has the" if has_dropcov_head else "has no"
+        raise DropCovError(f"{source}: the checkpoint {kind} DropCov head (classifier.visual_fc); "
                            f"use --net_name {other}")
     network = create_model(net_name, num_classes=class_num)
     shapes = {param.name: tuple(param.shape) for param in network.get_parameters()}
