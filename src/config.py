@@ -42,7 +42,8 @@ def _spec(default: Any, help: str, choices: Iterable | None = None, minimum: flo
 SCHEMA: dict[str, KeySpec] = {
     # model
     "net_name": _spec("resnet50", "backbone (a name of the model registry, src.models.list_models())",
-                      ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
+                      ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                       "deit_small_dropcov", "t2t_vit_14_dropcov", "deit_small", "t2t_vit_14"]),
     "head": _spec("dropcov", "classification head: DropCov covariance head or global average pooling",
                   ["dropcov", "gap"]),
     "cov_dim": _spec(128, "channels of the 1x1 reduction before covariance pooling", minimum=2),

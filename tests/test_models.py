@@ -219,7 +219,8 @@ def test_model_info_command_prints_a_row_and_the_table(capsys):
     assert lines[1].split()[-2:] == ["25.56", "4.09"]
     assert model_info.main(["--table"]) == 0
     table = capsys.readouterr().out.strip().splitlines()
-    assert len(table) == 7 and table[2].split()[:2] == ["resnet18", "dropcov"]
+    assert len(table) == 11 and table[2].split()[:2] == ["resnet18", "dropcov"]
+    assert table[7].split()[:2] == ["deit_small_dropcov", "dropcov"]
     assert model_info.main(["--net_name", "resnet5"]) == 2
     assert "did you mean 'resnet50'" in capsys.readouterr().err
 

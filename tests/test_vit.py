@@ -186,3 +186,47 @@ def test_export_mindir_gives_the_same_logits(tmp_path):
     expected = net(x).asnumpy()
     path = export_network(net, tmp_path / "vit", "MINDIR", image_size=32, batch_size=2)
     np.testing.assert_allclose(load_exported(path)(x).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ model info
+@pytest.mark.parametrize("name, options", [
+    ("deit_small_dropcov", {"num_classes": 10, "image_size": 112, "depth": 2}),
+    ("t2t_vit_14", {"num_classes": 7, "image_size": 64, **TINY}),
+    ("t2t_vit_14_dropcov", {"num_classes": 1000, "image_size": 80, "wr_dim": 12, "drop_path_rate": 0.1}),
+])
+def test_analytic_parameter_count_equals_the_built_network(name, options):
+    from src.models.info import describe_model
+
+    network = create_model(name, **options)
+    assert describe_model(name, **options)["params"] == sum(int(np.prod(p.shape)) for p in network.trainable_params())
+
+
+def test_readme_rows_are_reproduced():
+    """Parameters 25.6 / 25.0 M (README 24.9) and, without the attention products as thop counts, 5.5 / 5.4 G."""
+    from src.tools.model_info import vit_table_rows
+
+    rows = {info["net_name"]: info for info, _ in vit_table_rows()}
+    assert rows["deit_small_dropcov"]["params"] == 25_586_576  # PyTorch reference: trainable parameters
+    assert rows["t2t_vit_14_dropcov"]["params"] == 24_999_056
+    assert round(rows["deit_small_dropcov"]["gmacs_without_attention"], 1) == 5.5
+    assert round(rows["t2t_vit_14_dropcov"]["gmacs_without_attention"], 1) == 5.4
+    assert rows["deit_small_dropcov"]["attention_macs"] == 12 * 2 * 197 * 197 * 384
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["deit_small_dropcov", "t2t_vit_14"])
+def test_analytic_macs_equal_pytorch_flop_counter(name):
+    """torch.utils.flop_counter on the PyTorch reference counts every conv, linear and matrix product:
+    half its FLOPs equal our MACs, plus the unused third of ``wr`` that the authors' network multiplies."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from src.models.info import describe_model
+    from tests.vit_torch_reference import build_reference
+
+    dropcov = name.endswith("_dropcov")
+    reference = build_reference(name.removesuffix("_dropcov"), representation=dropcov).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        reference(torch.zeros(1, 3, 224, 224))
+    unused_third = 196 * 384 * 6 * 24 if dropcov else 0
+    assert counter.get_total_flops() // 2 == describe_model(name, num_classes=1000)["macs"] + unused_third

@@ -25,6 +25,8 @@ from .resnet import (
     resolve_layer4_stride,
     validate_model_options,
 )
+from .vit_info import README_TABLE as VIT_README_TABLE
+from .vit_info import describe_vit
 
 SEED_TABLE: dict[tuple[str, str], tuple[float, float]] = {
     ("resnet18", "gap"): (11.7, 1.81),
@@ -35,6 +37,8 @@ SEED_TABLE: dict[tuple[str, str], tuple[float, float]] = {
     ("resnet50", "dropcov"): (32.0, 6.19),
 }
 """(params M, GFLOPs) of the seed README's table at 1000 classes and 224x224, for comparison."""
+
+VIT_NET_NAMES = tuple(VIT_README_TABLE)
 
 
 def _conv_out(size: int, kernel: int, stride: int) -> int:
@@ -98,19 +102,26 @@ def isqrt_matmuls(iters: int) -> int:
 def describe_model(name: str, image_size: int = 224, num_classes: int = 1000, head: str = "dropcov",
                    cov_dim: int = 128, post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
                    adaptive_dropout: bool = True, arch_style: str = "mindspore", conv_init: str = "",
-                   dense_init: str = "") -> dict:
+                   dense_init: str = "", **model_kwargs) -> dict:
     """Trainable parameters and inference multiply-adds of ``create_model(name, **options)``.
 
     ``conv_init``/``dense_init`` are accepted (and ignored) so that ``create_model``'s keyword
     arguments can be passed as they are: initialisation changes no count.
 
     Takes the keyword arguments of :func:`src.models.create_model` plus ``image_size`` (square
-    input side). Returns a dict with the options and ``params`` (count), ``params_m`` (millions),
+    input side). The vision transformers are counted by :func:`src.models.vit_info.describe_vit`. Returns a dict with the options and ``params`` (count), ``params_m`` (millions),
     ``macs`` (per image), ``gmacs`` (billions) and ``feature_size`` (side of the last map).
     """
-    from ._registry import model_entrypoint
+    from ._registry import factory_options, model_entrypoint
 
     model_entrypoint(name)  # DropCovError for an unknown name
+    if name in VIT_NET_NAMES:  # the transformers: counted by src.models.vit_info
+        options = {"num_classes": num_classes, "head": head, "cov_dim": cov_dim, "post_norm": post_norm,
+                   "isqrt_iters": isqrt_iters, "layer4_stride": layer4_stride,
+                   "adaptive_dropout": adaptive_dropout, "arch_style": arch_style}
+        return describe_vit(name, image_size=image_size, **factory_options(name, options, model_kwargs))
+    if model_kwargs:
+        raise DropCovError(f"{name} takes no option {', '.join(sorted(model_kwargs))}")
     validate_model_options(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
                            isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
                            adaptive_dropout=adaptive_dropout, arch_style=arch_style)
