@@ -230,3 +230,21 @@ def test_analytic_macs_equal_pytorch_flop_counter(name):
         reference(torch.zeros(1, 3, 224, 224))
     unused_third = 196 * 384 * 6 * 24 if dropcov else 0
     assert counter.get_total_flops() // 2 == describe_model(name, num_classes=1000)["macs"] + unused_third
+
+
+def test_onednn_convolutions_give_the_same_logits():
+    """conv_backend onednn (train.py's default on CPU) swaps the stem's bias-free convolutions and its
+    padded max-pool (whose input, unlike the ResNets', can be negative): same logits as MindSpore's."""
+    from src.kernels import build
+    from src.kernels.onednn_conv import apply_conv_backend
+
+    build.build_library()
+    ms.set_seed(14)
+    stock = create_model("deit_small_dropcov", num_classes=5, image_size=64, **TINY)
+    onednn = create_model("deit_small_dropcov", num_classes=5, image_size=64, **TINY)
+    ms.load_param_into_net(onednn, {p.name: ms.Parameter(p.data.copy(), name=p.name) for p in stock.get_parameters()})
+    assert apply_conv_backend(onednn, "onednn", "CPU", "O0") == "onednn"
+    swapped = {type(cell).__name__ for _, cell in onednn.cells_and_names()}
+    assert {"OneDNNConv2d", "OneDNNMaxPool2d"} <= swapped
+    x = Tensor(_array((2, 3, 64, 64), seed=15))
+    np.testing.assert_allclose(onednn(x).asnumpy(), stock(x).asnumpy(), rtol=1e-5, atol=1e-6)
