@@ -93,6 +93,7 @@ def test_token_grid_is_the_stem_output(image_size, grid):
 
 
 # ------------------------------------------------------------------------------------- the network
+@pytest.mark.slow
 def test_registered_networks_shapes_and_heads():
     net = create_model("deit_small_dropcov", num_classes=7, image_size=64, **TINY)
     x = Tensor(_array((2, 3, 64, 64)))
@@ -232,6 +233,7 @@ def test_analytic_macs_equal_pytorch_flop_counter(name):
     assert counter.get_total_flops() // 2 == describe_model(name, num_classes=1000)["macs"] + unused_third
 
 
+@pytest.mark.slow
 def test_onednn_convolutions_give_the_same_logits():
     """conv_backend onednn (train.py's default on CPU) swaps the stem's bias-free convolutions and its
     padded max-pool (whose input, unlike the ResNets', can be negative): same logits as MindSpore's."""

@@ -69,9 +69,9 @@ def test_eval_logits_equal_pytorch_depth_reduced(backbone, dropcov, image_size):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("net_name", ["deit_small_dropcov", "t2t_vit_14_dropcov"])
+@pytest.mark.parametrize("net_name", ["deit_small_dropcov"])  # T2T-ViT-14 differs in depth and MLP width only
 def test_eval_logits_equal_pytorch_full_size(net_name):
-    """The published networks at 224x224, 1000 classes."""
+    """The published network at 224x224, 1000 classes."""
     backbone = net_name[: -len("_dropcov")]
     reference, network = pair(backbone, True, 224, seed=len(net_name), num_classes=1000)
     x = images(2, 224, seed=2)
@@ -93,6 +93,7 @@ class _WeightedSum(ms.nn.Cell):
         return (self.network(x) * self.weights).sum()
 
 
+@pytest.mark.slow
 def test_training_mode_forward_gradients_and_batchnorm_statistics_equal_pytorch():
     """Training mode without the random parts: BatchNorm normalises with batch statistics and updates its
     moving statistics with PyTorch's momentum 0.1; every parameter's gradient equals PyTorch's."""
