@@ -129,7 +129,8 @@ def test_torch_style_uses_symmetric_padding_and_pytorch_batchnorm():
 
 
 def test_unknown_model_name_lists_the_valid_ones():
-    assert list_models() == ["resnet101", "resnet152", "resnet18", "resnet34", "resnet50"]
+    assert list_models() == ["deit_small_cls", "deit_small_dropcov", "resnet101", "resnet152", "resnet18",
+                             "resnet34", "resnet50", "t2t_vit_14_cls", "t2t_vit_14_dropcov"]
     with pytest.raises(DropCovError, match=r"resnet5.*did you mean 'resnet50'.*resnet101, resnet152"):
         create_model("resnet5")
 
@@ -218,7 +219,8 @@ def test_model_info_command_prints_a_row_and_the_table(capsys):
     assert lines[1].split()[-2:] == ["25.56", "4.09"]
     assert model_info.main(["--table"]) == 0
     table = capsys.readouterr().out.strip().splitlines()
-    assert len(table) == 7 and table[2].split()[:2] == ["resnet18", "dropcov"]
+    assert len(table) == 9 and table[2].split()[:2] == ["resnet18", "dropcov"]
+    assert table[7].split()[:2] == ["deit_small_dropcov", "dropcov"]
     assert model_info.main(["--net_name", "resnet5"]) == 2
     assert "did you mean 'resnet50'" in capsys.readouterr().err
 

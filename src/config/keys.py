@@ -67,6 +67,14 @@ class Config:
     conv_init: str = key("XavierUniform", "initialiser of convolution weights", tuple(CONV_INITS), group=MODEL)
     dense_init: str = key("TruncatedNormal", "initialiser of the classifier weight", tuple(DENSE_INITS),
                           group=MODEL)
+    drop_path_rate: float = key(0.0, "stochastic depth (drop path) of the last block, linearly less before it "
+                                "(the transformers; 0.1 in the authors' recipe)", minimum=0.0, group=MODEL)
+    drop_rate: float = key(0.0, "dropout after the transformers' projections and on their tokens", minimum=0.0,
+                           group=MODEL)
+    token_drop: float = key(0.2, "DropCov's token-mask rate in the transformers' head while training", minimum=0.0,
+                            group=MODEL)
+    cov_drop: float = key(0.5, "dropout on the transformers' cross-covariance representation while training",
+                          minimum=0.0, group=MODEL)
     # data
     dataset: str = key("imagenet", "dataset format: ImageNet-style class folders, or CIFAR-10 binary",
                        list_datasets, group=DATA)

@@ -19,7 +19,7 @@ import yaml
 
 from src.errors import DropCovError
 
-from .keys import KEYS, Config, allowed_values, default_of, suggestion
+from .keys import KEYS, MODEL, Config, allowed_values, default_of, keys_in, suggestion
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 """The repository's config folder (searched for a config that builds a given network)."""
@@ -200,6 +200,7 @@ def load_config(argv: Sequence[str] | None = None, description: str = "",
         raise DropCovError(f"command line: unknown option {option!r}{suggestion(name, known_names)}")
 
     resolved: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for name, item in KEYS.items():
         given = getattr(args, name)
         delattr(args, name)
@@ -213,7 +214,22 @@ def load_config(argv: Sequence[str] | None = None, description: str = "",
             source, value = "defaults", default_of(item)
         check(name, value, choices.get(name, allowed_values(item)), source)
         resolved[name] = value
+        sources[name] = source
+    check_model_keys(resolved, sources)
     return Config(**resolved, config_path=config_path), args
+
+
+def check_model_keys(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """Raise when a key that shapes networks is set away from its default for a network that does not take it
+    (``cov_dim`` for a transformer, ``token_drop`` for a ResNet): it would be silently ignored."""
+    from src.models._registry import config_key, model_spec
+
+    spec = model_spec(values["net_name"])
+    used = {config_key(option) for option in spec.options} | {"net_name"}
+    for name in keys_in(MODEL):
+        if name not in used and values[name] != default_of(KEYS[name]):
+            raise DropCovError(f"{sources[name]}: {name}={values[name]!r} does not apply to net_name {spec.name} "
+                               f"(a {spec.family} network); remove it")
 
 
 def find_config_file(network: Mapping[str, Any], directory: Path | None = None) -> str | None:

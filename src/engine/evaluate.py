@@ -55,9 +55,12 @@ def _scorer(net: nn.Cell, top_k: int) -> _BatchScores:
 
 
 def _num_classes(net: nn.Cell) -> int | None:
-    fc = getattr(net, "fc", None) or getattr(getattr(net, "head", None), "fc", None)
-    weight = getattr(fc, "weight", None)
-    return int(weight.shape[0]) if weight is not None else None
+    """The network's number of classes (``num_classes``, which the registry's networks record)."""
+    count = getattr(net, "num_classes", None)
+    if count is None:  # a plain classifier with an ``fc`` layer
+        weight = getattr(getattr(net, "fc", None), "weight", None)
+        count = weight.shape[0] if weight is not None else None
+    return int(count) if count is not None else None
 
 
 def evaluate(net: nn.Cell, dataset_bundle: Any, parallel_info: Any = None, top_k: int = TOP_K,

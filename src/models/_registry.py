@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ..errors import DropCovError
 
-CONFIG_KEY_OF_OPTION = {"num_classes": "class_num"}
+CONFIG_KEY_OF_OPTION = {"num_classes": "class_num", "image_size": "train_image_size"}
 """Config key of each ``create_model`` keyword argument whose name differs (the others are the same)."""
 
 
@@ -114,10 +114,17 @@ def create_model(name: str, **options: Any) -> Any:
     return _builder(spec)(spec, **options)
 
 
+def config_key(option: str) -> str:
+    """The config key that gives a :func:`create_model` keyword argument (``num_classes`` -> ``class_num``)."""
+    return CONFIG_KEY_OF_OPTION.get(option, option)
+
+
 def model_options(config: Any) -> dict[str, Any]:
-    """:func:`create_model` keyword arguments (all but the name) read from a config object."""
+    """:func:`create_model` keyword arguments (all but the name) read from a config object: the network's
+    options that are config keys (architecture overrides such as ``depth`` are not)."""
     spec = model_spec(config.net_name)
-    return {option: getattr(config, CONFIG_KEY_OF_OPTION.get(option, option)) for option in spec.options}
+    return {option: getattr(config, config_key(option)) for option in spec.options
+            if hasattr(config, config_key(option))}
 
 
 def create_model_from_config(config: Any, conv_backend: str | None = None) -> Any:

@@ -94,28 +94,35 @@ def isqrt_matmuls(iters: int) -> int:
     return 1 if iters == 1 else 3 * iters - 3
 
 
-def describe_model(name: str, image_size: int = 224, num_classes: int = 1000, head: str = "dropcov",
-                   cov_dim: int = 128, post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
-                   adaptive_dropout: bool = True, arch_style: str = "mindspore", conv_init: str = "",
-                   dense_init: str = "") -> dict:
+def describe_model(name: str, image_size: int = 224, **options) -> dict:
     """Trainable parameters and inference multiply-adds of ``create_model(name, **options)``.
 
-    ``conv_init``/``dense_init`` are accepted (and ignored) so that ``create_model``'s keyword
-    arguments can be passed as they are: initialisation changes no count.
-
-    Takes the keyword arguments of :func:`src.models.create_model` plus ``image_size`` (square
-    input side). Returns a dict with the options and ``params`` (count), ``params_m`` (millions),
-    ``macs`` (per image), ``gmacs`` (billions) and ``feature_size`` (side of the last map).
+    Takes the keyword arguments of :func:`src.models.create_model` plus ``image_size`` (square input
+    side); initialisation options change no count and are accepted. The ResNets are counted here, the
+    vision transformers by :func:`src.models.vit_info.describe_vit`. Returns a dict with the options and
+    ``params`` (count), ``params_m`` (millions), ``macs`` (per image), ``gmacs`` (billions) and
+    ``feature_size`` (side of the last map).
     """
     spec = model_spec(name)  # DropCovError for an unknown name
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise DropCovError(f"{name} takes no option {', '.join(unknown)}: its options are {', '.join(spec.options)}")
+    if spec.family == "vit":
+        from .vit_info import describe_vit
+
+        return describe_vit(name, **{"image_size": image_size, **options})
+    return _describe_resnet(spec.arch, name, image_size, **options)
+
+
+def _describe_resnet(arch: ResNetArch, name: str, image_size: int = 224, num_classes: int = 1000,
+                     head: str = "dropcov", cov_dim: int = 128, post_norm: str = "none", isqrt_iters: int = 5,
+                     layer4_stride: int = 0, adaptive_dropout: bool = True, arch_style: str = "mindspore",
+                     conv_init: str = "", dense_init: str = "") -> dict:
     validate_model_options(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
                            isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
                            adaptive_dropout=adaptive_dropout, arch_style=arch_style)
-    if spec.family != "resnet":
-        raise NotImplementedError(f"describe_model knows the ResNets only, not {name!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
         raise DropCovError(f"image_size={image_size!r} is not supported: it must be an integer >= 32")
-    arch = spec.arch
     counter = _Counter()
     size = _backbone(counter, arch, image_size, resolve_layer4_stride(head, layer4_stride))
     if head == "dropcov":

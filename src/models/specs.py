@@ -27,6 +27,11 @@ LAYER4_STRIDES = (0, 1, 2)
 RESNET_OPTIONS = ("num_classes", "head", "cov_dim", "post_norm", "isqrt_iters", "layer4_stride",
                   "adaptive_dropout", "arch_style", "conv_init", "dense_init")
 """Keyword arguments of the ResNet builder (config keys of the same names; ``num_classes`` is ``class_num``)."""
+VIT_ARCH_FIELDS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "wr_heads", "wr_dim", "token_dim")
+"""Architecture fields of a transformer that ``create_model`` may override (e.g. a small model for a CPU)."""
+VIT_OPTIONS = ("num_classes", "image_size", "drop_path_rate", "drop_rate")
+"""Keyword arguments of every transformer builder besides :data:`VIT_ARCH_FIELDS` (``image_size`` is the
+config's ``train_image_size``); the DropCov ones also take ``token_drop`` and ``cov_drop``."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,37 @@ class ResNetArch:
         return STAGE_WIDTHS[-1] * self.expansion
 
 
+@dataclass(frozen=True)
+class ViTArch:
+    """Shape of one of the authors' SoT-style vision transformers, and its head.
+
+    ``embed_dim`` wide, ``depth`` pre-norm blocks of ``num_heads`` heads and MLP ratio ``mlp_ratio``,
+    a convolutional token stem of ``token_dim`` channels; the DropCov head (``head='dropcov'``) pools
+    ``wr_heads`` cross-covariances of width ``wr_dim``, the baseline (``'class_token'``) classifies the
+    class token only.
+    """
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    head: str
+    wr_heads: int = 6
+    wr_dim: int = 24
+    token_dim: int = 64
+
+
 def _resnet(name: str, block: str, layers: tuple[int, int, int, int]) -> ModelSpec:
     return ModelSpec(name=name, family="resnet", builder="src.models.resnet:build_resnet",
                      arch=ResNetArch(block, layers), options=RESNET_OPTIONS, classifier=("fc",))
+
+
+def _vit(name: str, depth: int, mlp_ratio: float, head: str) -> ModelSpec:
+    dropcov = head == "dropcov"
+    options = VIT_OPTIONS + (("token_drop", "cov_drop") if dropcov else ()) + VIT_ARCH_FIELDS
+    classifier = ("classifier.cls_fc", "classifier.visual_fc") if dropcov else ("classifier.cls_fc",)
+    return ModelSpec(name=name, family="vit", builder="src.models.vit:build_vit",
+                     arch=ViTArch(384, depth, 6, mlp_ratio, head), options=options, classifier=classifier)
 
 
 for _spec in (
@@ -58,6 +91,11 @@ for _spec in (
     _resnet("resnet50", "bottleneck", (3, 4, 6, 3)),
     _resnet("resnet101", "bottleneck", (3, 4, 23, 3)),
     _resnet("resnet152", "bottleneck", (3, 8, 36, 3)),
+    # the authors' Deit_drop_Small and T2T_ViT_14, and the same backbones with the class-token head only
+    _vit("deit_small_dropcov", 12, 4.0, "dropcov"),
+    _vit("t2t_vit_14_dropcov", 14, 3.0, "dropcov"),
+    _vit("deit_small_cls", 12, 4.0, "class_token"),
+    _vit("t2t_vit_14_cls", 14, 3.0, "class_token"),
 ):
     register_model(_spec)
 

@@ -1,0 +1,168 @@
+"""The authors' PyTorch transformer checkpoints -> MindSpore: name map, their checkpoint layouts, and logits.
+
+The PyTorch side is tests/vit_torch_reference.py; checkpoints are saved as the authors' training code
+(timm 0.4.12's CheckpointSaver) saves them: ``state_dict``, ``state_dict_ema``, ``optimizer``,
+``amp_scaler``, ``args`` (an argparse.Namespace), ``epoch``, ``arch``, ``version``, ``metric``.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import mindspore as ms  # noqa: E402
+
+from src.errors import DropCovError  # noqa: E402
+from src.models import create_model  # noqa: E402
+from src.models.vit_mapping import convert_vit_state_dict, vit_mindspore_name, vit_net_names  # noqa: E402
+from tests.vit_torch_reference import build_reference, randomise  # noqa: E402
+
+TINY = {"depth": 2}
+
+
+@pytest.mark.parametrize("torch_name, expected", [
+    ("cls_token", "cls_token"),
+    ("pos_embed", None),
+    ("visual_tokens.tokens.stem.0.weight", "visual_tokens.tokens.stem.0.weight"),
+    ("visual_tokens.tokens.stage.0.denselayer6.conv2.weight", "visual_tokens.tokens.stage.0.denselayer6.conv2.weight"),
+    ("visual_tokens.tokens.stage.3.norm.running_var", "visual_tokens.tokens.stage.3.norm.moving_variance"),
+    ("visual_tokens.tokens.stage.5.norm.weight", "visual_tokens.tokens.stage.5.norm.gamma"),
+    ("visual_tokens.tokens.stage.1.norm.num_batches_tracked", None),
+    ("blocks.11.norm2.bias", "blocks.11.norm2.beta"),
+    ("blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.weight"),
+    ("norm.weight", "norm.gamma"),
+    ("classifier.representation.wr.weight", "classifier.representation.wr.weight"),
+    ("classifier.visual_fc.bias", "classifier.visual_fc.bias"),
+])
+def test_vit_mindspore_name(torch_name, expected):
+    assert vit_mindspore_name(torch_name) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net_name", vit_net_names())
+def test_every_key_of_the_full_networks_lands_on_a_parameter(net_name):
+    """The full-size state dicts (1000 classes, 224x224) cover every MindSpore parameter, shapes equal."""
+    backbone = net_name.removesuffix("_dropcov").removesuffix("_cls")
+    state_dict = build_reference(backbone, representation=net_name.endswith("_dropcov")).state_dict()
+    network = create_model(net_name)
+    shapes = {p.name: tuple(p.shape) for p in network.get_parameters()}
+    converted = convert_vit_state_dict({"module." + k: v for k, v in state_dict.items()}, net_name, shapes)
+    assert list(converted) == list(shapes)
+    skipped = [k for k in state_dict if vit_mindspore_name(k) is None]
+    assert skipped == ["pos_embed"] + [k for k in state_dict if k.endswith("num_batches_tracked")]
+    assert len(converted) + len(skipped) == len(state_dict)
+
+
+def test_mapping_errors_are_one_line():
+    state_dict = build_reference("deit_small", **TINY).state_dict()
+    network = create_model("deit_small_dropcov", **TINY)
+    shapes = {p.name: tuple(p.shape) for p in network.get_parameters()}
+    wrong_positions = dict(state_dict, pos_embed=state_dict["pos_embed"] + 0.1)
+    with pytest.raises(DropCovError, match=r"x.pth: pos_embed differs from the fixed sinusoid table"):
+        convert_vit_state_dict(wrong_positions, "deit_small_dropcov", shapes, source="x.pth")
+    deeper = create_model("deit_small_dropcov", depth=3)
+    deeper_shapes = {p.name: tuple(p.shape) for p in deeper.get_parameters()}
+    with pytest.raises(DropCovError, match=r"11 parameter\(s\) of deit_small_dropcov missing.*blocks\.2\.norm1\.gamma"):
+        convert_vit_state_dict(state_dict, "deit_small_dropcov", deeper_shapes)
+    other_classes = {p.name: tuple(p.shape) for p in create_model("deit_small_dropcov", num_classes=10,
+                                                                   **TINY).get_parameters()}
+    with pytest.raises(DropCovError, match=r"classifier.visual_fc.weight has shape \(1000, 3456\).*class_num") as caught:
+        convert_vit_state_dict(state_dict, "deit_small_dropcov", other_classes)
+    assert "\n" not in str(caught.value)
+
+
+def authors_training_checkpoint(model: torch.nn.Module, ema: torch.nn.Module, wrapped: bool) -> dict:
+    """What timm 0.4.12's CheckpointSaver writes in the authors' main.py (DDP-unwrapped, or not)."""
+    def weights(module: torch.nn.Module) -> dict:
+        return {("module." if wrapped else "") + k: v for k, v in module.state_dict().items()}
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.03)
+    return {"epoch": 299, "arch": "Deit_drop_Small", "state_dict": weights(model),
+            "optimizer": optimizer.state_dict(), "version": 2,
+            "args": argparse.Namespace(model="Deit_drop_Small", lr=1e-3, weight_decay=0.03, model_ema=True,
+                                       scale=[0.08, 1.0], img_size=224),
+            "amp_scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                           "_growth_tracker": 17},
+            "state_dict_ema": weights(ema), "metric": 82.4}
+
+
+def mindspore_logits(checkpoint, net_name: str, num_classes: int, image_size: int, x: np.ndarray,
+                     **options) -> np.ndarray:
+    network = create_model(net_name, num_classes=num_classes, image_size=image_size, **options)
+    not_loaded, unused = ms.load_param_into_net(network, ms.load_checkpoint(str(checkpoint)))
+    assert not not_loaded and not unused, (not_loaded, unused)
+    network.set_train(False)
+    return network(ms.Tensor(x)).asnumpy()
+
+
+@pytest.mark.slow
+def test_authors_training_checkpoint_converts_to_their_logits(tmp_path):
+    """The full DeiT-S + DropCov (12 blocks, 112x112 keeps its 14 x 14 tokens): EMA weights by default."""
+    from src.tools.convert_torch import main
+
+    model = randomise(build_reference("deit_small", num_classes=10, img_size=112), seed=1).eval()
+    ema = randomise(build_reference("deit_small", num_classes=10, img_size=112), seed=2).eval()
+    path = tmp_path / "model_best.pth.tar"
+    torch.save(authors_training_checkpoint(model, ema, wrapped=False), path)
+    output = tmp_path / "deit_small_dropcov.ckpt"
+    assert main(["--net_name", "deit_small_dropcov", str(path), str(output)]) == 0
+
+    x = np.random.default_rng(3).standard_normal((2, 3, 112, 112)).astype(np.float32)
+    with torch.no_grad():
+        expected = ema(torch.from_numpy(x)).numpy()
+    actual = mindspore_logits(output, "deit_small_dropcov", 10, 112, x)
+    difference = float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+    print(f"converted training checkpoint: relative logit difference {difference:.2e}")
+    assert difference < 1e-4
+
+
+@pytest.mark.parametrize("use_ema, wrapped", [(True, False), (False, True)])
+def test_training_checkpoint_weights_are_picked_by_use_ema(tmp_path, use_ema, wrapped):
+    """``state_dict_ema`` when asked and present, else ``state_dict``; ``args`` (a Namespace) does not stop
+    ``weights_only`` loading."""
+    from src.models.torch_mapping import strip_wrapper_prefix
+    from src.tools.convert_torch import load_torch_state_dict
+
+    model = randomise(build_reference("deit_small", num_classes=3, img_size=64, **TINY), seed=6)
+    ema = randomise(build_reference("deit_small", num_classes=3, img_size=64, **TINY), seed=7)
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save(authors_training_checkpoint(model, ema, wrapped), path)
+    loaded = strip_wrapper_prefix(load_torch_state_dict(path, use_ema=use_ema))
+    chosen = (ema if use_ema else model).state_dict()
+    assert list(loaded) == list(chosen)
+    assert all(torch.equal(loaded[name], chosen[name]) for name in chosen)
+
+
+def test_baseline_state_dict_maps_and_gives_its_logits(tmp_path):
+    from src.tools.convert_torch import convert_checkpoint
+
+    reference = randomise(build_reference("t2t_vit_14", num_classes=7, img_size=64, representation=False,
+                                          **TINY), seed=4).eval()
+    path = tmp_path / "t2t.pth"
+    torch.save(reference.state_dict(), path)
+    with pytest.raises(DropCovError, match="has no DropCov head.*use --net_name t2t_vit_14_cls$"):
+        convert_checkpoint(path, tmp_path / "x.ckpt", "t2t_vit_14_dropcov")
+    network = create_model("t2t_vit_14_cls", num_classes=7, image_size=64, **TINY)
+    shapes = {p.name: tuple(p.shape) for p in network.get_parameters()}
+    parameters = convert_vit_state_dict(reference.state_dict(), "t2t_vit_14_cls", shapes)
+    ms.load_param_into_net(network, {name: ms.Parameter(ms.Tensor(value), name=name)
+                                     for name, value in parameters.items()})
+    network.set_train(False)
+    x = np.random.default_rng(5).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x)).numpy()
+    actual = network(ms.Tensor(x)).asnumpy()
+    assert float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected))) < 1e-4
+
+
+def test_cli_refuses_cov_dim_for_a_transformer(tmp_path, capsys):
+    from src.tools.convert_torch import main
+
+    path = tmp_path / "in.pth"
+    torch.save({"state_dict": {}}, path)
+    assert main(["--net_name", "deit_small_dropcov", "--cov_dim", "256", str(path), str(tmp_path / "o.ckpt")]) == 1
+    error = capsys.readouterr().err
+    assert "cov_dim does not apply to deit_small_dropcov" in error and error.count("\n") == 1
