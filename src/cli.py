@@ -2,18 +2,19 @@
 
 Library code raises :class:`src.errors.DropCovError` with a message about the value at fault; here the
 message gets the command-line hint that only this layer knows (which shipped config builds the network
-a checkpoint holds), ``--debug`` shows the traceback instead, and Ctrl-C before a run has started exits
-with status 130.
+a checkpoint holds), and ``--debug`` shows the traceback instead. SIGINT (Ctrl-C) and SIGTERM are taken by
+a :class:`src.runtime.signals.StopRequest` installed before anything else runs: outside the training
+loop's graceful stop they end the program with one line and status 130 (SIGINT) or 143 (SIGTERM).
 """
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable, Sequence
 
 from src.errors import DropCovError
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def error_line(error: DropCovError) -> str:
@@ -36,13 +37,17 @@ def run_entry_point(main: Callable[[Sequence[str]], int | None], argv: Sequence[
                     program: str = "") -> int:
     """Call ``main(argv)``; print ``program: error: message`` for a DropCovError and return 2.
 
-    ``--debug`` in argv re-raises with the full traceback. KeyboardInterrupt exits with 130.
+    ``--debug`` in argv re-raises with the full traceback. An interrupt exits with 128 + the signal's number.
     """
+    from src.runtime.signals import StopRequest
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     name = program or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "dropcov")
+    stop = StopRequest(graceful=False)
     try:
-        code = main(argv)
+        with stop:
+            code = main(argv)
     except DropCovError as err:
         if debug:
             raise
@@ -51,6 +56,7 @@ def run_entry_point(main: Callable[[Sequence[str]], int | None], argv: Sequence[
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"{name}: interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        signal_name = stop.signal_name or "SIGINT"
+        print(f"{name}: interrupted by {signal_name}; nothing was saved", file=sys.stderr, flush=True)
+        return 128 + int(signal.Signals[signal_name])
     return int(code or 0)

@@ -1,13 +1,25 @@
-"""Graceful stop: SIGTERM / SIGINT ask the training loop to checkpoint at the next step boundary and exit.
+"""Stop requests: SIGTERM and SIGINT (Ctrl-C) reach one watcher thread, never MindSpore's handlers.
 
-The handler only records the request (nothing unsafe runs inside a signal handler); the loop polls
-:attr:`StopRequest.requested` between steps. After the first signal the default handlers come back,
-so a second Ctrl-C (or SIGTERM) ends the process at once if saving hangs.
+MindSpore 2.10 re-registers its own SIGINT handler at every graph run (``GraphScheduler::Run``), and that
+handler sends the process SIGTERM: Ctrl-C during training would look like a scheduler's SIGTERM. So
+:class:`StopRequest` blocks both signals in the thread that installs it, before MindSpore starts any
+thread (threads inherit the mask), and a watcher thread takes them with ``sigtimedwait``, which names
+the signal that really arrived. The first one
+
+- during a graceful section (:attr:`StopRequest.graceful`, the training loop) is only recorded: the loop
+  checkpoints at the next step boundary and stops;
+- elsewhere interrupts the main thread (``KeyboardInterrupt``), as Python's own Ctrl-C does.
+
+A second signal stops the process at once (exit status 128 + the signal's number). Python-level handlers
+that only record the request are installed too, for threads that existed before (in-process use).
 """
 from __future__ import annotations
 
+import _thread
 import logging
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Iterable
@@ -16,30 +28,55 @@ logger = logging.getLogger(__name__)
 
 #: Exit status after a graceful stop: 0 for SIGTERM (a scheduler's polite request), 130 for SIGINT.
 EXIT_STATUS = {"SIGTERM": 0, "SIGINT": 130}
+_POLL_SECONDS = 0.2
+_ACTIVE: list = []  # the installed StopRequest of this process, if any
+
+
+def active_stop_request() -> StopRequest | None:
+    """The :class:`StopRequest` installed in this process (by :func:`src.cli.run_entry_point`), if any."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+def _unblock_in_child() -> None:
+    """A forked child (a data-loading worker) must die by SIGTERM/SIGINT as usual."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
+
+
+os.register_at_fork(after_in_child=_unblock_in_child)
 
 
 class StopRequest:
     """Records a SIGTERM/SIGINT so the training loop can stop cleanly at a step boundary.
 
-    Use as a context manager (installs the handlers, restores the previous ones on exit), or call
-    :meth:`install` / :meth:`restore`. :meth:`request` sets the flag without a signal (tests, hooks).
+    Use as a context manager (installs the watcher, restores the signal mask and handlers on exit), or
+    call :meth:`install` / :meth:`restore`. :meth:`request` sets the flag without a signal (tests, hooks).
 
     Example:
         >>> with StopRequest() as stop:
+        ...     stop.graceful = True
         ...     for step in steps:
         ...         train(step)
         ...         if stop.requested:
         ...             save_checkpoint(); break
     """
 
-    def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT), graceful: bool = True) -> None:
         self.signals = tuple(signals)
         self.signal_name: str | None = None
-        self._previous: dict = {}
+        self.graceful = graceful
+        self._previous_handlers: dict = {}
+        self._previous_mask: set | None = None
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def requested(self) -> bool:
-        """True once a stop signal arrived (or :meth:`request` was called)."""
+        """True once a stop signal arrived (or :meth:`request` was called). Takes a signal that is already
+        pending, so a request is seen at once, not only when the watcher wakes."""
+        if self.signal_name is None and self._watcher is not None:
+            info = signal.sigtimedwait(self.signals, 0)
+            if info is not None:
+                self._received(info.si_signo)
         return self.signal_name is not None
 
     @property
@@ -52,31 +89,59 @@ class StopRequest:
         if self.signal_name is None:
             self.signal_name = name
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def _received(self, signum: int, in_main_thread: bool = False) -> None:
         name = signal.Signals(signum).name
-        first = self.signal_name is None
+        if self.signal_name is not None:
+            print(f"received {name} again: stopping now, without a checkpoint", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
         self.request(name)
-        for sig in self.signals:  # a second signal acts immediately (default behaviour)
-            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
-        if first:
+        if self.graceful:
             logger.warning("received %s: a checkpoint will be saved at the next step boundary, then the run "
                            "stops (send it again to stop immediately)", name)
+        elif in_main_thread:
+            raise KeyboardInterrupt
+        else:
+            _thread.interrupt_main()
+
+    def _watch(self) -> None:
+        while not self._closing.is_set():
+            info = signal.sigtimedwait(self.signals, _POLL_SECONDS)
+            if info is not None:
+                self._received(info.si_signo)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        """Python-level handler, for a signal delivered to a thread that existed before :meth:`install`."""
+        self._received(signum, in_main_thread=True)
 
     def install(self) -> StopRequest:
-        """Install the handlers (main thread only; elsewhere this is a no-op with a debug line)."""
+        """Block the signals in this thread and start the watcher (main thread only; elsewhere a no-op)."""
         if threading.current_thread() is not threading.main_thread():
             logger.debug("stop signals not handled: not in the main thread")
             return self
         for sig in self.signals:
-            self._previous[sig] = signal.getsignal(sig)
+            self._previous_handlers[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handle)
+        self._previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+        self._closing.clear()
+        self._watcher = threading.Thread(target=self._watch, name="stop-signals", daemon=True)
+        self._watcher.start()
+        _ACTIVE.append(self)
         return self
 
     def restore(self) -> None:
-        """Put back the handlers that were there before :meth:`install`."""
-        for sig, previous in self._previous.items():
+        """Stop the watcher, put back the signal mask and the handlers that were there before."""
+        if self._watcher is None:
+            return
+        self._closing.set()
+        self._watcher.join()
+        self._watcher = None
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+        if self._previous_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
+        for sig, previous in self._previous_handlers.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
+        self._previous_handlers.clear()
 
     def __enter__(self) -> StopRequest:
         return self.install()
