@@ -99,12 +99,12 @@ def main(argv: Sequence[str]) -> int:
     from src.models.weights import describe_checkpoint, format_description, load_network_weights
     from src.runtime.checkpoint import load_checkpoint_file
     from src.runtime.context import start_run
-    from src.runtime.files import ensure_writable_directory
+    from src.runtime.files import check_writable_directory
 
     parallel = start_run(config, conv_backend).parallel
     output_file = Path(args.output_file or Path(config.output_path) / RESULTS_FILE).expanduser()
     if parallel.is_main:
-        ensure_writable_directory(output_file.parent, "output_file" if args.output_file else "output_path")
+        check_writable_directory(output_file.parent, "output_file" if args.output_file else "output_path")
 
     checkpoint = config.checkpoint_file_path
     params = load_checkpoint_file(checkpoint, option="checkpoint_file_path")

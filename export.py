@@ -30,10 +30,10 @@ def main(argv: Sequence[str]) -> int:
     batch_size = config.batch_size if batch_size_given(argv) else 1
     from src.engine.export import export_network, export_path
     from src.runtime.environment import configure_cpu_environment
-    from src.runtime.files import ensure_writable_directory
+    from src.runtime.files import check_writable_directory
 
     destination = export_path(config.file_name, config.file_format)
-    ensure_writable_directory(destination.parent, "file_name")  # before the checkpoint is read
+    check_writable_directory(destination.parent, "file_name")  # before the checkpoint is read
     configure_cpu_environment(config.device_target)  # MindSpore's own ops export; ops.Custom ones do not
 
     from src.models import create_model_from_config

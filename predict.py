@@ -46,10 +46,10 @@ def main(argv: Sequence[str]) -> int:
     if output_file.is_dir():
         raise DropCovError(f"--output_file {output_file} is a folder: give a file name ending in .csv or .json")
 
-    from src.runtime.files import ensure_writable_directory
+    from src.runtime.files import check_writable_directory
 
     # before any work: a folder that cannot be written fails now, not after every image was scored
-    ensure_writable_directory(output_file.parent, "output_file" if args.output_file else "output_path")
+    check_writable_directory(output_file.parent, "output_file" if args.output_file else "output_path")
 
     from src.engine.predict import collect_images, find_class_names
 

@@ -141,6 +141,9 @@ class Config:
                            "differs)", group=CHECKPOINT, resume_check=False)
     resume: str = key("", "resume training: auto (latest in the output folder) or a checkpoint path",
                       group=CHECKPOINT, resume_check=False)
+    overwrite: bool = key(False, "start a new run in an output folder that holds an earlier run's checkpoints, "
+                          "deleting them and its log and metrics (without it such a run is refused)",
+                          group=CHECKPOINT, resume_check=False)
     run_eval: bool = key(False, "score the val split during training", group=CHECKPOINT, resume_check=False)
     eval_start_epoch: int = key(1, "first epoch scored when run_eval is on", minimum=1, group=CHECKPOINT,
                                 resume_check=False)

@@ -12,9 +12,11 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder, then ``os.replace``.
 
     Readers see the old file or the complete new one, never half a file; the temporary file is
-    removed if the write fails. Raises ``OSError`` (callers turn it into a one-line error).
+    removed if the write fails. The folder is created if missing. Raises ``OSError`` (callers turn it into a
+    one-line error).
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "w", encoding="utf-8", newline="") as stream:
@@ -46,3 +48,20 @@ def ensure_writable_directory(path: Union[str, os.PathLike], option: str = "outp
         raise DropCovError(f"{option} {str(directory)!r} cannot be written ({reason}); choose a writable "
                            f"folder with --{option}") from error
     return directory
+
+
+def check_writable_directory(path: Path, option: str) -> None:
+    """Raise one line naming ``--option`` unless ``path`` is, or can be created as, a writable folder.
+
+    Creates nothing: the deepest existing ancestor must be a folder this process may write into."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    reason = ""
+    if not existing.is_dir():
+        reason = f"{str(existing)!r} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = "Permission denied"
+    if reason:
+        raise DropCovError(f"{option} {str(path)!r} cannot be written ({reason}); choose a writable folder with "
+                           f"--{option}")

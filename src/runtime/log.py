@@ -8,6 +8,7 @@ The project's modules log through ``logging.getLogger(__name__)`` and never conf
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
@@ -74,3 +75,36 @@ def setup_logging(output_dir: Union[str, os.PathLike] | None, rank: int = 0, all
     # MindSpore's Python logger has its own handler; keep it from repeating through ours.
     logging.getLogger("mindspore").propagate = False
     return log_path
+
+
+class DeferredLogFile:
+    """Holds the log records of a run until its folder is written (:meth:`attach`), so that a run refused
+    during its checks leaves no ``train.log`` behind and an existing run's log is not appended to."""
+
+    def __init__(self, level: int = logging.INFO) -> None:
+        self._buffer = _mark(logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1))
+        self._buffer.setLevel(level)
+        self._buffer.setFormatter(logging.Formatter(CONSOLE_FORMAT, DATE_FORMAT))
+        logging.getLogger().addHandler(self._buffer)
+        self.path: Path | None = None
+
+    def attach(self, output_dir: Union[str, os.PathLike], log_name: str = "train.log") -> Path:
+        """Create ``output_dir/log_name`` (appending to an existing one), write the held records, keep logging there."""
+        directory = ensure_writable_directory(output_dir)
+        self.path = directory / log_name
+        file_handler = _mark(logging.FileHandler(self.path, encoding="utf-8"))
+        file_handler.setLevel(self._buffer.level)
+        file_handler.setFormatter(logging.Formatter(CONSOLE_FORMAT, DATE_FORMAT))
+        self._buffer.setTarget(file_handler)
+        self._buffer.flush()
+        root = logging.getLogger()
+        root.removeHandler(self._buffer)
+        root.addHandler(file_handler)
+        self._buffer.close()
+        return self.path
+
+    def discard(self) -> None:
+        """Drop the held records (the run did not start)."""
+        logging.getLogger().removeHandler(self._buffer)
+        self._buffer.buffer.clear()
+        self._buffer.close()
