@@ -79,6 +79,10 @@ def build_training(config: Config, steps_per_epoch: int, conv_backend: str, rank
     lr_schedule = create_lr_schedule(config.lr_decay_mode, config.lr_init, config.lr_max, config.lr_end,
                                      config.warmup_epochs, config.epoch_size, steps_per_epoch,
                                      config.lr_milestones, config.lr_gamma, config.lr_power)
+    late = [epoch for epoch in config.lr_milestones if epoch >= config.epoch_size]
+    if config.lr_decay_mode == "multistep" and late:
+        logger.warning("lr_milestones %s lie at or beyond epoch_size %d: the rate never decays there", late,
+                       config.epoch_size)
     optimizer = create_optimizer(net, config.optimizer, lr_schedule, config.momentum, config.weight_decay,
                                  optimizer_loss_scale(config.loss_scale_type, config.loss_scale))
     loss_fn = create_loss(config.class_num, config.label_smooth_factor if config.use_label_smooth else 0.0)
@@ -98,25 +102,38 @@ def main(argv: Sequence[str]) -> int:
 
     check_checkpoint_options(config)
 
+    from src.runtime.context import start_run
+    from src.runtime.run_folder import RunFolder
+
+    parallel = start_run(config, conv_backend).parallel
+    output = Path(config.output_path).expanduser()
+    checkpoint_dir = Path(config.checkpoint_path).expanduser() if config.checkpoint_path else output / "checkpoints"
+    folder = RunFolder(output, checkpoint_dir, parallel.is_main)
+    try:
+        folder.open(resume=bool(config.resume), overwrite=config.overwrite,
+                    checkpoint_prefix=f"{config.net_name}_{config.head}")
+        return train(config, argv, conv_backend, parallel, folder)
+    except DropCovError as error:
+        if folder.committed:  # the run had started: its log records why it stopped
+            logger.error("%s", error)
+        raise
+    finally:
+        folder.close()
+
+
+def train(config: Config, argv: Sequence[str], conv_backend: str, parallel: Any, folder: Any) -> int:
+    """Everything is checked (data, network, resume) before the run folder is written; then train."""
     import mindspore as ms
     import numpy as np
 
     from src.data import pipeline_errors_as_dropcov, write_class_indices
     from src.engine.metrics import MetricsWriter
-    from src.engine.resume import resume_or_initialise
+    from src.engine.resume import check_ranks_agree, resume_or_initialise
     from src.engine.trainer import Trainer, TrainSettings
     from src.runtime.checkpoint import CheckpointManager
-    from src.runtime.context import start_run
-    from src.runtime.signals import StopRequest
+    from src.runtime.signals import StopRequest, active_stop_request
 
-    output = Path(config.output_path).expanduser()
-    run = start_run(config, conv_backend, output)
-    parallel = run.parallel
-    checkpoint_dir = Path(config.checkpoint_path).expanduser() if config.checkpoint_path else output / "checkpoints"
-    if config.checkpoint_path and parallel.is_main:
-        from src.runtime.files import ensure_writable_directory
-
-        ensure_writable_directory(checkpoint_dir, "checkpoint_path")
+    output = folder.output
     logger.info("resolved config (%s):\n%s", config.config_path or "defaults", config.to_yaml().rstrip())
     if parallel.distributed:
         logger.info("data parallel: rank %d of %d (launcher %s), gradients averaged over ranks", parallel.rank,
@@ -127,30 +144,44 @@ def main(argv: Sequence[str]) -> int:
     steps_per_epoch = train_data.steps_per_epoch
     if config.train_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.train_steps_per_epoch)
-    if parallel.is_main:
-        config.save(str(output / "config.yaml"))
-        write_class_indices(str(output / "class_indices.json"), train_data.class_names)
     logger.info("data: %d training images in %d classes, %d per step on %d device(s), %d steps per epoch%s",
                 train_data.total_images, len(train_data.class_names), config.batch_size * parallel.group_size,
                 parallel.group_size, steps_per_epoch,
                 f"; {val_data.total_images} validation images" if val_data is not None else "")
 
     net, lr_schedule, optimizer, train_step = build_training(config, steps_per_epoch, conv_backend, parallel.rank)
-    state = resume_or_initialise(config, checkpoint_dir, net, optimizer, train_step, lr_schedule, steps_per_epoch)
+    state = resume_or_initialise(config, folder.checkpoint_dir, net, optimizer, train_step, lr_schedule,
+                                 steps_per_epoch)
+    check_ranks_agree(state, parallel)
+
+    folder.commit()  # every check passed: the run starts and writes its folder
+    metrics = MetricsWriter(output / "metrics.jsonl", enabled=parallel.is_main)
+    if parallel.is_main:
+        config.save(str(output / "config.yaml"))
+        write_class_indices(str(output / "class_indices.json"), train_data.class_names)
+        if state is not None:
+            dropped = metrics.resume_at(state.global_step, state.resumed_from)
+            if dropped:
+                logger.info("metrics.jsonl: %d records of the steps after global step %d removed (they are "
+                            "trained again now)", dropped, state.global_step)
     settings = TrainSettings.from_config(config, steps_per_epoch)
     checkpoints = None
     if parallel.is_main:  # only rank 0 writes checkpoints
-        checkpoints = CheckpointManager(checkpoint_dir, f"{config.net_name}_{config.head}",
+        checkpoints = CheckpointManager(folder.checkpoint_dir, f"{config.net_name}_{config.head}",
                                         config.keep_checkpoint_max,
                                         best_metric=state.best_top1 if state is not None else None)
     hint = resume_command(argv) if not parallel.distributed else "the same launch command plus --resume auto"
-    with StopRequest() as stop, pipeline_errors_as_dropcov():
+    stop = active_stop_request() or StopRequest()
+    with pipeline_errors_as_dropcov():
         trainer = Trainer(train_step, net, settings, lr_schedule, parallel, checkpoints=checkpoints,
-                          metrics=MetricsWriter(output / "metrics.jsonl", enabled=parallel.is_main),
-                          plot_path=output / "metrics.png", stop=stop, resume_hint=hint,
+                          metrics=metrics, plot_path=output / "metrics.png", stop=stop, resume_hint=hint,
                           checkpoint_extra={"config": config.to_yaml(), "steps_per_epoch": steps_per_epoch})
         result = trainer.fit(train_data, state, val_data)
     if result.stopped_by:
+        if parallel.is_main:
+            saved = f"checkpoint {result.last_checkpoint}" if result.last_checkpoint else "no checkpoint"
+            print(f"train.py: stopped by {result.stopped_by} at global step {result.state.global_step}; {saved}; "
+                  f"continue with --resume auto", file=sys.stderr, flush=True)
         return stop.exit_status
     best = f", best val top-1 {100 * result.state.best_top1:.2f}%" if result.state.best_top1 is not None else ""
     logger.info("training finished: %d/%d epochs, global step %d%s; output in %s", result.state.epoch,

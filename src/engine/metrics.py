@@ -9,10 +9,12 @@
   ``images_per_sec``.
 - ``"eval"``: ``epoch``, ``global_step``, ``top1``, ``top5``, ``loss``, ``count``.
 - ``"start"`` (``epoch``/``global_step`` already done: non-zero after a resume, ``epochs``,
-  ``steps_per_epoch``, ``images_per_step``), ``"stop"`` (a signal's graceful stop, with ``reason``) and
-  ``"end"`` (``best_top1``): run events.
+  ``steps_per_epoch``, ``images_per_step``), ``"stop"`` (a signal's graceful stop, with ``reason``),
+  ``"resume"`` (``global_step`` continued from, ``checkpoint``, ``dropped``: records of the steps after it,
+  which the resumed run does again, removed from the file) and ``"end"`` (``best_top1``): run events.
 
-A resumed run appends to the same file; readers keep the last record of a kind per epoch.
+A resumed run appends to the same file after :meth:`MetricsWriter.resume_at` removed what it will redo,
+so every step, epoch and evaluation appears once.
 """
 from __future__ import annotations
 
@@ -32,6 +34,20 @@ class MetricsWriter:
         self.enabled = enabled
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def resume_at(self, global_step: int, checkpoint: str) -> int:
+        """A run continues from ``global_step``: drop the records of later steps (the interrupted run's, done
+        again now), append a ``resume`` record; returns how many were dropped. The file is replaced atomically."""
+        if not self.enabled:
+            return 0
+        records = read_metrics(self.path)
+        kept = [record for record in records if int(record.get("global_step", 0)) <= global_step]
+        dropped = len(records) - len(kept)
+        from src.runtime.files import atomic_write_text
+
+        atomic_write_text(self.path, "".join(json.dumps(record, allow_nan=False) + "\n" for record in kept))
+        self.write("resume", global_step=global_step, checkpoint=checkpoint, dropped=dropped)
+        return dropped
 
     def write(self, kind: str, **fields: Any) -> None:
         """Append ``{"kind": kind, **fields}`` as one line, flushed (floats rounded, NaN as null)."""

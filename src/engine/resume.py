@@ -26,11 +26,15 @@ LOSS_SCALE_STATE = ("scale_sense", "current_iterator_step", "last_overflow_itera
 
 @dataclass
 class TrainState:
-    """Where a run stands: completed epochs and optimizer steps, best validation top-1 so far."""
+    """Where a run stands: completed epochs and optimizer steps, best validation top-1 so far; for a run
+    stopped mid-epoch, the summed loss and the steps of that epoch so far (its mean covers the whole epoch)."""
 
     epoch: int = 0
     global_step: int = 0
     best_top1: float | None = None
+    epoch_loss_sum: float = 0.0
+    epoch_loss_steps: int = 0
+    resumed_from: str = ""
 
 
 def check_checkpoint_options(config: Any) -> None:
@@ -154,7 +158,27 @@ def restore_training_state(net: Any, train_step: Any, optimizer: Any, param_dict
     restore_optimizer_state(optimizer, param_dict, global_step, source)
     _restore_loss_scale(train_step, param_dict)
     best = read_extra(param_dict, "best_metric")
-    return TrainState(epoch=epoch_num, global_step=global_step, best_top1=None if best is None else float(best))
+    return TrainState(epoch=epoch_num, global_step=global_step, best_top1=None if best is None else float(best),
+                      epoch_loss_sum=float(read_extra(param_dict, "epoch_loss_sum", 0.0)),
+                      epoch_loss_steps=int(read_extra(param_dict, "epoch_loss_steps", 0)), resumed_from=source)
+
+
+def check_ranks_agree(state: TrainState | None, parallel: Any) -> None:
+    """In a data-parallel run, every rank must continue from the same global step: with an output folder
+    that is not shared, ``--resume auto`` finds rank 0's checkpoints only on rank 0 (the others would start
+    from scratch, diverge, then hang on differing step counts). One all-reduce; raises one line if not."""
+    if getattr(parallel, "group_size", 1) <= 1:
+        return
+    from src.runtime.distributed import sum_over_ranks
+
+    steps = np.zeros(parallel.group_size, np.float32)
+    steps[parallel.rank] = state.global_step if state is not None else 0
+    steps = sum_over_ranks(steps).astype(np.int64)
+    if len(set(steps.tolist())) > 1:
+        found = ", ".join(f"rank {rank}: {int(step)}" for rank, step in enumerate(steps))
+        raise DropCovError(f"the ranks would continue from different global steps ({found}): each rank resumes from "
+                           "OUTPUT_PATH/checkpoints as it sees it; put --output_path on a file system every node "
+                           "shares (or pass --resume PATH of a checkpoint every node can read)")
 
 
 def resume_or_initialise(config: Any, checkpoint_dir: Path, net: Any, optimizer: Any, train_step: Any,

@@ -11,8 +11,9 @@ steps in between are kept on the device and read together. At each such point th
 - logs ``epoch e/E step s/S loss lr images/s ETA`` and appends a ``metrics.jsonl`` record.
 
 A stop request (SIGTERM/SIGINT, :class:`src.runtime.signals.StopRequest`) is honoured at the next step
-boundary in a single process and at the next logging point in a data-parallel run: rank 0 writes a
-checkpoint holding the exact global step, then the run returns. Checkpoints are only written by rank 0
+boundary in a single process; in a data-parallel run the ranks agree on it every
+:data:`STOP_CHECK_STEPS` steps (mpirun kills its ranks a few seconds after forwarding a signal): rank 0
+writes a checkpoint holding the exact global step, then the run returns. Checkpoints are only written by rank 0
 and never with a non-finite loss or weights, so the last checkpoint on disk is always a good one.
 Resuming is :mod:`src.engine.resume`; the order of the training images after a resume is not the
 uninterrupted run's (MindSpore's pipeline starts its shuffle sequence again).
@@ -38,6 +39,9 @@ from src.errors import DropCovError
 from src.runtime.distributed import ParallelInfo, sum_over_ranks
 
 logger = logging.getLogger(__name__)
+
+STOP_CHECK_STEPS = 4
+"""In a data-parallel run the ranks read their losses and agree on a stop request at least this often."""
 
 
 @dataclass
@@ -79,13 +83,19 @@ class TrainSettings:
 
 @dataclass
 class EpochResult:
-    """What one epoch did: steps run, mean loss, time, throughput, whether it stopped early."""
+    """What one epoch did: steps run, summed loss over its steps (a resumed epoch's earlier steps included),
+    time, throughput, whether it stopped early."""
 
     steps: int
-    mean_loss: float
+    loss_sum: float
+    loss_steps: int
     seconds: float
     images_per_sec: float
     stopped: bool = False
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / self.loss_steps if self.loss_steps else float("nan")
 
 
 @dataclass
@@ -143,6 +153,21 @@ class _LossWindow:
             return local.astype(np.float64), stop_requested
         total = sum_over_ranks(np.concatenate([local, np.array([1.0 if stop_requested else 0.0], np.float32)]))
         return total[:-1] / self.group_size, bool(total[-1] > 0)
+
+
+class _LogWindow:
+    """Losses read since the last log line (a data-parallel run reads more often than it logs)."""
+
+    def __init__(self) -> None:
+        self.losses: list[np.ndarray] = []
+
+    def add(self, losses: np.ndarray) -> None:
+        self.losses.append(losses)
+
+    def take(self) -> np.ndarray:
+        losses = np.concatenate(self.losses) if self.losses else np.zeros(0)
+        self.losses = []
+        return losses
 
 
 def parameters_finite(net: nn.Cell) -> bool:
@@ -215,6 +240,9 @@ class Trainer:
                            epochs=settings.epochs, steps_per_epoch=steps_per_epoch,
                            images_per_step=settings.batch_size * self.parallel.group_size)
         self.train_step.set_train(True)
+        graceful_before = getattr(self.stop, "graceful", None)
+        if graceful_before is not None:
+            self.stop.graceful = True  # a signal now asks for a checkpoint and a clean stop
         try:
             for epoch in range(self.state.global_step // steps_per_epoch + 1, settings.epochs + 1):
                 summary = self.train_one_epoch(batches, epoch)
@@ -222,11 +250,13 @@ class Trainer:
                 if self.state.global_step == epoch * steps_per_epoch:
                     saved_at_stop_step = self._end_epoch(epoch, summary)
                 if summary.stopped:
-                    self._stop(epoch, saved_at_stop_step)
+                    self._stop(epoch, saved_at_stop_step, summary)
                     return self.result
                 self.meter.restart_window()
         finally:
             batches.close()
+            if graceful_before is not None:
+                self.stop.graceful = graceful_before
         self.metrics.write("end", epoch=self.state.epoch, global_step=self.state.global_step,
                            best_top1=self.state.best_top1)
         return self.result
@@ -238,13 +268,14 @@ class Trainer:
         ``log_interval``-th step and at the last step of the epoch the window of losses is read, checked for
         NaN/Inf and logged with the learning rate of the last step, the images per second of all ranks and
         the time left. A stop request ends the epoch early at a step boundary (single process) or at the
-        next logging point (data parallel); ``EpochResult.stopped`` then says so.
+        next :data:`STOP_CHECK_STEPS` boundary (data parallel); ``EpochResult.stopped`` then says so.
         """
         settings, state, group_size = self.settings, self.state, self.parallel.group_size
         started = time.perf_counter()
-        window = _LossWindow(group_size)
-        loss_sum, loss_count, steps_run = 0.0, 0, 0
-        images_per_sec, stopped = float("nan"), False
+        window, log_window = _LossWindow(group_size), _LogWindow()
+        loss_sum, loss_steps = state.epoch_loss_sum, state.epoch_loss_steps  # a resumed epoch's earlier steps
+        state.epoch_loss_sum, state.epoch_loss_steps = 0.0, 0
+        steps_run, images_per_sec, stopped = 0, float("nan"), False
         steps = settings.steps_per_epoch
         for step in range(state.global_step - (epoch - 1) * steps + 1, steps + 1):
             images, labels = next(batches)[:2]
@@ -252,21 +283,23 @@ class Trainer:
             state.global_step += 1
             steps_run += 1
             self.meter.step()
-            local_stop = bool(self.stop is not None and self.stop.requested)
-            if not (step % settings.log_interval == 0 or step == steps) and not (local_stop and group_size == 1):
+            at_log_point = step % settings.log_interval == 0 or step == steps
+            if group_size == 1:
+                local_stop = bool(self.stop is not None and self.stop.requested)
+                if not (at_log_point or local_stop):
+                    continue
+            elif not (at_log_point or step % STOP_CHECK_STEPS == 0):
                 continue
+            else:
+                local_stop = bool(self.stop is not None and self.stop.requested)
+            first_global_step = window.first_global_step
             losses, stop_now = window.sync(local_stop)
-            self._check_finite(losses, window.first_global_step, epoch)
+            self._check_finite(losses, first_global_step, epoch)
             loss_sum += float(losses.sum())
-            loss_count += losses.size
-            images_per_sec = self.meter.close_window()
-            lr = lr_at_step(self.lr_schedule, min(state.global_step, len(self.lr_schedule)) - 1)
-            eta = self.meter.eta(settings.total_steps - state.global_step)
-            logger.info("epoch %d/%d step %d/%d loss %.4f lr %.6g | %.1f img/s | ETA %s", epoch, settings.epochs,
-                        step, steps, float(losses.mean()), lr, images_per_sec, format_duration(eta))
-            self.metrics.write("step", epoch=epoch, step=step, global_step=state.global_step,
-                               loss=float(losses.mean()), lr=lr, images_per_sec=images_per_sec,
-                               time=time.perf_counter() - self.run_started)
+            loss_steps += losses.size
+            log_window.add(losses)
+            if at_log_point or stop_now:
+                self._log_step(epoch, step, log_window.take())
             if stop_now:
                 if self.stop is not None:
                     self.stop.request(self.stop.signal_name or "SIGTERM")  # another rank's request counts here
@@ -274,9 +307,19 @@ class Trainer:
                 break
         seconds = time.perf_counter() - started
         epoch_images_per_sec = steps_run * self.meter.images_per_step / seconds if seconds > 0 else float("nan")
-        return EpochResult(steps=steps_run, mean_loss=loss_sum / loss_count if loss_count else float("nan"),
-                           seconds=seconds, images_per_sec=epoch_images_per_sec if steps_run else images_per_sec,
-                           stopped=stopped)
+        return EpochResult(steps=steps_run, loss_sum=loss_sum, loss_steps=loss_steps, seconds=seconds,
+                           images_per_sec=epoch_images_per_sec if steps_run else images_per_sec, stopped=stopped)
+
+    def _log_step(self, epoch: int, step: int, losses: np.ndarray) -> None:
+        """The log line and ``step`` record of a logging point (``losses``: the steps since the last one)."""
+        settings, state = self.settings, self.state
+        images_per_sec = self.meter.close_window()
+        lr = lr_at_step(self.lr_schedule, min(state.global_step, len(self.lr_schedule)) - 1)
+        eta = self.meter.eta(settings.total_steps - state.global_step)
+        logger.info("epoch %d/%d step %d/%d loss %.4f lr %.6g | %.1f img/s | ETA %s", epoch, settings.epochs,
+                    step, settings.steps_per_epoch, float(losses.mean()), lr, images_per_sec, format_duration(eta))
+        self.metrics.write("step", epoch=epoch, step=step, global_step=state.global_step, loss=float(losses.mean()),
+                           lr=lr, images_per_sec=images_per_sec, time=time.perf_counter() - self.run_started)
 
     # --------------------------------------------------------------------------------- epoch end, stop
     def _end_epoch(self, epoch: int, summary: EpochResult) -> bool:
@@ -329,15 +372,17 @@ class Trainer:
             entries["best_metric"] = float(self.state.best_top1)
         return entries
 
-    def _stop(self, epoch: int, saved_at_stop_step: bool) -> None:
+    def _stop(self, epoch: int, saved_at_stop_step: bool, summary: EpochResult) -> None:
         """A stop request was honoured: checkpoint the exact step (rank 0), say how to continue."""
         state, steps_per_epoch = self.state, self.settings.steps_per_epoch
         self.result.stopped_by = getattr(self.stop, "signal_name", None) or "stop request"
         step_in_epoch = state.global_step - (epoch - 1) * steps_per_epoch
         if not saved_at_stop_step and self.checkpoints is not None:
             if parameters_finite(self.net):
+                entries = {**self._entries(step_num=step_in_epoch), "epoch_loss_sum": summary.loss_sum,
+                           "epoch_loss_steps": summary.loss_steps}
                 self.result.last_checkpoint = self.checkpoints.save(self.train_step, state.epoch, state.global_step,
-                                                                    self._entries(step_num=step_in_epoch))
+                                                                    entries)
             else:
                 logger.error("weights are not finite at global step %d: no checkpoint written", state.global_step)
         if self.parallel.is_main:
