@@ -134,7 +134,10 @@ def create_model_from_config(config: Any, conv_backend: str | None = None) -> An
     :func:`src.models.cell_surgery.apply_conv_backend`), which changes no parameter name or shape.
     """
     from .cell_surgery import apply_conv_backend
+    from .info import check_fits_in_memory
 
-    net = create_model(config.net_name, **model_options(config))
+    options = model_options(config)
+    check_fits_in_memory(config.net_name, options)
+    net = create_model(config.net_name, **options)
     apply_conv_backend(net, conv_backend or config.conv_backend, config.device_target, config.amp_level)
     return net

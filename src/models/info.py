@@ -143,3 +143,25 @@ def _describe_resnet(arch: ResNetArch, name: str, image_size: int = 224, num_cla
         "params": counter.params, "params_m": counter.params / 1e6,
         "macs": counter.macs, "gmacs": counter.macs / 1e9,
     }
+
+
+BYTES_PER_PARAMETER_TRAINED = 16
+"""float32 weight, gradient, optimizer moment and its update: what each trained parameter costs at least."""
+
+
+def check_fits_in_memory(name: str, options: dict, memory_bytes: int | None = None) -> None:
+    """Raise one line before anything is allocated when the network's parameters alone cannot fit in this
+    machine's memory (e.g. a mistyped ``class_num`` of 100000000 making a classifier of terabytes)."""
+    import os
+
+    if memory_bytes is None:
+        try:
+            memory_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return
+    count = describe_model(name, **options)["params"]
+    needed = count * BYTES_PER_PARAMETER_TRAINED
+    if needed > memory_bytes:
+        raise DropCovError(f"{name} with these options has {count:,} parameters: about {needed / 2**30:,.0f} GiB to "
+                           f"train, more than this machine's {memory_bytes / 2**30:,.0f} GiB of memory "
+                           f"(class_num={options.get('num_classes')}?); check the config")

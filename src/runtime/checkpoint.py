@@ -13,11 +13,12 @@ is :mod:`src.engine.resume`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Union
 
 import mindspore as ms
 import numpy as np
@@ -66,8 +67,9 @@ def save_checkpoint_atomic(save_obj: SaveObject, path: Union[str, os.PathLike],
     partial = path.parent / f".{path.stem}.{os.getpid()}.partial{CHECKPOINT_SUFFIX}"
     partial_of_mindspore = partial.with_suffix(".tmp")  # mindspore writes <name>.tmp, then renames
     try:
-        ms.save_checkpoint(_as_saveable(save_obj), str(partial), append_dict=dict(append) or None,
-                           choice_func=(lambda name: name not in append) if append else None)
+        with _mindspore_logs_held_back():  # a failed write is our one line, not MindSpore's CRITICAL first
+            ms.save_checkpoint(_as_saveable(save_obj), str(partial), append_dict=dict(append) or None,
+                               choice_func=(lambda name: name not in append) if append else None)
         os.chmod(partial, 0o644)  # mindspore leaves it read-only
         with open(partial, "rb") as written:
             os.fsync(written.fileno())
@@ -80,6 +82,21 @@ def save_checkpoint_atomic(save_obj: SaveObject, path: Union[str, os.PathLike],
             if leftover.exists():
                 leftover.unlink()
     return path
+
+
+@contextlib.contextmanager
+def _mindspore_logs_held_back() -> Iterator[None]:
+    """Silence MindSpore's Python loggers (``mindspore...``) for the duration of the block."""
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.startswith("mindspore")]
+    previous = [each.disabled for each in loggers]
+    for each in loggers:
+        each.disabled = True
+    try:
+        yield
+    finally:
+        for each, disabled in zip(loggers, previous):
+            each.disabled = disabled
 
 
 def _check_extra(extra: Mapping[str, Any]) -> Dict[str, Union[int, float, bool, str]]:
