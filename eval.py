@@ -18,12 +18,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Sequence
 
 from src.cli import run_entry_point
-from src.config import MODEL, Config, keys_in, load_config
-from src.engine.metrics import format_duration
 from src.errors import DropCovError
+
+if TYPE_CHECKING:  # the config (and NumPy with it) is imported once run_entry_point has set up signals
+    from src.config import Config
 
 logger = logging.getLogger("eval")
 
@@ -38,6 +39,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def progress_logger(total_images: int, images_per_batch: int, interval: int, batches: int) -> Callable[[int], None]:
     """A progress callback for :func:`src.engine.evaluate.evaluate`: logs ``images done / total, images/s,
     time left`` every ``interval`` batches and after the last one."""
+    from src.engine.metrics import format_duration
+
     started = time.perf_counter()
     interval = max(1, int(interval))
 
@@ -57,6 +60,8 @@ def progress_logger(total_images: int, images_per_batch: int, interval: int, bat
 def results_record(config: Config, metrics: Dict[str, float], val_root: str, group_size: int) -> Dict[str, Any]:
     """What eval_results.json holds: the scores, the speed, and what produced them."""
     import mindspore as ms
+
+    from src.config import MODEL, keys_in
 
     seconds = float(metrics["seconds"])
     return {
@@ -85,6 +90,8 @@ def write_json(record: Dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
+    from src.config import load_config
+
     config, args = load_config(argv, description=__doc__, extra_arguments=add_options)
     if not config.checkpoint_file_path:
         raise DropCovError("no checkpoint to evaluate: pass --checkpoint_file_path PATH.ckpt (a published "

@@ -14,7 +14,6 @@ import sys
 from typing import Sequence
 
 from src.cli import run_entry_point
-from src.config import load_config
 from src.errors import DropCovError
 
 
@@ -24,6 +23,8 @@ def batch_size_given(argv: Sequence[str]) -> bool:
 
 
 def main(argv: Sequence[str]) -> int:
+    from src.config import load_config
+
     config, _ = load_config(argv, description=__doc__)
     if not config.checkpoint_file_path:
         raise DropCovError("no checkpoint to export: pass --checkpoint_file_path PATH.ckpt")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Sequence
 
 from src.cli import run_entry_point
-from src.config import load_config
 from src.errors import DropCovError
 
 logger = logging.getLogger("predict")
@@ -33,6 +32,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
+    from src.config import load_config
+
     config, args = load_config(argv, description=__doc__, extra_arguments=add_options)
     if not config.checkpoint_file_path:
         raise DropCovError("no checkpoint to predict with: pass --checkpoint_file_path PATH.ckpt")

@@ -16,11 +16,13 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from src.cli import run_entry_point
-from src.config import Config, load_config
 from src.errors import DropCovError
+
+if TYPE_CHECKING:  # the config (and NumPy with it) is imported once run_entry_point has set up signals
+    from src.config import Config
 
 logger = logging.getLogger("train")
 
@@ -94,6 +96,8 @@ def build_training(config: Config, steps_per_epoch: int, conv_backend: str, rank
 
 
 def main(argv: Sequence[str]) -> int:
+    from src.config import load_config
+
     config, _ = load_config(argv, description=__doc__)
     from src.kernels.backend import settle_conv_backend
 

@@ -64,3 +64,14 @@ def test_checking_a_config_loads_no_mindspore(module):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False", f"importing {module} loaded MindSpore"
+
+
+def test_entry_points_import_neither_numpy_nor_mindspore():
+    """run_entry_point blocks SIGINT/SIGTERM before main runs; threads started earlier (NumPy's BLAS pool,
+    MindSpore's) would not inherit that and would hand Ctrl-C to MindSpore's handler, which turns it into
+    SIGTERM. So importing an entry point must start no such library."""
+    code = ("import sys; import train, eval, predict, export; "
+            "print(sorted(m for m in ('numpy', 'mindspore') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -86,9 +86,9 @@ def save_checkpoint_atomic(save_obj: SaveObject, path: Union[str, os.PathLike],
 
 @contextlib.contextmanager
 def _mindspore_logs_held_back() -> Iterator[None]:
-    """Silence MindSpore's Python loggers (``mindspore...``) for the duration of the block."""
+    """Silence MindSpore's Python logger (``ME.mindspore.log.<pid>`` in 2.10) for the duration of the block."""
     loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-               if name.startswith("mindspore")]
+               if name.startswith(("mindspore", "ME.mindspore"))]
     previous = [each.disabled for each in loggers]
     for each in loggers:
         each.disabled = True

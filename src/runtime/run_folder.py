@@ -3,8 +3,9 @@
 Rank 0 of a run (:class:`RunFolder`)
 
 - checks the folder can be written without creating anything, and holds an exclusive lock on
-  ``OUTPUT/.lock`` (``flock``: released on exit, also after a crash; the file names the holder's pid) so a
-  second run into the same folder stops with one line instead of interleaving logs and checkpoints;
+  ``OUTPUT/.lock`` (``flock``: released on exit, also after a crash; the file names the holder's pid and is
+  removed on a normal exit) so a second run into the same folder stops with one line instead of
+  interleaving logs and checkpoints;
 - refuses a fresh run (no ``--resume``) into a folder that holds another run's checkpoints, unless
   ``overwrite`` deletes them;
 - writes nothing else until :meth:`commit` (after every check of the run passed): then the log file
@@ -107,8 +108,7 @@ class RunFolder:
         if self.log is not None and not self.committed:
             self.log.discard()
         if self._lock_handle is not None:
-            if not self.committed and self._created:  # the folder is ours to remove again
-                Path(self._lock_handle.name).unlink(missing_ok=True)
+            Path(self._lock_handle.name).unlink(missing_ok=True)  # while still held: no other run can have it
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
             self._lock_handle.close()
             self._lock_handle = None

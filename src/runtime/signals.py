@@ -68,6 +68,7 @@ class StopRequest:
         self._previous_mask: set | None = None
         self._closing = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._interrupting = False  # interrupt_main() runs the Python-level SIGINT handler: not a second signal
 
     @property
     def requested(self) -> bool:
@@ -101,6 +102,7 @@ class StopRequest:
         elif in_main_thread:
             raise KeyboardInterrupt
         else:
+            self._interrupting = True
             _thread.interrupt_main()
 
     def _watch(self) -> None:
@@ -110,7 +112,11 @@ class StopRequest:
                 self._received(info.si_signo)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        """Python-level handler, for a signal delivered to a thread that existed before :meth:`install`."""
+        """Python-level handler, for a signal delivered to a thread that existed before :meth:`install` (and
+        for :func:`_thread.interrupt_main`'s simulated SIGINT, which raises the interrupt in the main thread)."""
+        if self._interrupting and signum == signal.SIGINT:
+            self._interrupting = False
+            raise KeyboardInterrupt
         self._received(signum, in_main_thread=True)
 
     def install(self) -> StopRequest:
