@@ -80,7 +80,8 @@ def build_training(config: Config, steps_per_epoch: int, conv_backend: str, rank
                                      config.warmup_epochs, config.epoch_size, steps_per_epoch,
                                      config.lr_milestones, config.lr_gamma, config.lr_power)
     optimizer = create_optimizer(net, config.optimizer, lr_schedule, config.momentum, config.weight_decay,
-                                 optimizer_loss_scale(config.loss_scale_type, config.loss_scale))
+                                 optimizer_loss_scale(config.loss_scale_type, config.loss_scale),
+                                 config.decay_norm_and_bias)
     loss_fn = create_loss(config.class_num, config.label_smooth_factor if config.use_label_smooth else 0.0)
     train_step = build_train_step(net, loss_fn, optimizer, config.amp_level,
                                   create_loss_scale_manager(config.loss_scale_type, config.loss_scale))

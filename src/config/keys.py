@@ -19,7 +19,7 @@ from src.engine.optimizer import LOSS_SCALE_TYPES, OPTIMIZER_NAMES
 from src.engine.train_step import AMP_LEVELS
 from src.kernels.backend import CONV_BACKENDS
 from src.models._registry import model_specs
-from src.models.init import CONV_INITS, DENSE_INITS
+from src.models.init import CONV_INITS, DENSE_INITS, ECA_INITS
 from src.models.specs import ARCH_STYLES, HEADS, LAYER4_STRIDES, POST_NORMS
 from src.runtime.device import DEVICE_TARGETS, EXECUTION_MODES
 
@@ -64,9 +64,14 @@ class Config:
     arch_style: str = key("mindspore", "network variant: the published MindSpore one, or the authors' PyTorch "
                           "one (symmetric padding, BN eps 1e-5)", ARCH_STYLES, group=MODEL)
     class_num: int = key(1001, "number of classifier outputs", minimum=1, group=MODEL)
-    conv_init: str = key("XavierUniform", "initialiser of convolution weights", tuple(CONV_INITS), group=MODEL)
-    dense_init: str = key("TruncatedNormal", "initialiser of the classifier weight", tuple(DENSE_INITS),
-                          group=MODEL)
+    conv_init: str = key("XavierUniform", "initialiser of the Conv2d weights (HeNormal: PyTorch's "
+                         "kaiming_normal_(mode='fan_out', nonlinearity='relu'))", tuple(CONV_INITS), group=MODEL)
+    dense_init: str = key("TruncatedNormal", "initialiser of the classifier (TruncatedNormal: sigma 0.01 cut at "
+                          "2 sigma, bias 0, as MindSpore 1.9 drew it; PyTorchDefault: nn.Linear's weight and bias "
+                          "U(+-1/sqrt(fan_in)))", tuple(DENSE_INITS), group=MODEL)
+    eca_init: str = key("Normal", "initialiser of the DropCov head's ECA Conv1d (Normal: sigma 0.01, MindSpore "
+                        "1.9's Conv1d default; PyTorchDefault: nn.Conv1d's U(+-1/sqrt(fan_in)))",
+                        tuple(ECA_INITS), group=MODEL)
     # data
     dataset: str = key("imagenet", "dataset format: ImageNet-style class folders, or CIFAR-10 binary",
                        list_datasets, group=DATA)
@@ -104,8 +109,10 @@ class Config:
                                      group=OPTIM)
     optimizer: str = key("Momentum", "optimizer", OPTIMIZER_NAMES, group=OPTIM)
     momentum: float = key(0.9, "SGD momentum", minimum=0.0, group=OPTIM)
-    weight_decay: float = key(1e-4, "weight decay on all weights except BN gamma/beta and biases", minimum=0.0,
-                              group=OPTIM)
+    weight_decay: float = key(1e-4, "weight decay on all weights except BN gamma/beta and biases (unless "
+                              "decay_norm_and_bias)", minimum=0.0, group=OPTIM)
+    decay_norm_and_bias: bool = key(False, "weight decay on BN gamma/beta and biases too (the authors' PyTorch "
+                                    "recipe decays every parameter)", group=OPTIM)
     loss_scale: float = key(1024.0, "loss scale (fixed value, or initial value of the dynamic scale)",
                             minimum=1.0, group=OPTIM)
     loss_scale_type: str = key("fixed", "loss scaling", LOSS_SCALE_TYPES, group=OPTIM)

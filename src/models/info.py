@@ -97,10 +97,10 @@ def isqrt_matmuls(iters: int) -> int:
 def describe_model(name: str, image_size: int = 224, num_classes: int = 1000, head: str = "dropcov",
                    cov_dim: int = 128, post_norm: str = "none", isqrt_iters: int = 5, layer4_stride: int = 0,
                    adaptive_dropout: bool = True, arch_style: str = "mindspore", conv_init: str = "",
-                   dense_init: str = "") -> dict:
+                   dense_init: str = "", eca_init: str = "") -> dict:
     """Trainable parameters and inference multiply-adds of ``create_model(name, **options)``.
 
-    ``conv_init``/``dense_init`` are accepted (and ignored) so that ``create_model``'s keyword
+    ``conv_init``/``dense_init``/``eca_init`` are accepted (and ignored) so that ``create_model``'s keyword
     arguments can be passed as they are: initialisation changes no count.
 
     Takes the keyword arguments of :func:`src.models.create_model` plus ``image_size`` (square
