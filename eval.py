@@ -117,7 +117,8 @@ def main(argv: Sequence[str]) -> int:
     bundle = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
                             num_parallel_workers=config.num_parallel_workers, seed=config.seed,
                             safe_decode=config.safe_decode,
-                            eval_dataset_path=config.eval_dataset_path, **shards)
+                            eval_dataset_path=config.eval_dataset_path,
+                            eval_resize_library=config.eval_resize_library, **shards)
     class_count = len(bundle.class_names)
     if class_count > config.class_num:
         raise DropCovError(f"{bundle.source} has {class_count} classes but the network has class_num="

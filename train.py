@@ -53,7 +53,8 @@ def build_datasets(config: Config, parallel: Any) -> tuple:
     val = None
     if config.run_eval:
         val = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
-                             eval_dataset_path=config.eval_dataset_path, **common)
+                             eval_dataset_path=config.eval_dataset_path,
+                             eval_resize_library=config.eval_resize_library, **common)
     return train, val
 
 

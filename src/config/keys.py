@@ -13,6 +13,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from src.data import list_datasets
+from src.data.transforms import EVAL_RESIZE_LIBRARIES
 from src.engine.export import EXPORT_FORMATS
 from src.engine.lr_schedule import LR_DECAY_MODES
 from src.engine.optimizer import LOSS_SCALE_TYPES, OPTIMIZER_NAMES
@@ -81,6 +82,10 @@ class Config:
     train_image_size: int = key(224, "training crop size", minimum=8, group=DATA)
     eval_image_size: int = key(224, "evaluation centre-crop size (resize to size/0.875 first)", minimum=8,
                                group=DATA)
+    eval_resize_library: str = key("mindspore", "library of the evaluation resize: MindSpore's bilinear Resize "
+                                   "(the original MindSpore code), or Pillow's antialiased bilinear resize with "
+                                   "torchvision's sizes and crop (how the authors' PyTorch code scored)",
+                                   EVAL_RESIZE_LIBRARIES, group=DATA)
     train_crop_min_scale: float = key(0.08, "smallest random-crop area (fraction of the image) when training",
                                       minimum=0.01, group=DATA)
     train_hflip: bool = key(True, "random horizontal flip when training", group=DATA)
