@@ -96,7 +96,12 @@ def main(argv: Sequence[str]) -> int:
     from src.data import create_dataset, pipeline_errors_as_dropcov
     from src.engine.evaluate import evaluate
     from src.models import create_model_from_config
-    from src.models.weights import describe_checkpoint, format_description, load_network_weights
+    from src.models.weights import (
+        adopt_checkpoint_widths,
+        describe_checkpoint,
+        format_description,
+        load_network_weights,
+    )
     from src.runtime.checkpoint import load_checkpoint_file
     from src.runtime.context import start_run
     from src.runtime.files import ensure_writable_directory
@@ -108,6 +113,7 @@ def main(argv: Sequence[str]) -> int:
 
     checkpoint = config.checkpoint_file_path
     params = load_checkpoint_file(checkpoint, option="checkpoint_file_path")
+    config = adopt_checkpoint_widths(config, params, checkpoint)
     net = create_model_from_config(config, conv_backend)
     load_network_weights(net, params, strict=True, source=checkpoint)
     logger.info("loaded %s (%s)", checkpoint, format_description(describe_checkpoint(params)))

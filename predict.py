@@ -62,12 +62,13 @@ def main(argv: Sequence[str]) -> int:
 
     from src.engine.predict import eval_image_transform, format_table, predict_files, write_predictions
     from src.models import create_model_from_config
-    from src.models.weights import load_network_weights
+    from src.models.weights import adopt_checkpoint_widths, load_network_weights
     from src.runtime.checkpoint import load_checkpoint_file
     from src.runtime.context import start_run
 
     start_run(config, conv_backend, distributed=False)
     params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
+    config = adopt_checkpoint_widths(config, params, config.checkpoint_file_path)
     net = create_model_from_config(config, conv_backend)
     load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
     del params

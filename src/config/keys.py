@@ -65,6 +65,10 @@ class Config:
     arch_style: str = key("mindspore", "network variant: the published MindSpore one, or the authors' PyTorch "
                           "one (symmetric padding, BN eps 1e-5)", ARCH_STYLES, group=MODEL)
     class_num: int = key(1001, "number of classifier outputs", minimum=1, group=MODEL)
+    widths_from_checkpoint: bool = key(False, "build cov_dim and class_num as the checkpoint being evaluated, "
+                                       "used for prediction or exported has them (logged and recorded), "
+                                       "e.g. for the authors' PyTorch checkpoints of either head width",
+                                       group=MODEL)
     conv_init: str = key("XavierUniform", "initialiser of the Conv2d weights (HeNormal: PyTorch's "
                          "kaiming_normal_(mode='fan_out', nonlinearity='relu'))", tuple(CONV_INITS), group=MODEL)
     dense_init: str = key("TruncatedNormal", "initialiser of the classifier (TruncatedNormal: sigma 0.01 cut at "
