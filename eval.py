@@ -71,7 +71,8 @@ def results_record(config: Config, metrics: Dict[str, float], val_root: str, gro
         "checkpoint": str(Path(config.checkpoint_file_path).expanduser().resolve()),
         "config_path": str(Path(config.config_path).resolve()) if config.config_path else "",
         "dataset": str(Path(val_root).expanduser().resolve()),
-        "net": {key: getattr(config, key) for key in keys_in(MODEL)},
+        "net": {**{key: getattr(config, key) for key in keys_in(MODEL)},
+                "widths_from_checkpoint": config.widths_from_checkpoint},
         "eval_image_size": config.eval_image_size, "batch_size": config.batch_size,
         "device_target": config.device_target, "ranks": group_size, "mindspore": ms.__version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -103,7 +104,12 @@ def main(argv: Sequence[str]) -> int:
     from src.data import create_dataset, pipeline_errors_as_dropcov
     from src.engine.evaluate import evaluate
     from src.models import create_model_from_config
-    from src.models.weights import describe_checkpoint, format_description, load_network_weights
+    from src.models.weights import (
+        adopt_checkpoint_widths,
+        describe_checkpoint,
+        format_description,
+        load_network_weights,
+    )
     from src.runtime.checkpoint import load_checkpoint_file
     from src.runtime.context import start_run
     from src.runtime.files import check_writable_directory
@@ -115,6 +121,7 @@ def main(argv: Sequence[str]) -> int:
 
     checkpoint = config.checkpoint_file_path
     params = load_checkpoint_file(checkpoint, option="checkpoint_file_path")
+    config = adopt_checkpoint_widths(config, params, checkpoint)
     net = create_model_from_config(config, conv_backend)
     load_network_weights(net, params, strict=True, source=checkpoint)
     logger.info("loaded %s (%s)", checkpoint, format_description(describe_checkpoint(params)))
@@ -124,7 +131,8 @@ def main(argv: Sequence[str]) -> int:
     bundle = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
                             num_parallel_workers=config.num_parallel_workers, seed=config.seed,
                             safe_decode=config.safe_decode,
-                            eval_dataset_path=config.eval_dataset_path, **shards)
+                            eval_dataset_path=config.eval_dataset_path,
+                            eval_resize_library=config.eval_resize_library, **shards)
     class_count = len(bundle.class_names)
     if class_count > config.class_num:
         raise DropCovError(f"{bundle.source} has {class_count} classes but the network has class_num="

@@ -61,20 +61,22 @@ def main(argv: Sequence[str]) -> int:
 
     conv_backend = settle_conv_backend(config)  # before MindSpore is imported
 
-    from src.engine.predict import format_table, predict_files, write_predictions
+    from src.engine.predict import eval_image_transform, format_table, predict_files, write_predictions
     from src.models import create_model_from_config
-    from src.models.weights import load_network_weights
+    from src.models.weights import adopt_checkpoint_widths, load_network_weights
     from src.runtime.checkpoint import load_checkpoint_file
     from src.runtime.context import start_run
 
     start_run(config, conv_backend, distributed=False)
     params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
+    config = adopt_checkpoint_widths(config, params, config.checkpoint_file_path)
     net = create_model_from_config(config, conv_backend)
     load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
     del params
     logger.info("predicting %d image(s) with %s; class names: %s", len(files), config.checkpoint_file_path,
                 names_source or "none (indices only)")
-    predictions = predict_files(net, files, config.eval_image_size, config.batch_size, args.top_k)
+    predictions = predict_files(net, files, config.eval_image_size, config.batch_size, args.top_k,
+                                transform=eval_image_transform(config.eval_image_size, config.eval_resize_library))
     written = write_predictions(predictions, output_file, class_names)
     print(format_table(predictions, class_names), flush=True)
     print(f"{len(predictions)} image(s); top-{min(args.top_k, config.class_num)} predictions written to {written}",

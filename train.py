@@ -55,7 +55,8 @@ def build_datasets(config: Config, parallel: Any) -> tuple:
     val = None
     if config.run_eval:
         val = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
-                             eval_dataset_path=config.eval_dataset_path, **common)
+                             eval_dataset_path=config.eval_dataset_path,
+                             eval_resize_library=config.eval_resize_library, **common)
     return train, val
 
 
@@ -86,7 +87,8 @@ def build_training(config: Config, steps_per_epoch: int, conv_backend: str, rank
         logger.warning("lr_milestones %s lie at or beyond epoch_size %d: the rate never decays there", late,
                        config.epoch_size)
     optimizer = create_optimizer(net, config.optimizer, lr_schedule, config.momentum, config.weight_decay,
-                                 optimizer_loss_scale(config.loss_scale_type, config.loss_scale))
+                                 optimizer_loss_scale(config.loss_scale_type, config.loss_scale),
+                                 config.decay_norm_and_bias)
     loss_fn = create_loss(config.class_num, config.label_smooth_factor if config.use_label_smooth else 0.0)
     train_step = build_train_step(net, loss_fn, optimizer, config.amp_level,
                                   create_loss_scale_manager(config.loss_scale_type, config.loss_scale))

@@ -139,13 +139,18 @@ def test_shipped_configs_load(path):
 
 
 def test_published_recipe_values():
+    """lr_max 0.24 and weight_decay 5e-5: the update the original code applied with its lr 0.12 and decay 1e-4
+    under an optimizer scale of 512 against a manager of 1024 (tests/test_optimizer.py checks the step)."""
     for net in ("resnet18", "resnet34", "resnet50"):
-        config, _ = load_config(["--config_path", str(CONFIG_DIR / f"{net}_imagenet2012_config.yaml")])
-        assert (config.class_num, config.batch_size, config.device_num) == (1001, 64, 4)
-        assert (config.lr_max, config.lr_milestones, config.lr_gamma, config.epoch_size) == (0.12, [30, 60, 90], 0.1, 100)
-        assert (config.label_smooth_factor, config.momentum, config.weight_decay) == (0.1, 0.9, 1e-4)
-        assert (config.loss_scale, config.loss_scale_type, config.amp_level) == (1024.0, "fixed", "O2")
-        assert (config.device_target, config.mode_name, config.head, config.cov_dim) == ("GPU", "GRAPH_MODE", "dropcov", 128)
+        for head, name in (("dropcov", f"{net}_imagenet2012_config.yaml"), ("gap", f"{net}_gap_imagenet2012_config.yaml")):
+            config, _ = load_config(["--config_path", str(CONFIG_DIR / name)])
+            assert (config.class_num, config.batch_size, config.device_num) == (1001, 64, 4)
+            assert (config.lr_max, config.lr_milestones, config.lr_gamma, config.epoch_size) == (0.24, [30, 60, 90], 0.1, 100)
+            assert (config.label_smooth_factor, config.momentum, config.weight_decay) == (0.1, 0.9, 5e-5)
+            assert (config.loss_scale, config.loss_scale_type, config.amp_level) == (1024.0, "fixed", "O2")
+            assert (config.device_target, config.mode_name, config.head, config.cov_dim) == ("GPU", "GRAPH_MODE", head, 128)
+            assert (config.conv_init, config.dense_init, config.eca_init, config.decay_norm_and_bias) == \
+                ("XavierUniform", "TruncatedNormal", "Normal", False)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])

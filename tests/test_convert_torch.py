@@ -5,6 +5,8 @@ The PyTorch side is the authors' network rewritten in tests/torch_reference.py; 
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,7 @@ from src.models.torch_mapping import (  # noqa: E402
     mindspore_name,
     strip_wrapper_prefix,
 )
-from tests.torch_reference import build_reference, randomise  # noqa: E402
+from tests.torch_reference import BLOCKS, build_reference, randomise  # noqa: E402
 
 LAYOUT_NETS = ("resnet18", "resnet34", "resnet50")
 
@@ -214,7 +216,7 @@ def save_reference(tmp_path, net_name: str, cov_dim: int, wrapped: bool, seed: i
 @pytest.mark.slow
 @pytest.mark.parametrize("net_name, cov_dim, wrapped, use_config", [
     ("resnet18", 32, False, False),
-    ("resnet34", 32, True, False),
+    ("resnet34", 32, True, None),  # nothing given: backbone and widths read from the file
     # the authors' setup through its config: 256-d head (32,896-d vector, fc 1000 x 32896)
     ("resnet50", 256, True, True),
 ])
@@ -228,6 +230,8 @@ def test_converted_checkpoint_reproduces_pytorch_logits(repo_root, tmp_path, net
     if use_config:
         config = repo_root / "config" / f"{net_name}_dropcov_torch_config.yaml"
         assert main(["--config_path", str(config), str(path), str(output)]) == 0
+    elif use_config is None:
+        assert main([str(path), str(output)]) == 0
     else:
         assert main(["--net_name", net_name, str(path), str(output)]) == 0
     assert output.is_file() and not list(tmp_path.glob("*.tmp.ckpt"))
@@ -279,44 +283,191 @@ def test_training_branch_matches_pytorch(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    """Wrong net_name, wrong class_num and a non-.ckpt output each exit 1 with one line on stderr."""
+    """A backbone or class count the file does not hold, and a non-.ckpt output: exit 2, one line on stderr."""
     from src.tools.convert_torch import main
 
     _, path = save_reference(tmp_path, "resnet18", 32, wrapped=True, seed=1)
     output = tmp_path / "out.ckpt"
     cases = [
-        (["--net_name", "resnet34", str(path), str(output)], "missing from the checkpoint"),
-        (["--net_name", "resnet50", str(path), str(output)], "missing from the checkpoint"),
-        (["--net_name", "resnet18", "--class_num", "10", str(path), str(output)], "fc.weight has shape"),
-        (["--net_name", "resnet18", str(path), str(tmp_path / "out.bin")], "must end in .ckpt"),
-        ([str(path), str(output)], "no net_name"),
+        (["--net_name", "resnet34", str(path), str(output)], "holds resnet18 + DropCov with net_name resnet18 (not resnet34)"),
+        (["--net_name", "resnet50", str(path), str(output)], "net_name resnet18 (not resnet50)"),
+        (["--class_num", "10", "--cov_dim", "32", str(path), str(output)], "class_num 1000 (not 10)"),
+        (["--cov_dim", "64", str(path), str(output)], "cov_dim 32 (not 64)"),
+        ([str(path), str(tmp_path / "out.bin")], "must end in .ckpt"),
     ]
     for argv, expected in cases:
-        assert main(argv) == 1
+        assert main(argv) == 2
         error = capsys.readouterr().err
-        assert expected in error and error.count("\n") == 1, (argv, error)
+        assert error.startswith("convert_torch: error: ") and expected in error and error.count("\n") == 1, (argv, error)
     assert not output.exists()
+
+
+def write_mindspore_checkpoint(path) -> None:
+    import mindspore as ms
+
+    ms.save_checkpoint([{"name": "fc.weight", "data": ms.Tensor(np.ones((2, 3), np.float32))}], str(path))
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("random", "is not a PyTorch checkpoint (unknown content starting 13 "),
+    ("mindspore", "is a MindSpore checkpoint (.ckpt), not a PyTorch one: there is nothing to convert"),
+    ("jpeg", "is not a PyTorch checkpoint (it is a JPEG image)"),
+    ("empty", "is empty (0 bytes): not a PyTorch checkpoint"),
+])
+def test_files_that_are_not_pytorch_checkpoints_are_named(tmp_path, capsys, kind, expected):
+    """The converter says what the file is, as eval.py does, instead of advising --trust_pickle; exit 2."""
+    from src.tools.convert_torch import main
+
+    path = tmp_path / ("model.ckpt" if kind == "mindspore" else "model.pth")
+    if kind == "random":
+        path.write_bytes(b"\x13" + np.random.default_rng(0).bytes(4095))
+    elif kind == "mindspore":
+        write_mindspore_checkpoint(path)
+    elif kind == "jpeg":
+        path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(60))
+    else:
+        path.write_bytes(b"")
+    assert main([str(path), str(tmp_path / "out.ckpt")]) == 2
+    error = capsys.readouterr().err
+    assert error == f"convert_torch: error: {path} {expected}" + error[len(f"convert_torch: error: {path} {expected}"):]
+    assert error.count("\n") == 1 and "--trust_pickle" not in error, error
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+@pytest.mark.parametrize("net_name, cov_dim, classes", [("resnet18", 16, 7), ("resnet34", 24, 1000),
+                                                        ("resnet50", 32, 10), ("resnet101", 16, 5)])
+def test_backbone_and_widths_are_read_from_the_layer_names(net_name, cov_dim, classes):
+    from src.tools.convert_torch import network_of
+
+    state_dict = build_reference(net_name, num_classes=classes, cov_dim=cov_dim).state_dict()
+    wrapped = {"module." + name: value for name, value in state_dict.items()}
+    assert network_of(wrapped, "x.pth") == {"net_name": net_name, "cov_dim": cov_dim, "class_num": classes}
+    without_head = {name: value for name, value in state_dict.items() if not name.startswith("layer_reduce")}
+    with pytest.raises(DropCovError, match="not a DropCov checkpoint"):
+        network_of(without_head, "x.pth")
+    last = BLOCKS[net_name][1][0] - 1  # drop layer1's last block: no registered ResNet has that depth
+    odd = {name: value for name, value in state_dict.items() if not name.startswith(f"layer1.{last}.")}
+    with pytest.raises(DropCovError, match=rf"describe no registered ResNet.*blocks \[{last}, "):
+        network_of(odd, "x.pth")
 
 
 # ---------------------------------------------------------------- configs
 
-@pytest.mark.parametrize("net_name", ["resnet34", "resnet50"])
+@pytest.mark.parametrize("net_name", ["resnet34", "resnet50", "resnet101"])
 def test_torch_configs_describe_the_pytorch_network(repo_root, net_name):
+    """The authors' network and recipe; the head width is the checkpoint's (widths_from_checkpoint)."""
     from src.config import load_config
-    from src.tools.convert_torch import _config_values
+    from src.tools.convert_torch import expected_by_config
 
     path = str(repo_root / "config" / f"{net_name}_dropcov_torch_config.yaml")
     config, _ = load_config(["--config_path", path])
     assert (config.net_name, config.head, config.arch_style) == (net_name, "dropcov", "torch")
     assert (config.cov_dim, config.class_num, config.post_norm, config.eval_image_size) == (256, 1000, "none", 224)
+    assert config.widths_from_checkpoint and config.eval_resize_library == "pillow"
+    assert (config.conv_init, config.dense_init, config.eca_init) == ("HeNormal", "PyTorchDefault", "PyTorchDefault")
+    assert (config.weight_decay, config.decay_norm_and_bias, config.lr_max, config.use_label_smooth) == \
+        (1e-4, True, 0.1, False)
+    assert (config.lr_milestones, config.lr_gamma, config.epoch_size, config.amp_level) == ([30, 60, 90], 0.1, 100, "O0")
     assert config.layer4_stride in (0, 1)
-    assert _config_values(path) == {"net_name": net_name, "cov_dim": 256, "class_num": 1000}
+    assert expected_by_config(path) == {"net_name": net_name}
 
 
 def test_mindspore_style_config_is_refused(repo_root, tmp_path, capsys):
     from src.tools.convert_torch import main
 
     path = str(repo_root / "config" / "resnet50_imagenet2012_config.yaml")
-    assert main(["--config_path", path, str(tmp_path / "in.pth"), str(tmp_path / "out.ckpt")]) == 1
+    assert main(["--config_path", path, str(tmp_path / "in.pth"), str(tmp_path / "out.ckpt")]) == 2
     error = capsys.readouterr().err
     assert "arch_style" in error and "torch" in error and error.count("\n") == 1
+
+
+# ---------------------------------------------------------------- README's two commands, either head width
+
+def readme_pytorch_commands(repo_root) -> list[str]:
+    """The commands of the bash block under README's "The authors' PyTorch checkpoints" (continuations joined)."""
+    import re
+
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The authors' PyTorch checkpoints", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    return [" ".join(line.split()) for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def torchvision_eval_batch(files) -> np.ndarray:
+    """torchvision's Resize(256) + CenterCrop(224) + ToTensor + Normalize of image files, (N, 3, 224, 224)."""
+    from PIL import Image
+
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    batch = []
+    for path in files:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            width, height = image.size
+            if width <= height:
+                size = (256, int(256 * height / width))
+            else:
+                size = (int(256 * width / height), 256)
+            pixels = np.asarray(image.resize(size, Image.BILINEAR), dtype=np.float64) / 255.0
+        top, left = int(round((pixels.shape[0] - 224) / 2.0)), int(round((pixels.shape[1] - 224) / 2.0))
+        batch.append(((pixels[top:top + 224, left:left + 224] - mean) / std).transpose(2, 0, 1))
+    return np.stack(batch).astype(np.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cov_dim", [128, 256])
+def test_readme_commands_convert_and_evaluate_either_head_width(repo_root, tmp_path, cov_dim):
+    """README's convert + eval commands (ResNet-34, "34 in place of 50"; on CPU) with a 128-d and a 256-d
+    checkpoint: eval builds the file's head and scores as the authors did (torchvision's resize): its mean
+    cross entropy and top-1 equal the PyTorch reference network's on the same images."""
+    import json
+    import shlex
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    commands = readme_pytorch_commands(repo_root)
+    assert len(commands) == 2 and "src.tools.convert_torch" in commands[0] and "eval.py" in commands[1]
+    pth, ckpt, data = tmp_path / "r34_dropcov.pth.tar", tmp_path / "resnet34_dropcov_torch.ckpt", tmp_path / "imagenet"
+    reference = randomise(build_reference("resnet34", num_classes=1000, cov_dim=cov_dim), seed=cov_dim).eval()
+    torch.save({"epoch": 100, "arch": "resnet34_ACD",
+                "state_dict": {"module." + k: v for k, v in reference.state_dict().items()}}, pth)
+    rng = np.random.default_rng(cov_dim)
+    files, labels = [], []
+    for label, (height, width) in enumerate([(300, 260), (260, 333)]):
+        for index in range(2):
+            path = data / "val" / f"n0{label}" / f"{index}.JPEG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (height + 9 * index, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+            files.append(path)
+            labels.append(label)
+
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    outputs = []
+    for command in commands:
+        command = command.replace("50", "34").replace('--device_target="GPU"', '--device_target="CPU"')
+        command = command.replace("r34_dropcov.pth.tar", str(pth)).replace("=resnet34_dropcov_torch.ckpt", f"={ckpt}")
+        command = command.replace(" resnet34_dropcov_torch.ckpt", f" {ckpt}").replace("IMAGENET", str(data))
+        argv = shlex.split(command)
+        assert argv[0] == "python"
+        argv = [sys.executable] + argv[1:] + (["--output_path", str(tmp_path / "run")] if "eval.py" in command else [])
+        result = subprocess.run(argv, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (command, result.stderr[-3000:])
+        outputs.append(result.stdout + result.stderr)
+    assert f"cov_dim {cov_dim} ({cov_dim * (cov_dim + 1) // 2}-d representation), 1000 classes" in outputs[0]
+    if cov_dim != 256:
+        assert f"widths_from_checkpoint: cov_dim {cov_dim}, class_num 1000 from {ckpt} (the config said cov_dim 256)" \
+            in outputs[1]
+
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert results["net"]["cov_dim"] == cov_dim and results["net"]["widths_from_checkpoint"] is True
+    assert results["count"] == 4
+    with torch.no_grad():
+        logits = reference(torch.from_numpy(torchvision_eval_batch(files))).double()
+    expected_loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(labels)))
+    expected_top1 = float((logits.argmax(dim=1) == torch.tensor(labels)).double().mean())
+    print(f"cov_dim {cov_dim}: eval loss {results['loss']:.6f}, PyTorch {expected_loss:.6f}")
+    assert results["loss"] == pytest.approx(expected_loss, rel=1e-4)
+    assert results["top1"] == expected_top1

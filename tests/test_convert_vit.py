@@ -163,6 +163,6 @@ def test_cli_refuses_cov_dim_for_a_transformer(tmp_path, capsys):
 
     path = tmp_path / "in.pth"
     torch.save({"state_dict": {}}, path)
-    assert main(["--net_name", "deit_small_dropcov", "--cov_dim", "256", str(path), str(tmp_path / "o.ckpt")]) == 1
+    assert main(["--net_name", "deit_small_dropcov", "--cov_dim", "256", str(path), str(tmp_path / "o.ckpt")]) == 2
     error = capsys.readouterr().err
     assert "cov_dim does not apply to deit_small_dropcov" in error and error.count("\n") == 1

@@ -180,6 +180,7 @@ def _trainable_count(net) -> int:
     ("resnet34", {"num_classes": 1001}),
     ("resnet50", {"num_classes": 1000, "head": "gap"}),
     ("resnet50", {"num_classes": 1000, "cov_dim": 256, "arch_style": "torch"}),
+    ("resnet101", {"num_classes": 1000, "cov_dim": 128, "arch_style": "torch"}),
 ])
 def test_analytic_parameter_count_equals_the_built_network(name, options):
     assert describe_model(name, **options)["params"] == _trainable_count(create_model(name, **options))
@@ -219,8 +220,12 @@ def test_model_info_command_prints_a_row_and_the_table(capsys):
     assert lines[1].split()[-2:] == ["25.56", "4.09"]
     assert model_info.main(["--table"]) == 0
     table = capsys.readouterr().out.strip().splitlines()
-    assert len(table) == 9 and table[2].split()[:2] == ["resnet18", "dropcov"]
-    assert table[7].split()[:2] == ["deit_small_dropcov", "dropcov"]
+    assert len(table) == 7 + 3 + 6 + 3 + 2 and table[2].split()[:2] == ["resnet18", "dropcov"]
+    torch_rows = {(row.split()[0], int(row.split()[2])): row.split() for row in table[10:16]}
+    assert torch_rows["resnet101", 128][6:9] == ["51.02", "9.98", "51.0"]  # the published 51.0 M: a 128-d head
+    assert torch_rows["resnet101", 256][6] == "75.92"
+    assert [torch_rows[name, 128][6] for name in ("resnet34", "resnet50")] == ["29.61", "32.03"]
+    assert table[19].split()[:2] == ["deit_small_dropcov", "dropcov"]
     assert model_info.main(["--net_name", "resnet5"]) == 2
     assert "did you mean 'resnet50'" in capsys.readouterr().err
 

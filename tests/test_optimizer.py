@@ -1,4 +1,7 @@
-"""Weight-decay groups, loss-scale agreement and the learning rate at a restored global step."""
+"""Weight-decay groups, loss-scale agreement, the learning rate at a restored global step, and the update the
+original MindSpore code applied (the ImageNet configs reproduce it)."""
+from pathlib import Path
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -99,3 +102,101 @@ def test_optimizer_uses_the_lr_of_a_restored_global_step():
     after_milestone = _one_step_update(7, schedule)  # epoch 2: lr 0.01
     assert np.abs(at_start).max() > 0
     np.testing.assert_allclose(after_milestone, at_start * 0.1, rtol=1e-3, atol=1e-7)  # float32 w - w0
+
+
+# ---------------------------------------------------------------- the update of the published checkpoints
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+ORIGINAL_RECIPE_CONFIGS = sorted(path.name for path in CONFIG_DIR.glob("resnet*_imagenet2012_config.yaml"))
+ORIGINAL_STEP = {"lr": 0.12, "weight_decay": 1e-4, "momentum": 0.9, "manager_scale": 1024.0, "optimizer_scale": 512.0}
+"""The original MindSpore code's train.py: lr 0.12 (epochs 0-29), decay 1e-4 on the decayed group,
+``nn.Momentum(group_params, lr, 0.9, loss_scale=512)`` under ``FixedLossScaleManager(1024, drop_overflow_update=False)``."""
+
+
+def mse_gradients(weight, bias, x, y):
+    """d/d(weight, bias) of mean((x W^T + b - y)^2) over all N x K entries, in float64."""
+    residual = x @ weight.T + bias - y
+    d_out = 2.0 * residual / residual.size
+    return d_out.T @ x, d_out.sum(axis=0)
+
+
+def original_momentum_steps(weight, bias, x, y, steps):
+    """The original code's steps in numpy, following MindSpore's Optimizer/Momentum sources:
+
+    the train cell back-propagates the loss times the manager's scale S (``TrainOneStepCell(sens=S)``);
+    ``decay_weight`` adds ``(weight_decay * s) * w`` (the optimizer multiplies the decay by its own scale s,
+    ``_preprocess_weight_decay``); ``scale_grad`` multiplies by 1/s; ``ApplyMomentum``: v = m v + g', w -= lr v.
+    The bias is in the group without decay.
+    """
+    scale, own_scale = ORIGINAL_STEP["manager_scale"], ORIGINAL_STEP["optimizer_scale"]
+    decay, lr, momentum = ORIGINAL_STEP["weight_decay"], ORIGINAL_STEP["lr"], ORIGINAL_STEP["momentum"]
+    weight, bias = weight.astype(np.float64), bias.astype(np.float64)
+    v_weight, v_bias = np.zeros_like(weight), np.zeros_like(bias)
+    for _ in range(steps):
+        g_weight, g_bias = mse_gradients(weight, bias, x, y)
+        g_weight = (scale * g_weight + (decay * own_scale) * weight) / own_scale
+        g_bias = (scale * g_bias) / own_scale
+        v_weight, v_bias = momentum * v_weight + g_weight, momentum * v_bias + g_bias
+        weight, bias = weight - lr * v_weight, bias - lr * v_bias
+    return weight, bias
+
+
+@pytest.mark.parametrize("config_name", ORIGINAL_RECIPE_CONFIGS)
+def test_config_step_equals_the_original_codes_step(config_name):
+    """Three steps of our optimizer and train cell with the config's lr_max, weight_decay and loss scale give
+    the weights of the original code's steps (2 g + 1e-4 w per step at lr 0.12) to 1e-6."""
+    from src.config import load_config
+    from src.engine.train_step import build_train_step
+
+    config, _ = load_config(["--config_path", str(CONFIG_DIR / config_name)])
+    assert (config.lr_max, config.weight_decay) == (0.24, 5e-5)
+    assert (config.loss_scale, config.loss_scale_type, config.momentum) == (1024.0, "fixed", 0.9)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 5)).astype(np.float32)
+    y = rng.normal(size=(8, 3)).astype(np.float32)
+    weight0 = rng.normal(scale=0.5, size=(3, 5)).astype(np.float32)
+    bias0 = rng.normal(scale=0.5, size=(3,)).astype(np.float32)
+    net = nn.Dense(5, 3, weight_init=ms.Tensor(weight0), bias_init=ms.Tensor(bias0))
+    schedule = create_lr_schedule(config.lr_decay_mode, config.lr_init, config.lr_max, config.lr_end,
+                                  config.warmup_epochs, config.epoch_size, 3, config.lr_milestones, config.lr_gamma)
+    optimizer = create_optimizer(net, config.optimizer, schedule, config.momentum, config.weight_decay,
+                                 optimizer_loss_scale(config.loss_scale_type, config.loss_scale),
+                                 config.decay_norm_and_bias)
+    step = build_train_step(net, nn.MSELoss(), optimizer, "O0",
+                            create_loss_scale_manager(config.loss_scale_type, config.loss_scale))
+    for _ in range(3):
+        step(ms.Tensor(x), ms.Tensor(y))
+    expected_weight, expected_bias = original_momentum_steps(weight0, bias0, x, y, steps=3)
+    assert np.abs(expected_weight - weight0).max() > 1e-2  # the steps moved the weights
+    np.testing.assert_allclose(net.weight.asnumpy(), expected_weight, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(net.bias.asnumpy(), expected_bias, rtol=0, atol=1e-6)
+
+
+def test_decay_norm_and_bias_is_pytorch_sgd_weight_decay():
+    """decay_norm_and_bias: every parameter decays, and two steps equal torch.optim.SGD(weight_decay=...)."""
+    torch = pytest.importorskip("torch")
+    net = SmallNet()
+    optimizer = create_optimizer(net, "Momentum", 0.1, 0.9, weight_decay=1e-2, decay_norm_and_bias=True)
+    assert set(optimizer.group_weight_decay) == {1e-2}
+    assert len(optimizer.parameters) == len(DECAYED | NOT_DECAYED)
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(6, 5)).astype(np.float32)
+    y = rng.normal(size=(6, 3)).astype(np.float32)
+    weight0 = rng.normal(size=(3, 5)).astype(np.float32)
+    bias0 = rng.normal(size=(3,)).astype(np.float32)
+    dense = nn.Dense(5, 3, weight_init=ms.Tensor(weight0), bias_init=ms.Tensor(bias0))
+    step = nn.TrainOneStepCell(nn.WithLossCell(dense, nn.MSELoss()),
+                               create_optimizer(dense, "Momentum", 0.1, 0.9, 1e-2, decay_norm_and_bias=True))
+    reference = torch.nn.Linear(5, 3)
+    with torch.no_grad():
+        reference.weight.copy_(torch.from_numpy(weight0))
+        reference.bias.copy_(torch.from_numpy(bias0))
+    sgd = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    for _ in range(2):
+        step(ms.Tensor(x), ms.Tensor(y))
+        sgd.zero_grad()
+        torch.nn.functional.mse_loss(reference(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        sgd.step()
+    np.testing.assert_allclose(dense.weight.asnumpy(), reference.weight.detach().numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(dense.bias.asnumpy(), reference.bias.detach().numpy(), rtol=0, atol=1e-6)

@@ -210,3 +210,70 @@ def test_min_crop_scale_reaches_the_crop_operation():
     for safe_decode, kind in ((True, vision.RandomResizedCrop), (False, vision.RandomCropDecodeResize)):
         crop = next(op for op in imagenet_train_operations(32, safe_decode, crop_min_scale=0.3) if isinstance(op, kind))
         assert tuple(crop.scale) == (0.3, 1.0) and tuple(crop.ratio) == pytest.approx((3 / 4, 4 / 3))
+
+
+# ---------------------------------------------------------------- eval_resize_library pillow (torchvision)
+
+def triangle_resample_axis(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    """Resample one axis with a triangle (bilinear) filter stretched by the shrink factor, as Pillow does:
+    output pixel i is centred at (i + 0.5) * in/out and averages inputs within max(in/out, 1) of it."""
+    in_size = image.shape[axis]
+    scale = in_size / out_size
+    stretch = max(scale, 1.0)
+    weights = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        centre = (i + 0.5) * scale
+        first = max(int(centre - stretch + 0.5), 0)
+        last = min(int(centre + stretch + 0.5), in_size)
+        taps = np.arange(first, last)
+        w = np.clip(1.0 - np.abs((taps - centre + 0.5) / stretch), 0.0, None)
+        weights[i, first:last] = w / w.sum()
+    return np.moveaxis(np.tensordot(weights, np.moveaxis(image.astype(np.float64), axis, 0), axes=1), 0, axis)
+
+
+def expected_torchvision_eval(image: np.ndarray, size: int) -> np.ndarray:
+    """torchvision Resize(int(size/0.875)) + CenterCrop(size) + ToTensor + Normalize on a PIL image:
+    shorter side to 256, longer side int(256 * long / short); antialiased bilinear, horizontal pass first,
+    rounded to 8 bits in between; crop offset int(round((side - size) / 2)) (round half to even)."""
+    height, width = image.shape[:2]
+    short = eval_resize_size(size)
+    if width <= height:
+        out_w, out_h = short, int(short * height / width)
+    else:
+        out_w, out_h = int(short * width / height), short
+    rows = np.clip(np.rint(triangle_resample_axis(image, out_w, axis=1)), 0, 255)
+    resized = np.clip(np.rint(triangle_resample_axis(rows, out_h, axis=0)), 0, 255)
+    top, left = int(round((out_h - size) / 2.0)), int(round((out_w - size) / 2.0))
+    crop = resized[top:top + size, left:left + size] / 255.0
+    mean, std = np.array(IMAGENET_MEAN) / 255, np.array(IMAGENET_STD) / 255
+    return ((crop - mean) / std).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("height,width", [(300, 419), (419, 301)])
+def test_pillow_eval_resize_is_torchvisions(tmp_path, height, width):
+    """eval_resize_library pillow: torchvision's resize + crop (within one grey level of Pillow's fixed point);
+    MindSpore's Resize, which does not antialias, differs on the same stripes by far more."""
+    y, x = np.mgrid[0:height, 0:width]
+    stripes = np.stack([127 + 127 * np.sin(x * 2.1), 127 + 127 * np.cos(y * 1.7), (x * 7 + y * 3) % 256], -1)
+    image = np.clip(stripes, 0, 255).astype(np.uint8)
+    os.makedirs(tmp_path / "val" / "a")
+    Image.fromarray(image).save(tmp_path / "val" / "a" / "x.png")
+    outputs = {}
+    for library in ("pillow", "mindspore"):
+        bundle = create_dataset("imagenet", str(tmp_path), "val", batch_size=1, image_size=224,
+                                num_parallel_workers=1, eval_resize_library=library)
+        (output, _), = bundle.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
+        outputs[library] = output[0]
+    expected = expected_torchvision_eval(image, 224)
+    grey_level = 1.0 / min(IMAGENET_STD)
+    assert outputs["pillow"].shape == expected.shape == (3, 224, 224)
+    np.testing.assert_allclose(outputs["pillow"], expected, atol=grey_level + 1e-5)
+    assert np.mean(np.abs(outputs["pillow"] - expected)) < 0.05 * grey_level
+    assert np.mean(np.abs(outputs["mindspore"] - expected)) > 3 * grey_level
+
+
+def test_unknown_eval_resize_library_is_refused():
+    from src.data.transforms import imagenet_eval_operations
+
+    with pytest.raises(ValueError, match="resize_library 'opencv'"):
+        imagenet_eval_operations(224, resize_library="opencv")

@@ -158,3 +158,21 @@ def test_float16_values_are_cast_to_the_network_dtype(tmp_path):
     assert net.conv1.weight.dtype == ms.float32
     np.testing.assert_array_equal(net.conv1.weight.asnumpy(),
                                   source.conv1.weight.asnumpy().astype(np.float16).astype(np.float32))
+
+
+def test_adopt_checkpoint_widths_builds_the_checkpoints_head(repo_root):
+    """widths_from_checkpoint: cov_dim and class_num become the checkpoint's; without it nothing changes."""
+    from src.config import load_config
+    from src.models.weights import adopt_checkpoint_widths
+
+    shapes = {"conv1.weight": (64, 3, 7, 7), "layer1.0.conv1.weight": (64, 64, 3, 3),
+              "layer_reduce.weight": (128, 512, 1, 1), "fc.weight": (1000, 8256), "fc.bias": (1000,)}
+    torch_config, _ = load_config(["--config_path", str(repo_root / "config" / "resnet34_dropcov_torch_config.yaml")])
+    adopted = adopt_checkpoint_widths(torch_config, shapes)
+    assert (adopted.cov_dim, adopted.class_num) == (128, 1000) and torch_config.cov_dim == 256
+    assert adopted.to_dict() == dict(torch_config.to_dict(), cov_dim=128)
+    plain, _ = load_config(["--net_name", "resnet34", "--cov_dim", "256"])
+    assert adopt_checkpoint_widths(plain, shapes) is plain
+    gap = {"conv1.weight": (64, 3, 7, 7), "fc.weight": (10, 512), "fc.bias": (10,)}
+    assert (adopt_checkpoint_widths(torch_config, gap).cov_dim, adopt_checkpoint_widths(torch_config, gap).class_num) \
+        == (256, 10)

@@ -13,13 +13,14 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from src.data import list_datasets
+from src.data.transforms import EVAL_RESIZE_LIBRARIES
 from src.engine.export import EXPORT_FORMATS
 from src.engine.lr_schedule import LR_DECAY_MODES
 from src.engine.optimizer import LOSS_SCALE_TYPES, OPTIMIZER_NAMES
 from src.engine.train_step import AMP_LEVELS
 from src.kernels.backend import CONV_BACKENDS
 from src.models._registry import model_specs
-from src.models.init import CONV_INITS, DENSE_INITS
+from src.models.init import CONV_INITS, DENSE_INITS, ECA_INITS
 from src.models.specs import ARCH_STYLES, HEADS, LAYER4_STRIDES, POST_NORMS
 from src.runtime.device import DEVICE_TARGETS, EXECUTION_MODES
 
@@ -64,9 +65,14 @@ class Config:
     arch_style: str = key("mindspore", "network variant: the published MindSpore one, or the authors' PyTorch "
                           "one (symmetric padding, BN eps 1e-5)", ARCH_STYLES, group=MODEL)
     class_num: int = key(1001, "number of classifier outputs", minimum=1, group=MODEL)
-    conv_init: str = key("XavierUniform", "initialiser of convolution weights", tuple(CONV_INITS), group=MODEL)
-    dense_init: str = key("TruncatedNormal", "initialiser of the classifier weight", tuple(DENSE_INITS),
-                          group=MODEL)
+    conv_init: str = key("XavierUniform", "initialiser of the Conv2d weights (HeNormal: PyTorch's "
+                         "kaiming_normal_(mode='fan_out', nonlinearity='relu'))", tuple(CONV_INITS), group=MODEL)
+    dense_init: str = key("TruncatedNormal", "initialiser of the classifier (TruncatedNormal: sigma 0.01 cut at "
+                          "2 sigma, bias 0, as MindSpore 1.9 drew it; PyTorchDefault: nn.Linear's weight and bias "
+                          "U(+-1/sqrt(fan_in)))", tuple(DENSE_INITS), group=MODEL)
+    eca_init: str = key("Normal", "initialiser of the DropCov head's ECA Conv1d (Normal: sigma 0.01, MindSpore "
+                        "1.9's Conv1d default; PyTorchDefault: nn.Conv1d's U(+-1/sqrt(fan_in)))",
+                        tuple(ECA_INITS), group=MODEL)
     drop_path_rate: float = key(0.0, "stochastic depth (drop path) of the last block, linearly less before it "
                                 "(the transformers; 0.1 in the authors' recipe)", minimum=0.0, group=MODEL)
     drop_rate: float = key(0.0, "dropout after the transformers' projections and on their tokens", minimum=0.0,
@@ -84,6 +90,10 @@ class Config:
     train_image_size: int = key(224, "training crop size", minimum=8, group=DATA)
     eval_image_size: int = key(224, "evaluation centre-crop size (resize to size/0.875 first)", minimum=8,
                                group=DATA)
+    eval_resize_library: str = key("mindspore", "library of the evaluation resize: MindSpore's bilinear Resize "
+                                   "(the original MindSpore code), or Pillow's antialiased bilinear resize with "
+                                   "torchvision's sizes and crop (how the authors' PyTorch code scored)",
+                                   EVAL_RESIZE_LIBRARIES, group=DATA)
     train_crop_min_scale: float = key(0.08, "smallest random-crop area (fraction of the image) when training",
                                       minimum=0.01, group=DATA)
     train_hflip: bool = key(True, "random horizontal flip when training", group=DATA)
@@ -112,8 +122,10 @@ class Config:
                                      group=OPTIM)
     optimizer: str = key("Momentum", "optimizer", OPTIMIZER_NAMES, group=OPTIM)
     momentum: float = key(0.9, "SGD momentum", minimum=0.0, group=OPTIM)
-    weight_decay: float = key(1e-4, "weight decay on all weights except BN gamma/beta and biases", minimum=0.0,
-                              group=OPTIM)
+    weight_decay: float = key(1e-4, "weight decay on all weights except BN gamma/beta and biases (unless "
+                              "decay_norm_and_bias)", minimum=0.0, group=OPTIM)
+    decay_norm_and_bias: bool = key(False, "weight decay on BN gamma/beta and biases too (the authors' PyTorch "
+                                    "recipe decays every parameter)", group=OPTIM)
     loss_scale: float = key(1024.0, "loss scale (fixed value, or initial value of the dynamic scale)",
                             minimum=1.0, group=OPTIM)
     loss_scale_type: str = key("fixed", "loss scaling", LOSS_SCALE_TYPES, group=OPTIM)
@@ -137,6 +149,10 @@ class Config:
     checkpoint_path: str = key("", "folder for checkpoints; empty = OUTPUT_PATH/checkpoints", group=CHECKPOINT,
                                resume_check=False)
     checkpoint_file_path: str = key("", "checkpoint to evaluate, predict with or export", group=CHECKPOINT)
+    widths_from_checkpoint: bool = key(False, "build cov_dim and class_num as the checkpoint being evaluated, "
+                                       "used for prediction or exported has them (logged and recorded), "
+                                       "e.g. for the authors' PyTorch checkpoints of either head width",
+                                       group=CHECKPOINT)
     pre_trained: str = key("", "checkpoint to fine-tune from (the classifier is re-initialised if class_num "
                            "differs)", group=CHECKPOINT, resume_check=False)
     resume: str = key("", "resume training: auto (latest in the output folder) or a checkpoint path",

@@ -31,7 +31,8 @@ def list_datasets() -> list[str]:
 def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, image_size: int,
                    num_parallel_workers: int = 8, num_shards: int = 1, shard_id: int = 0, seed: int = 1,
                    eval_dataset_path: str = "", safe_decode: bool = True,
-                   check_headers: bool = True, crop_min_scale: float = 0.08, hflip: bool = True) -> DatasetBundle:
+                   check_headers: bool = True, crop_min_scale: float = 0.08, hflip: bool = True,
+                   eval_resize_library: str = "mindspore") -> DatasetBundle:
     """Build a batched train or evaluation pipeline.
 
     Args:
@@ -53,6 +54,8 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
             so a non-image file fails at once.
         crop_min_scale: image folders only: smallest random-crop area fraction of the train transform (0.08).
         hflip: random horizontal flip in the train transform.
+        eval_resize_library: image folders, "val" only: "mindspore" (MindSpore's Resize) or "pillow"
+            (torchvision's resize and crop on PIL images), see :data:`src.data.transforms.EVAL_RESIZE_LIBRARIES`.
 
     Returns:
         DatasetBundle with ``.dataset`` (yielding float32 (B, 3, S, S) images and int32 labels),
@@ -74,5 +77,6 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
     options = dict(num_parallel_workers=num_parallel_workers, num_shards=num_shards, shard_id=shard_id,
                    seed=seed, eval_dataset_path=eval_dataset_path, hflip=hflip)
     if dataset == "imagenet":
-        options.update(safe_decode=safe_decode, check_headers=check_headers, crop_min_scale=crop_min_scale)
+        options.update(safe_decode=safe_decode, check_headers=check_headers, crop_min_scale=crop_min_scale,
+                       eval_resize_library=eval_resize_library)
     return builder(data_path, split, batch_size, image_size, **options)

@@ -29,7 +29,7 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
                             num_parallel_workers: int = 8, num_shards: int = 1, shard_id: int = 0,
                             seed: int = 1, eval_dataset_path: str = "", safe_decode: bool = True,
                             check_headers: bool = True, crop_min_scale: float = 0.08,
-                            hflip: bool = True) -> DatasetBundle:
+                            hflip: bool = True, eval_resize_library: str = "mindspore") -> DatasetBundle:
     """Build the train or val pipeline of an image-folder dataset; see :func:`src.data.create_dataset`."""
     import mindspore.dataset as ds
 
@@ -57,7 +57,7 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
         if check_headers:
             check_image_headers(files, workers)
         dataset = ds.ImageFolderDataset(folder, sampler=eval_sampler(start, stop), **common)
-        operations = imagenet_eval_operations(image_size, safe_decode)
+        operations = imagenet_eval_operations(image_size, safe_decode, eval_resize_library)
         num_images = stop - start
         steps = -(-num_images // batch_size)
     dataset = dataset.map(operations=operations, input_columns="image", num_parallel_workers=workers)

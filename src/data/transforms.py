@@ -4,6 +4,8 @@ ImageNet, as the original MindSpore code transforms it, on uint8 HWC RGB images:
 
     train: RandomCropDecodeResize(size, scale=(0.08, 1), ratio=(3/4, 4/3)), RandomHorizontalFlip
     eval:  Decode, Resize(int(size / 0.875)) on the shorter side (256 for 224), CenterCrop(size)
+           (eval_resize_library 'pillow': torchvision's Resize + CenterCrop on a PIL image instead, see
+           PillowResizeCenterCrop)
     both:  Normalize(mean=[0.485, 0.456, 0.406]*255, std=[0.229, 0.224, 0.225]*255), HWC2CHW
            -> float32 (3, size, size); labels int32
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from src.data.decode import decode_image
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -31,6 +35,10 @@ TRAIN_CROP_SCALE = (0.08, 1.0)
 TRAIN_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 EVAL_CROP_FRACTION = 0.875
 CIFAR10_IMAGE_SIZE = 32
+EVAL_RESIZE_LIBRARIES = ("mindspore", "pillow")
+"""Who resizes evaluation images (config key ``eval_resize_library``): MindSpore's bilinear ``Resize``, as the
+original MindSpore code scored, or Pillow's antialiased bilinear resize with torchvision's sizes and crop, as
+the authors' PyTorch code scored (``transforms.Resize(256)``, ``CenterCrop(224)`` on PIL images)."""
 CIFAR10_PADDING = 4
 
 
@@ -63,10 +71,46 @@ def imagenet_train_operations(image_size: int, safe_decode: bool = True,
     return crop + flip + _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
 
 
-def imagenet_eval_operations(image_size: int, safe_decode: bool = True) -> list[Any]:
-    """Encoded image bytes -> float32 (3, image_size, image_size): shorter side to size/0.875, centre crop."""
+class PillowResizeCenterCrop:
+    """Encoded image bytes -> uint8 (size, size, 3), as torchvision's ``Resize(resize)`` + ``CenterCrop(size)``
+    transform a PIL image.
+
+    Decoded to RGB with Pillow (:func:`src.data.decode.decode_image`); the shorter side becomes ``resize`` and
+    the longer ``int(resize * long / short)`` (torchvision's rounding down), resampled with Pillow's bilinear
+    filter, which antialiases when shrinking (MindSpore's ``Resize`` samples 2x2 neighbours only); the crop
+    starts at ``int(round((side - size) / 2))`` (Python's round half to even, as torchvision).
+    """
+
+    def __init__(self, resize: int, size: int) -> None:
+        self.resize = int(resize)
+        self.size = int(size)
+
+    def __call__(self, encoded: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        image = Image.fromarray(decode_image(encoded))
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        new_size = (new_short, new_long) if width <= height else (new_long, new_short)
+        pixels = np.asarray(image.resize(new_size, Image.BILINEAR))
+        top = int(round((pixels.shape[0] - self.size) / 2.0))
+        left = int(round((pixels.shape[1] - self.size) / 2.0))
+        return np.ascontiguousarray(pixels[top:top + self.size, left:left + self.size])
+
+
+def imagenet_eval_operations(image_size: int, safe_decode: bool = True, resize_library: str = "mindspore") -> list[Any]:
+    """Encoded image bytes -> float32 (3, image_size, image_size): shorter side to size/0.875, centre crop.
+
+    ``resize_library`` 'pillow' resizes and crops as torchvision does (:class:`PillowResizeCenterCrop`).
+    """
     import mindspore.dataset.vision as vision
 
+    if resize_library not in EVAL_RESIZE_LIBRARIES:
+        raise ValueError(f"resize_library {resize_library!r}: use one of {', '.join(EVAL_RESIZE_LIBRARIES)}")
+    if resize_library == "pillow":
+        return [PillowResizeCenterCrop(eval_resize_size(image_size), image_size)] + \
+            _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
     decode = decode_image if safe_decode else vision.Decode()
     return [decode, vision.Resize(eval_resize_size(image_size)), vision.CenterCrop(image_size)] + \
         _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)

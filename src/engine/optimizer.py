@@ -1,6 +1,8 @@
 """Optimizer with weight-decay parameter groups, and the loss-scale manager that goes with it.
 
-Loss scaling rule (the original code broke it with an optimizer scale of 512 against a manager of 1024):
+Loss scaling rule (the original code broke it with an optimizer scale of 512 against a manager of 1024, so
+each of its steps applied ``(1024 g + 512 wd w) / 512 = 2 g + wd w``; the ImageNet configs reproduce that
+update with consistent scales as ``lr_max`` 0.24 and ``weight_decay`` 5e-5 instead of 0.12 and 1e-4):
 
 - ``loss_scale_type: fixed``: ``FixedLossScaleManager(loss_scale, drop_overflow_update=False)``; the
   training step multiplies the loss by ``loss_scale`` and the optimizer divides the gradients by its own
@@ -40,18 +42,21 @@ _OPTIMIZERS: dict = {"Momentum": _build_momentum}
 OPTIMIZER_NAMES = tuple(_OPTIMIZERS)
 
 
-def weight_decay_groups(params: Iterable[Parameter]) -> Tuple[List[Parameter], List[Parameter]]:
+def weight_decay_groups(params: Iterable[Parameter],
+                        decay_norm_and_bias: bool = False) -> Tuple[List[Parameter], List[Parameter]]:
     """Split trainable parameters into (decayed, not decayed).
 
     Not decayed: every name containing ``beta``, ``gamma`` or ``bias`` (BatchNorm scale/shift and dense
     biases), as in the recipe behind the published checkpoints; everything else (conv, dense and ECA
-    weights) is decayed. Non-trainable parameters (BN moving statistics) are left out of both.
+    weights) is decayed. ``decay_norm_and_bias`` decays every parameter (the authors' PyTorch recipe:
+    ``torch.optim.SGD(model.parameters(), weight_decay=...)``). Non-trainable parameters (BN moving
+    statistics) are left out of both.
     """
     decayed, not_decayed = [], []
     for param in params:
         if not param.requires_grad:
             continue
-        if any(word in param.name for word in NO_DECAY_KEYWORDS):
+        if not decay_norm_and_bias and any(word in param.name for word in NO_DECAY_KEYWORDS):
             not_decayed.append(param)
         else:
             decayed.append(param)
@@ -74,7 +79,8 @@ def _as_learning_rate(lr: Union[float, Sequence[float], np.ndarray, Tensor]) -> 
 
 def create_optimizer(net_or_params: Union[nn.Cell, Iterable[Parameter]], name: str = "Momentum",
                      lr: Union[float, Sequence[float], np.ndarray, Tensor] = 0.1, momentum: float = 0.9,
-                     weight_decay: float = 1e-4, loss_scale: float = 1.0) -> nn.Optimizer:
+                     weight_decay: float = 1e-4, loss_scale: float = 1.0,
+                     decay_norm_and_bias: bool = False) -> nn.Optimizer:
     """Build the optimizer over a network's trainable parameters with two weight-decay groups.
 
     Args:
@@ -87,6 +93,7 @@ def create_optimizer(net_or_params: Union[nn.Cell, Iterable[Parameter]], name: s
             returned first by :func:`weight_decay_groups` only.
         loss_scale: the optimizer's loss scale, from :func:`optimizer_loss_scale` (equal to the
             fixed manager's scale, 1.0 for a dynamic manager).
+        decay_norm_and_bias: config key of the same name: decay BN gamma/beta and biases too.
 
     Example:
         >>> schedule = create_lr_schedule("multistep", 0.0, 0.12, 0.0, 0, 100, 5004)
@@ -101,9 +108,9 @@ def create_optimizer(net_or_params: Union[nn.Cell, Iterable[Parameter]], name: s
     params = list(net_or_params.trainable_params() if hasattr(net_or_params, "trainable_params") else net_or_params)
     if not params:
         raise DropCovError("the network has no trainable parameters to optimize")
-    decayed, not_decayed = weight_decay_groups(params)
+    decayed, not_decayed = weight_decay_groups(params, decay_norm_and_bias)
     logger.info("optimizer %s: weight decay %g on %d parameter tensors (%d values), none on %d "
-                "(BN gamma/beta, biases: %d values)", name, weight_decay, len(decayed),
+                "(%d values)", name, weight_decay, len(decayed),
                 sum(int(np.prod(p.shape)) for p in decayed), len(not_decayed),
                 sum(int(np.prod(p.shape)) for p in not_decayed))
     groups = [{"params": decayed, "weight_decay": float(weight_decay)},

@@ -93,7 +93,7 @@ def create_model(name: str, **options: Any) -> Any:
             checkpoints use 1001), ``head`` (``'dropcov'`` or ``'gap'``), ``cov_dim`` (channels ``d``
             after the DropCov head's 1x1 reduction: 128 in the published checkpoints), ``post_norm``
             (``'none'`` or ``'isqrt'``), ``isqrt_iters``, ``layer4_stride`` (0 = auto), ``adaptive_dropout``,
-            ``arch_style`` (``'mindspore'`` or ``'torch'``), ``conv_init``, ``dense_init``.
+            ``arch_style`` (``'mindspore'`` or ``'torch'``), ``conv_init``, ``dense_init``, ``eca_init``.
 
     Returns:
         The network cell, in evaluation mode until ``set_train()``.

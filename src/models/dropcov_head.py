@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
-from mindspore.common.initializer import TruncatedNormal, XavierUniform
 
 from ..errors import DropCovError
 from .gcp import (
@@ -20,6 +19,7 @@ from .gcp import (
     upper_triangle_index,
 )
 from .info import triangle_size
+from .init import conv_initializer, dense_initializer, eca_initializer
 from .specs import POST_NORMS
 
 
@@ -30,8 +30,8 @@ def batch_norm(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
 
 
 def classifier(in_features: int, num_classes: int) -> nn.Dense:
-    """The ``fc`` layer: weight TruncatedNormal(sigma 0.01), bias 0, as the checkpoints were trained."""
-    return nn.Dense(in_features, num_classes, weight_init=TruncatedNormal(0.01), bias_init="zeros",
+    """The ``fc`` layer: weight TruncatedNormal(sigma 0.01) cut at 2 sigma, bias 0, as the checkpoints were trained."""
+    return nn.Dense(in_features, num_classes, weight_init=dense_initializer(), bias_init="zeros",
                     has_bias=True)
 
 
@@ -40,13 +40,14 @@ class ChannelWeights(nn.Cell):
 
     ``GAP(X)`` is ``(B, d)``; a 1-D convolution (1 -> 1 channel, kernel 3, zero padding 1, no bias)
     slides along the channel axis; the softmax runs over channels, so each ``y_b`` sums to 1.
-    Held as ``eca_layer`` (weight ``eca_layer.conv.weight`` of shape ``(1, 1, 1, 3)``).
+    Held as ``eca_layer`` (weight ``eca_layer.conv.weight`` of shape ``(1, 1, 1, 3)``), drawn Normal(0.01) as
+    MindSpore 1.9's Conv1d default did (``eca_init``).
     """
 
     def __init__(self, kernel_size: int = 3) -> None:
         super().__init__()
         self.conv = nn.Conv1d(1, 1, kernel_size, pad_mode="pad", padding=(kernel_size - 1) // 2,
-                              has_bias=False)
+                              has_bias=False, weight_init=eca_initializer())
 
     def construct(self, x: Tensor) -> Tensor:
         """``(B, d, H, W)`` -> ``(B, d)`` float32 weights."""
@@ -106,7 +107,7 @@ class DropCovHead(nn.Cell):
         self.cov_dim = cov_dim
         self.adaptive_dropout = bool(adaptive_dropout)
         self.layer_reduce = nn.Conv2d(in_channels, cov_dim, kernel_size=1, stride=1, pad_mode="pad",
-                                      padding=0, has_bias=False, weight_init=XavierUniform(gain=1))
+                                      padding=0, has_bias=False, weight_init=conv_initializer())
         self.layer_reduce_bn = batch_norm(cov_dim, bn_eps, bn_momentum)
         self.relu = nn.ReLU()
         self.fc = classifier(triangle_size(cov_dim), num_classes)

@@ -30,6 +30,14 @@ PAPER_TABLE: dict[tuple[str, str], tuple[float, float]] = {
 }
 """(params M, GFLOPs) of the paper's table (1000 classes, 224x224), for comparison."""
 
+AUTHORS_PYTORCH_TABLE: dict[str, tuple[float, float, float]] = {
+    "resnet34": (76.81, 29.6, 5.56),
+    "resnet50": (78.19, 32.0, 6.19),
+    "resnet101": (79.51, 51.0, 9.90),
+}
+"""(top-1 %, params M, GFLOPs) published next to the authors' PyTorch DropCov checkpoints (1000 classes,
+224x224). The parameters fit a 128-d head, not the 256-d head their code builds."""
+
 
 def triangle_size(dim: int) -> int:
     """Length ``d(d+1)/2`` of the upper-triangle vector of a ``d x d`` matrix (the DropCov representation)."""
@@ -117,7 +125,7 @@ def describe_model(name: str, image_size: int = 224, **options) -> dict:
 def _describe_resnet(arch: ResNetArch, name: str, image_size: int = 224, num_classes: int = 1000,
                      head: str = "dropcov", cov_dim: int = 128, post_norm: str = "none", isqrt_iters: int = 5,
                      layer4_stride: int = 0, adaptive_dropout: bool = True, arch_style: str = "mindspore",
-                     conv_init: str = "", dense_init: str = "") -> dict:
+                     conv_init: str = "", dense_init: str = "", eca_init: str = "") -> dict:
     validate_model_options(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
                            isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
                            adaptive_dropout=adaptive_dropout, arch_style=arch_style)

@@ -13,19 +13,26 @@ Two ``arch_style`` values:
 
 Momentum follows MindSpore's convention: ``moving = momentum*moving + (1-momentum)*batch``.
 ``layer4_stride`` 0 means 1 for the DropCov head (14x14 map at 224) and 2 for the GAP head.
-Initialisation: every Conv2d XavierUniform(gain 1), ``fc`` TruncatedNormal(0.01) with bias 0,
-BN gamma 1 beta 0, the ECA Conv1d MindSpore's default.
+Initialisation (:mod:`src.models.init`): by default as the original MindSpore code drew it under
+MindSpore 1.9 (every Conv2d XavierUniform(gain 1), ``fc`` TruncatedNormal(0.01) cut at 2 sigma with bias 0,
+the ECA Conv1d Normal(0.01)), BN gamma 1 beta 0; ``conv_init``/``dense_init``/``eca_init`` name others
+(the authors' PyTorch recipe: HeNormal / PyTorchDefault / PyTorchDefault).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from mindspore import Tensor, nn
-from mindspore.common.initializer import XavierUniform
 
 from ._registry import ModelSpec
 from .dropcov_head import DropCovHead, GlobalAvgPoolHead, batch_norm
-from .init import DEFAULT_CONV_INIT, DEFAULT_DENSE_INIT, initialize_weights
+from .init import (
+    DEFAULT_CONV_INIT,
+    DEFAULT_DENSE_INIT,
+    DEFAULT_ECA_INIT,
+    conv_initializer,
+    initialize_weights,
+)
 from .specs import STAGE_WIDTHS, ResNetArch, resolve_layer4_stride, validate_model_options
 
 
@@ -53,13 +60,13 @@ def arch_style_for(arch_style: str, block: str) -> ArchStyle:
 
 
 def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int, same_padding: bool) -> nn.Conv2d:
-    """Bias-free conv, XavierUniform(gain 1); TF ``'same'`` padding or symmetric ``kernel_size // 2``."""
+    """Bias-free conv drawn with the default ``conv_init``; TF ``'same'`` padding or symmetric ``kernel_size // 2``."""
     if same_padding:
         pad_mode, padding = "same", 0
     else:
         pad_mode, padding = "pad", kernel_size // 2
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode=pad_mode,
-                     padding=padding, has_bias=False, weight_init=XavierUniform(gain=1))
+                     padding=padding, has_bias=False, weight_init=conv_initializer())
 
 
 class BasicBlock(nn.Cell):
@@ -223,12 +230,12 @@ class ResNet(nn.Cell):
 
 
 def build_resnet(spec: ModelSpec, conv_init: str = DEFAULT_CONV_INIT, dense_init: str = DEFAULT_DENSE_INIT,
-                 **options) -> ResNet:
+                 eca_init: str = DEFAULT_ECA_INIT, **options) -> ResNet:
     """The builder of every registered ResNet (:func:`src.models.create_model` calls it).
 
-    ``options`` are :class:`ResNet`'s; ``conv_init``/``dense_init`` re-draw the convolution and
-    classifier weights with another named scheme (:mod:`src.models.init`).
+    ``options`` are :class:`ResNet`'s; ``conv_init``/``dense_init``/``eca_init`` re-draw the convolution,
+    classifier and ECA weights with another named scheme (:mod:`src.models.init`).
     """
     net = ResNet(spec.arch, **options)
-    initialize_weights(net, conv_init, dense_init)
+    initialize_weights(net, conv_init, dense_init, eca_init)
     return net

@@ -25,7 +25,7 @@ ARCH_STYLES = ("mindspore", "torch")
 LAYER4_STRIDES = (0, 1, 2)
 """Stride of layer4: 0 = auto (1 for the DropCov head, 2 for GAP)."""
 RESNET_OPTIONS = ("num_classes", "head", "cov_dim", "post_norm", "isqrt_iters", "layer4_stride",
-                  "adaptive_dropout", "arch_style", "conv_init", "dense_init")
+                  "adaptive_dropout", "arch_style", "conv_init", "dense_init", "eca_init")
 """Keyword arguments of the ResNet builder (config keys of the same names; ``num_classes`` is ``class_num``)."""
 VIT_ARCH_FIELDS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "wr_heads", "wr_dim", "token_dim")
 """Architecture fields of a transformer that ``create_model`` may override (e.g. a small model for a CPU)."""

@@ -9,6 +9,7 @@ drops a classifier of another class count (the classifier is the model's own fac
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -101,6 +102,28 @@ def describe_checkpoint(param_dict: Mapping[str, Any]) -> Dict[str, Any]:
         "feature_dim": fc_shape[1] if fc_shape and len(fc_shape) == 2 else None,
         "training_state": any(name.startswith("moments.") for name in param_dict),
     }
+
+
+def adopt_checkpoint_widths(config: Any, param_dict: Mapping[str, Any], source: str = "the checkpoint") -> Any:
+    """``config`` with ``cov_dim`` and ``class_num`` set to the checkpoint's when ``config.widths_from_checkpoint``.
+
+    For checkpoints whose head width is not certain (the authors' PyTorch checkpoints: their code builds a
+    256-d head, their published parameter counts fit a 128-d one): the network built is then the
+    checkpoint's, and the change is logged. ``config`` is a frozen dataclass (:class:`src.config.Config`);
+    returned unchanged without the key, or for a checkpoint without a DropCov head's width (the backbone
+    and head still have to match, and :func:`load_network_weights` says so if they do not).
+    """
+    if not getattr(config, "widths_from_checkpoint", False):
+        return config
+    found = describe_checkpoint(param_dict)
+    widths = {"cov_dim": found["cov_dim"], "class_num": found["class_num"]}
+    widths = {key: value for key, value in widths.items() if value}
+    changed = {key: value for key, value in widths.items() if getattr(config, key) != value}
+    if widths:
+        said = ", ".join(f"{key} {getattr(config, key)}" for key in changed)
+        logger.info("widths_from_checkpoint: %s from %s%s", ", ".join(f"{key} {value}" for key, value in widths.items()),
+                    source, f" (the config said {said})" if changed else "")
+    return dataclasses.replace(config, **changed) if changed else config
 
 
 def describe_network(net: nn.Cell) -> Dict[str, Any]:

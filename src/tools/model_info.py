@@ -2,7 +2,7 @@
 
     python -m src.tools.model_info --config_path config/resnet50_imagenet2012_config.yaml [--image_size 224]
     python -m src.tools.model_info --net_name resnet50 --head gap --class_num 1000   # any config key
-    python -m src.tools.model_info --table     # the paper's six ResNet rows, the authors' two transformer rows
+    python -m src.tools.model_info --table     # the paper's table, the authors' PyTorch checkpoints and transformers
 
 Counts are analytic (see :mod:`src.models.info`); nothing is built or run.
 """
@@ -14,7 +14,7 @@ import sys
 from ..cli import run_entry_point
 from ..config import Config, load_config
 from ..models import model_options
-from ..models.info import PAPER_TABLE, describe_model
+from ..models.info import AUTHORS_PYTORCH_TABLE, PAPER_TABLE, describe_model
 from ..models.vit_info import AUTHORS_TABLE
 
 HEADER = f"{'net_name':<18} {'head':<11} {'cov_dim':>7} {'post_norm':<9} {'class_num':>9} {'image':>5} " \
@@ -46,18 +46,35 @@ def vit_table_rows(image_size: int = 224) -> list[tuple[dict, tuple[float, float
             for name, published in AUTHORS_TABLE.items()]
 
 
+def authors_pytorch_rows(image_size: int = 224) -> list[tuple[dict, tuple[float, float, float]]]:
+    """(describe_model result, published (top-1, params M, GFLOPs)) for each authors' PyTorch checkpoint at
+    both head widths in question: 128-d (what the published counts fit) and 256-d (what their code builds)."""
+    return [(describe_model(name, image_size=image_size, cov_dim=cov_dim, num_classes=1000, arch_style="torch"),
+             published)
+            for name, published in AUTHORS_PYTORCH_TABLE.items() for cov_dim in (128, 256)]
+
+
 def _extra_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image_size", type=int, default=224, help="square input side (default 224)")
     parser.add_argument("--table", action="store_true",
-                        help="print ResNet-18/34/50 x GAP/DropCov and the transformers at 1000 classes next to "
-                             "the published tables")
+                        help="print ResNet-18/34/50 x GAP/DropCov at 1000 classes next to the paper's table, the "
+                             "authors' PyTorch checkpoints at 128-d and 256-d heads and their transformers next to "
+                             "their figures")
 
 
 def run(config: Config, args: argparse.Namespace) -> list[str]:
     """The lines to print for a config (or the published rows with ``--table``)."""
     if args.table:
         lines = [f"{HEADER} {'paper(M)':>8} {'paper(G)':>8}"]
-        for info, (paper_params, paper_gflops) in paper_table_rows(args.image_size) + vit_table_rows(args.image_size):
+        for info, (paper_params, paper_gflops) in paper_table_rows(args.image_size):
+            lines.append(f"{format_row(info)} {paper_params:>8.1f} {paper_gflops:>8.2f}")
+        lines += ["", "the authors' PyTorch checkpoints (arch_style torch):",
+                  f"{HEADER} {'paper(M)':>8} {'paper(G)':>8} {'top-1':>6}"]
+        for info, (top1, paper_params, paper_gflops) in authors_pytorch_rows(args.image_size):
+            lines.append(f"{format_row(info)} {paper_params:>8.1f} {paper_gflops:>8.2f} {top1:>6.2f}")
+        lines += ["", "the authors' transformers (their FLOPs leave out the attention products):",
+                  f"{HEADER} {'paper(M)':>8} {'paper(G)':>8}"]
+        for info, (paper_params, paper_gflops) in vit_table_rows(args.image_size):
             row = format_row(info)
             extra = row[len(HEADER):] if len(row) > len(HEADER) else ""
             lines.append(f"{row[:len(HEADER)]} {paper_params:>8.1f} {paper_gflops:>8.2f}{extra}")
