@@ -1,13 +1,20 @@
 """ImageNet-style image folders (one sub-folder per class) as MindSpore pipelines.
 
-Training shuffles and shards with ``ImageFolderDataset(num_shards, shard_id)``; every rank must use
-the same ``seed`` so the shards are disjoint (MindSpore pads them to equal size with repeats).
-Evaluation reads each rank's contiguous share of the sorted file list in order, keeps the last
-partial batch, and so scores every image exactly once across ranks.
+The pipeline reads our own listing (:func:`src.data.checks.scan_image_folder`: hidden and operating-system
+files skipped, hidden folders not classes) through a random-access ``GeneratorDataset`` source, not
+MindSpore's ``ImageFolderDataset``, which reads every file with an image extension (``._x.jpg``
+resource forks included) and labels by its own folder list. Training shuffles and shards with the
+sampler ``ImageFolderDataset(num_shards, shard_id)`` uses (``DistributedSampler``); every rank must use
+the same ``seed`` so the shards are disjoint (they are padded to equal size with repeats). Evaluation
+reads each rank's contiguous share of the sorted file list in order, keeps the last partial batch, and
+so scores every image exactly once across ranks; its labels are the training classes'.
 """
 from __future__ import annotations
 
 import logging
+from typing import Sequence
+
+import numpy as np
 
 from src.data.bundle import (
     DatasetBundle,
@@ -19,17 +26,47 @@ from src.data.bundle import (
     train_shard_size,
     train_steps,
 )
-from src.data.checks import check_image_headers, resolve_split_folder, scan_image_folder
-from src.data.transforms import imagenet_eval_operations, imagenet_train_operations, label_operations
+from src.data.checks import check_image_headers, resolve_split_folder, scan_image_folder, skipped_files_note
+from src.data.decode import decode_image, image_file_error
+from src.data.labels import eval_folder_labels_note, label_with_training_classes
+from src.data.transforms import imagenet_eval_operations, imagenet_train_operations
 
 logger = logging.getLogger(__name__)
+
+COLUMNS = ["image", "label"]
+
+
+class ImageFileSource:
+    """Random-access source of a ``GeneratorDataset``: row ``i`` is ``(image, label)`` of ``files[i]``.
+
+    ``image`` is the file decoded to RGB uint8 (H, W, 3) with Pillow (``decode`` True) or its bytes
+    (uint8, 1-D) for MindSpore's own decode operations; ``label`` is int32. A file that cannot be read or
+    decoded raises :func:`src.data.decode.image_file_error` naming it.
+    """
+
+    def __init__(self, files: Sequence[str], labels: Sequence[int], decode: bool) -> None:
+        self.files = tuple(files)
+        self.labels = np.asarray(labels, dtype=np.int32)
+        self.decode = decode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        path = self.files[index]
+        try:
+            encoded = np.fromfile(path, dtype=np.uint8)
+            image = decode_image(encoded) if self.decode else encoded
+        except (OSError, ValueError) as error:
+            raise image_file_error(path, error) from error
+        return image, self.labels[index]
 
 
 def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_size: int,
                             num_parallel_workers: int = 8, num_shards: int = 1, shard_id: int = 0,
                             seed: int = 1, eval_dataset_path: str = "", safe_decode: bool = True,
                             check_headers: bool = True, crop_min_scale: float = 0.08,
-                            hflip: bool = True) -> DatasetBundle:
+                            hflip: bool = True, class_names: Sequence[str] | None = None) -> DatasetBundle:
     """Build the train or val pipeline of an image-folder dataset; see :func:`src.data.create_dataset`."""
     import mindspore.dataset as ds
 
@@ -37,17 +74,30 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
     check_batch_and_shards(batch_size, image_size, num_shards, shard_id)
     folder = resolve_split_folder(data_path, "train" if training else "val", eval_dataset_path)
     listing = scan_image_folder(folder)
+    say = logger.warning if shard_id == 0 else logger.debug  # once per job, not once per rank
+    note = skipped_files_note(listing)
+    if note:
+        say(note)
+    if not training:
+        if class_names is None:
+            say(eval_folder_labels_note(folder))
+        else:
+            listing, missing = label_with_training_classes(listing, class_names)
+            if missing and shard_id == 0:
+                logger.info("%s has no images of %d of the %d training classes (%s%s): they are not scored",
+                            folder, len(missing), len(class_names), ", ".join(missing[:5]),
+                            ", ..." if len(missing) > 5 else "")
     workers = capped_workers(num_parallel_workers)
     total = len(listing)
-    class_indexing = {name: index for index, name in enumerate(listing.class_names)}
-    common = dict(extensions=listing.extensions, class_indexing=class_indexing, num_parallel_workers=workers)
     ds.config.set_seed(int(seed))
+    common = dict(column_names=COLUMNS, num_parallel_workers=workers, python_multiprocessing=False)
     if training:
         # Each rank checks a static 1/num_shards of the files; together they check all of them.
         if check_headers:
             check_image_headers(listing.files[shard_id::num_shards], workers)
-        dataset = ds.ImageFolderDataset(folder, shuffle=True, num_shards=num_shards, shard_id=shard_id, **common)
-        operations = imagenet_train_operations(image_size, safe_decode, crop_min_scale, hflip)
+        source = ImageFileSource(listing.files, listing.labels, decode=safe_decode)
+        dataset = ds.GeneratorDataset(source, shuffle=True, num_shards=num_shards, shard_id=shard_id, **common)
+        operations = imagenet_train_operations(image_size, safe_decode, crop_min_scale, hflip, decoded=safe_decode)
         num_images = train_shard_size(total, num_shards)
         steps = train_steps(num_images, batch_size, folder)
         files: tuple[str, ...] = ()
@@ -56,12 +106,12 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
         files = listing.files[start:stop]
         if check_headers:
             check_image_headers(files, workers)
-        dataset = ds.ImageFolderDataset(folder, sampler=eval_sampler(start, stop), **common)
-        operations = imagenet_eval_operations(image_size, safe_decode)
+        source = ImageFileSource(listing.files, listing.labels, decode=safe_decode)
+        dataset = ds.GeneratorDataset(source, sampler=eval_sampler(start, stop), **common)
+        operations = imagenet_eval_operations(image_size, safe_decode, decoded=safe_decode)
         num_images = stop - start
         steps = -(-num_images // batch_size)
     dataset = dataset.map(operations=operations, input_columns="image", num_parallel_workers=workers)
-    dataset = dataset.map(operations=label_operations(), input_columns="label", num_parallel_workers=workers)
     dataset = dataset.batch(batch_size, drop_remainder=training, num_parallel_workers=workers)
     logger.info("%s split of %s: %d images in %d classes, %d on shard %d/%d, %d batches of %d",
                 split, folder, total, len(listing.class_names), num_images, shard_id, num_shards, steps,
