@@ -40,7 +40,8 @@ def resume_command(argv: Sequence[str]) -> str:
 
 def build_datasets(config: Config, parallel: Any) -> tuple:
     """Training bundle (sharded by rank, shuffled, augmented) and, with run_eval, the validation bundle
-    (each rank scores a disjoint share; :func:`src.engine.evaluate.evaluate` sums the counts)."""
+    (labelled by the training classes; each rank scores a disjoint share; :func:`src.engine.evaluate.evaluate`
+    sums the counts)."""
     from src.data import create_dataset
 
     common = dict(num_parallel_workers=config.num_parallel_workers, num_shards=parallel.group_size,
@@ -53,7 +54,7 @@ def build_datasets(config: Config, parallel: Any) -> tuple:
     val = None
     if config.run_eval:
         val = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
-                             eval_dataset_path=config.eval_dataset_path, **common)
+                             eval_dataset_path=config.eval_dataset_path, class_names=train.class_names, **common)
     return train, val
 
 
