@@ -454,3 +454,15 @@ def test_training_classes_come_from_the_run_then_the_train_folder(tmp_path):
     os.symlink("loop", data / "train" / "loop")
     with pytest.raises(DropCovError, match="loop is a symbolic link loop"):
         find_training_classes(tmp_path / "elsewhere.ckpt", str(data))
+
+
+def test_training_split_can_be_labelled_by_a_runs_classes(tmp_path, caplog):
+    """Resuming a run: train/ is labelled by the run's classes, a class it lost is said, a new one is an error."""
+    make_image_folder(str(tmp_path / "train"), {"a": 1, "c": 2})
+    with caplog.at_level(logging.INFO):
+        bundle = create_dataset("imagenet", str(tmp_path), "train", 1, 8, class_names=["a", "b", "c"])
+    ids, labels = identities(bundle.dataset)
+    assert sorted(zip(ids, labels)) == [(0, 0), (1, 2), (2, 2)]
+    assert "has no images of 1 of the 3 training classes (b): they are not trained" in caplog.text
+    with pytest.raises(DropCovError, match="class folder .*train/c is not a training class"):
+        create_dataset("imagenet", str(tmp_path), "train", 1, 8, class_names=["a", "b"])

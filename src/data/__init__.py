@@ -55,10 +55,10 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
             so a non-image file fails at once.
         crop_min_scale: image folders only: smallest random-crop area fraction of the train transform (0.08).
         hflip: random horizontal flip in the train transform.
-        class_names: image folders, "val" only: the training classes (index = label), e.g. the training
-            bundle's ``class_names`` or the run's ``class_indices.json``; a class folder not among them is
-            an error, a class without a folder is said once. None labels by the folder's own sorted class
-            folders, with a warning (that assumes it holds every training class).
+        class_names: image folders: the training classes (index = label), e.g. the training bundle's
+            ``class_names`` or the run's ``class_indices.json``; a class folder not among them is an error,
+            a class without a folder is said once. None labels by the folder's own sorted class folders
+            (for "val" with a warning: that assumes it holds every training class, in order).
 
     Returns:
         DatasetBundle with ``.dataset`` (yielding float32 (B, 3, S, S) images and int32 labels),

@@ -7,7 +7,8 @@ resource forks included) and labels by its own folder list. Training shuffles an
 sampler ``ImageFolderDataset(num_shards, shard_id)`` uses (``DistributedSampler``); every rank must use
 the same ``seed`` so the shards are disjoint (they are padded to equal size with repeats). Evaluation
 reads each rank's contiguous share of the sorted file list in order, keeps the last partial batch, and
-so scores every image exactly once across ranks; its labels are the training classes'.
+so scores every image exactly once across ranks. Given the training classes (``class_names``), a split is
+labelled by them (evaluation always should be; training when it resumes a run), not by its own folders.
 """
 from __future__ import annotations
 
@@ -78,15 +79,14 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
     note = skipped_files_note(listing)
     if note:
         say(note)
-    if not training:
-        if class_names is None:
-            say(eval_folder_labels_note(folder))
-        else:
-            listing, missing = label_with_training_classes(listing, class_names)
-            if missing and shard_id == 0:
-                logger.info("%s has no images of %d of the %d training classes (%s%s): they are not scored",
-                            folder, len(missing), len(class_names), ", ".join(missing[:5]),
-                            ", ..." if len(missing) > 5 else "")
+    if class_names is not None:
+        listing, missing = label_with_training_classes(listing, class_names)
+        if missing and shard_id == 0:
+            logger.info("%s has no images of %d of the %d training classes (%s%s): they are not %s",
+                        folder, len(missing), len(class_names), ", ".join(missing[:5]),
+                        ", ..." if len(missing) > 5 else "", "trained" if training else "scored")
+    elif not training:
+        say(eval_folder_labels_note(folder))
     workers = capped_workers(num_parallel_workers)
     total = len(listing)
     ds.config.set_seed(int(seed))
