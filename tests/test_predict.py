@@ -161,7 +161,8 @@ def test_class_names_must_fit_the_outputs(count, outputs, explicit, fragment):
 
 def test_collect_images(tmp_path):
     (tmp_path / "imgs" / "sub").mkdir(parents=True)
-    for name in ("b.png", "a.JPG", "sub/c.jpeg", "notes.txt"):
+    (tmp_path / "imgs" / ".ipynb_checkpoints").mkdir()
+    for name in ("b.png", "a.JPG", "sub/c.jpeg", "notes.txt", "._b.png", ".ipynb_checkpoints/b.png"):
         (tmp_path / "imgs" / name).write_bytes(b"x")
     found = collect_images([tmp_path / "imgs"])
     assert [p.relative_to(tmp_path / "imgs").as_posix() for p in found] == ["a.JPG", "b.png", "sub/c.jpeg"]

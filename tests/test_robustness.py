@@ -11,7 +11,7 @@ YAML and on the command line (with a suggestion), wrong type, value outside its 
 batch size 0 / negative, ``--debug`` traceback; data_path empty / missing / a file, missing ``train/`` /
 ``val/``, no class folders, empty class folder, a symbolic link loop (train.py and verify_dataset), a val/
 class that training does not know, non-image content; validation labelled by the training classes (a val/
-lacking a class, only val/ and no class_indices.json); predict's ``--class_names_file`` against the outputs;
+lacking a class, a val/ class training does not know, only val/ and no class_indices.json); predict's ``--class_names_file`` against the outputs;
 a real-world folder (CMYK, greyscale, PNG named .JPEG, upper-case extensions, OS and hidden files) trains;
 corrupt JPEG in training (cut in the image data and cut in the headers, which crashes MindSpore's own decoder): the run
 stops naming the file and leaves no ``abnormal_image*`` file; GPU or Ascend requested where MindSpore sees
@@ -305,9 +305,10 @@ def expected_scores(bias: list, labels: list) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_eval_labels_a_val_lacking_a_class_by_the_training_classes(data, trained, tmp_path):
+def test_eval_labels_val_by_the_training_classes(data, trained, tmp_path):
     """val/ without cat: dog and fox keep labels 1 and 2. Labelled by val/'s own folders they would be 0 and
-    1, and a network that always answers cat (label 0) would score 50% instead of 0%."""
+    1, and a network that always answers cat (label 0) would score 50% instead of 0%. A val/ class that
+    training does not know is then one line naming it."""
     copy = copy_data(data, tmp_path / "data")
     shutil.rmtree(copy / "val" / "cat")
     run_folder = tmp_path / "run"
@@ -323,6 +324,11 @@ def test_eval_labels_a_val_lacking_a_class_by_the_training_classes(data, trained
     assert result.stdout.count("training classes") == 2  # where the labels come from, and the class not scored
     assert f"labels: the 3 training classes of {run_folder / 'class_indices.json'}" in result.stdout
     assert f"{copy / 'val'} has no images of 1 of the 3 training classes (cat): they are not scored" in result.stdout
+    shutil.copytree(copy / "val" / "dog", copy / "val" / "wolf")
+    result = run("eval.py", *eval_args(copy, checkpoint, device_target="CPU", output_path=tmp_path / "out2"))
+    assert_one_line_error(result, "eval.py", f"class folder {copy / 'val' / 'wolf'} is not a training class",
+                          "knows 3 classes (cat, dog, fox)")
+    assert not (tmp_path / "out2" / "eval_results.json").exists()
 
 
 @pytest.mark.slow

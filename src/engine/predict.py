@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
 
 import numpy as np
 
-from src.data.checks import IMAGE_EXTENSIONS, class_folder_names
+from src.data.checks import IMAGE_EXTENSIONS, class_folder_names, is_hidden_or_os_name
 from src.data.labels import eval_folder_labels_note, find_training_classes
 from src.errors import DropCovError
 from src.runtime.files import atomic_write_text
@@ -46,14 +46,17 @@ class Prediction:
 # ------------------------------------------------------------------------------------------------ inputs
 def collect_images(inputs: Sequence[Union[str, os.PathLike]]) -> List[Path]:
     """Image files named on the command line: files as given, folders searched recursively for
-    :data:`IMAGE_EXTENSIONS` (sorted). Raises :class:`DropCovError` for a missing path or no images."""
+    :data:`IMAGE_EXTENSIONS` (sorted; hidden and OS files and folders skipped, as in the datasets:
+    ``._x.jpg`` resource forks, ``.ipynb_checkpoints``). Raises :class:`DropCovError` for a missing path
+    or no images."""
     if not inputs:
         raise DropCovError("no images given: pass image files or folders, e.g. `predict.py photo.jpg ...`")
     files: List[Path] = []
     for entry in inputs:
         path = Path(entry).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(is_hidden_or_os_name(part) for part in p.relative_to(path).parts))
             if not found:
                 raise DropCovError(f"folder {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
             files.extend(found)
