@@ -213,10 +213,10 @@ def survey_image_folder(folder: str) -> tuple[ImageFolderListing, list[FolderPro
         images = [os.path.join(class_folder, item) for item in names if is_image_name(item)]
         others = [os.path.join(class_folder, item) for item in names if not is_image_name(item)]
         if not images:
-            what = f"holds no image, only {len(others)} other file(s)" if others else "is empty"
-            problems.append(FolderProblem(class_folder, "empty class folder" if not others else "no images in "
-                                          "class folder", f"class folder {class_folder} {what}: add its images or "
-                                          "remove the folder"))
+            reason, state = ("no images in class folder", f"holds no image, only {len(others)} other file(s)") \
+                if others else ("empty class folder", "is empty")
+            problems.append(FolderProblem(class_folder, reason, f"class folder {class_folder} {state}: add its "
+                                          "images or remove the folder"))
         files.extend(images)
         labels.extend([label] * len(images))
         skipped.extend(others)
