@@ -164,9 +164,9 @@ def test_eval_shard_bounds_partition_any_count():
 
 def test_more_ranks_than_images_gives_empty_shards(tmp_path):
     make_image_folder(str(tmp_path / "val"), {"a": 2})
-    sizes = [create_dataset("imagenet", str(tmp_path), "val", 4, 8, num_shards=3, shard_id=r).num_images
-             for r in range(3)]
-    assert sorted(sizes) == [0, 1, 1]
+    bundles = [create_dataset("imagenet", str(tmp_path), "val", 4, 8, num_shards=3, shard_id=r) for r in range(3)]
+    assert [bundle.num_images for bundle in bundles] == [0, 1, 1]
+    assert [identities(bundle.dataset)[0] for bundle in bundles] == [[], [0], [1]]  # the empty one iterates
 
 
 def test_workers_capped_at_core_count(caplog):

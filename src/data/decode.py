@@ -10,10 +10,10 @@ its JPEG decoder, given a damaged file,
 Pillow's decoder (libjpeg-turbo with the same settings: its pixels equal MindSpore ``Decode``'s on the
 JPEGs we compared) raises a Python exception instead, and is about as fast (500x375 JPEG, one core:
 Pillow decode + ``RandomResizedCrop`` 1.36 ms, ``RandomCropDecodeResize`` 1.24 ms). The image-folder
-pipelines decode in the worker threads of their ``GeneratorDataset`` source; about 0.1 ms of each image
-holds the GIL, so one process tops out near 7,000 images/s. A file the source cannot read or decode
-raises :func:`image_file_error`, whose message carries the path through MindSpore's error report, so
-:func:`pipeline_error_to_dropcov` can name the file.
+pipelines read and decode in the map's worker threads (``src.data.imagenet.ImageFileReader``); about
+0.1 ms of each image holds the GIL, so one process tops out near 7,000 images/s. A file that cannot be
+read or decoded raises :func:`image_file_error`, whose message carries the path through MindSpore's
+error report, so :func:`pipeline_error_to_dropcov` can name the file.
 """
 from __future__ import annotations
 
