@@ -11,10 +11,11 @@ share of the sorted file list in order, keeps the last partial batch, and so sco
 once across ranks. Given the training classes (``class_names``), a split is labelled by them (evaluation
 always should be; training when it resumes a run), not by its own folders.
 
-Measured against ``ImageFolderDataset`` + the same map (bench.pipeline, 500x375 JPEGs): the same CPU time
-per image; the single-threaded index source costs about 35 us per image, the Python read replaces the C++
-one. The map's pyfunc is where the reading happens because ``GeneratorDataset``'s own worker threads
-deliver rows about ten times slower than one thread (MindSpore 2.10).
+Measured against ``ImageFolderDataset`` + the same map (bench.pipeline, 500x375 JPEGs, process CPU time
+per image): the same with ``safe_decode`` (the Python read replaces the C++ one inside the pyfunc that
+decodes anyway); about 4% more with ``safe_decode=False``, whose pipeline was C++ only. The index source
+is single-threaded (about 35 us per image) and the reading sits in the map because ``GeneratorDataset``'s
+own worker threads deliver rows about ten times slower than one thread (MindSpore 2.10).
 """
 from __future__ import annotations
 
