@@ -6,8 +6,9 @@
   msrun --worker_num=2 --local_worker_num=2 --join=True eval.py ... --run_distribute=True --device_target=CPU
 
 Reads a published checkpoint or one written by train.py (optimizer state is ignored; the network's
-parameters must all match the config). Scores every image of IMAGENET/val (or --eval_dataset_path)
-exactly once, in float32 (amp_level is a training setting), with counts summed over ranks; prints the
+parameters must all match the config). Labels are the training classes: the class_indices.json beside the
+checkpoint or in its run folder, else the class folders of IMAGENET/train, else (with a warning) those of
+the validation folder itself. Scores every image of IMAGENET/val (or --eval_dataset_path) exactly once, in float32 (amp_level is a training setting), with counts summed over ranks; prints the
 result and writes it as JSON to OUTPUT_PATH/eval_results.json (or --output_file).
 """
 from __future__ import annotations
@@ -102,6 +103,7 @@ def main(argv: Sequence[str]) -> int:
     conv_backend = settle_conv_backend(config)  # before MindSpore is imported
 
     from src.data import create_dataset, pipeline_errors_as_dropcov
+    from src.data.labels import find_training_classes
     from src.engine.evaluate import evaluate
     from src.models import create_model_from_config
     from src.models.weights import (
@@ -128,11 +130,14 @@ def main(argv: Sequence[str]) -> int:
     del params
 
     shards = {"num_shards": parallel.group_size, "shard_id": parallel.rank} if parallel.group_size > 1 else {}
+    training_classes = find_training_classes(checkpoint, config.data_path)
+    if training_classes is not None:
+        logger.info("labels: the %d training classes of %s", len(training_classes.names), training_classes.source)
     bundle = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
                             num_parallel_workers=config.num_parallel_workers, seed=config.seed,
-                            safe_decode=config.safe_decode,
-                            eval_dataset_path=config.eval_dataset_path,
-                            eval_resize_library=config.eval_resize_library, **shards)
+                            safe_decode=config.safe_decode, eval_dataset_path=config.eval_dataset_path,
+                            eval_resize_library=config.eval_resize_library,
+                            class_names=training_classes.names if training_classes is not None else None, **shards)
     class_count = len(bundle.class_names)
     if class_count > config.class_num:
         raise DropCovError(f"{bundle.source} has {class_count} classes but the network has class_num="

@@ -4,9 +4,10 @@
       --config_path=./config/resnet50_imagenet2012_config.yaml --device_target=CPU --output_file=pred.csv
 
 Images get the evaluation transform (resize, centre crop to eval_image_size, normalise). Class names
-come from --class_names_file, else class_indices.json beside the checkpoint or in its run folder (written
-by train.py), else the class folders of the validation split (DATA_PATH/val or --eval_dataset_path);
-otherwise only indices are shown. The output format follows --output_file's extension (.csv or .json).
+come from --class_names_file (one per output, or all but a last output that is never a target), else
+class_indices.json beside the checkpoint or in its run folder (written by train.py), else the class
+folders of DATA_PATH/train, else (with a warning) those of the validation split (DATA_PATH/val or
+--eval_dataset_path); otherwise only indices are shown. The output format follows --output_file's extension (.csv or .json).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def main(argv: Sequence[str]) -> int:
 
     files = collect_images(args.images)
     val_folder = config.eval_dataset_path or (str(Path(config.data_path) / "val") if config.data_path else "")
-    class_names, names_source = find_class_names(config.checkpoint_file_path, args.class_names_file, val_folder)
+    class_names, names_source, names_warning = find_class_names(
+        config.checkpoint_file_path, args.class_names_file, config.data_path, val_folder, config.class_num)
     from src.kernels.backend import settle_conv_backend
 
     conv_backend = settle_conv_backend(config)  # before MindSpore is imported
@@ -68,6 +70,8 @@ def main(argv: Sequence[str]) -> int:
     from src.runtime.context import start_run
 
     start_run(config, conv_backend, distributed=False)
+    if names_warning:
+        logger.warning(names_warning)
     params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
     config = adopt_checkpoint_widths(config, params, config.checkpoint_file_path)
     net = create_model_from_config(config, conv_backend)

@@ -40,22 +40,24 @@ def resume_command(argv: Sequence[str]) -> str:
     return " ".join(["python train.py", *map(shlex.quote, kept), "--resume auto"])
 
 
-def build_datasets(config: Config, parallel: Any) -> tuple:
+def build_datasets(config: Config, parallel: Any, run_classes: Sequence[str] | None = None) -> tuple:
     """Training bundle (sharded by rank, shuffled, augmented) and, with run_eval, the validation bundle
-    (each rank scores a disjoint share; :func:`src.engine.evaluate.evaluate` sums the counts)."""
+    (labelled by the training classes; each rank scores a disjoint share; :func:`src.engine.evaluate.evaluate`
+    sums the counts). ``run_classes``: a resumed run's own classes, so a changed ``train/`` cannot shift labels."""
     from src.data import create_dataset
 
     common = dict(num_parallel_workers=config.num_parallel_workers, num_shards=parallel.group_size,
                   shard_id=parallel.rank, seed=config.seed, safe_decode=config.safe_decode)
     train = create_dataset(config.dataset, config.data_path, "train", config.batch_size, config.train_image_size,
-                           crop_min_scale=config.train_crop_min_scale, hflip=config.train_hflip, **common)
+                           crop_min_scale=config.train_crop_min_scale, hflip=config.train_hflip,
+                           class_names=run_classes, **common)
     if config.class_num < len(train.class_names):
         raise DropCovError(f"class_num={config.class_num} but {train.source} has {len(train.class_names)} classes; "
                            f"set --class_num {len(train.class_names)} (or more)")
     val = None
     if config.run_eval:
         val = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
-                             eval_dataset_path=config.eval_dataset_path,
+                             eval_dataset_path=config.eval_dataset_path, class_names=train.class_names,
                              eval_resize_library=config.eval_resize_library, **common)
     return train, val
 
@@ -146,7 +148,12 @@ def train(config: Config, argv: Sequence[str], conv_backend: str, parallel: Any,
                     parallel.group_size, parallel.launcher)
     ms.set_seed(config.seed)  # the same seed on every rank; build_training reseeds per rank after the weights
     np.random.seed(config.seed)
-    train_data, val_data = build_datasets(config, parallel)
+    from src.data import CLASS_INDICES_FILE, read_class_indices
+
+    run_classes = None
+    if config.resume and (output / CLASS_INDICES_FILE).is_file():  # the labels the checkpoints were trained with
+        run_classes = read_class_indices(str(output / CLASS_INDICES_FILE))
+    train_data, val_data = build_datasets(config, parallel, run_classes)
     steps_per_epoch = train_data.steps_per_epoch
     if config.train_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.train_steps_per_epoch)

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,9 +164,9 @@ def test_eval_shard_bounds_partition_any_count():
 
 def test_more_ranks_than_images_gives_empty_shards(tmp_path):
     make_image_folder(str(tmp_path / "val"), {"a": 2})
-    sizes = [create_dataset("imagenet", str(tmp_path), "val", 4, 8, num_shards=3, shard_id=r).num_images
-             for r in range(3)]
-    assert sorted(sizes) == [0, 1, 1]
+    bundles = [create_dataset("imagenet", str(tmp_path), "val", 4, 8, num_shards=3, shard_id=r) for r in range(3)]
+    assert [bundle.num_images for bundle in bundles] == [0, 1, 1]
+    assert [identities(bundle.dataset)[0] for bundle in bundles] == [[], [0], [1]]  # the empty one iterates
 
 
 def test_workers_capped_at_core_count(caplog):
@@ -196,9 +199,24 @@ def bad_layout(tmp_path, case: str) -> tuple[str, str]:
     if case == "empty class folder":
         (root / "val" / "b").mkdir()
         return str(root), str(root / "val" / "b")
-    if case == "non-image extension":
-        (root / "val" / "a" / "notes.txt").write_text("not an image")
-        return str(root), str(root / "val" / "a" / "notes.txt")
+    if case == "only non-image files":
+        (root / "val" / "b").mkdir()
+        (root / "val" / "b" / "notes.txt").write_text("not an image")
+        (root / "val" / "b" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+        return str(root), str(root / "val" / "b")
+    if case == "link loop class":
+        os.symlink("loop", root / "val" / "loop")
+        return str(root), str(root / "val" / "loop")
+    if case == "link loop image":
+        os.symlink("x.jpg", root / "val" / "a" / "x.jpg")
+        return str(root), str(root / "val" / "a" / "x.jpg")
+    if case == "link loop split":
+        shutil.rmtree(root / "val")
+        os.symlink("val", root / "val")
+        return str(root), str(root / "val")
+    if case == "broken link":
+        os.symlink(str(tmp_path / "gone.jpg"), root / "val" / "a" / "gone.jpg")
+        return str(root), str(root / "val" / "a" / "gone.jpg")
     if case == "non-image content":
         (root / "val" / "a" / "fake.jpg").write_text("<html>not an image</html>")
         return str(root), str(root / "val" / "a" / "fake.jpg")
@@ -213,7 +231,11 @@ def bad_layout(tmp_path, case: str) -> tuple[str, str]:
     ("missing val", "missing val/ in"),
     ("no class folders", "no class folders in"),
     ("empty class folder", "is empty"),
-    ("non-image extension", "is not an image"),
+    ("only non-image files", "holds no image, only 1 other file(s)"),
+    ("link loop class", "is a symbolic link loop"),
+    ("link loop image", "is a symbolic link loop"),
+    ("link loop split", "is a symbolic link loop"),
+    ("broken link", "is a broken symbolic link"),
     ("non-image content", "is not a JPEG, PNG or BMP image"),
     ("empty file", "is an empty file"),
 ])
@@ -269,7 +291,10 @@ def test_corrupt_jpeg_stops_the_run_naming_the_file_and_leaves_no_files(tmp_path
 
 
 def test_mindspore_decode_dump_is_removed(tmp_path, monkeypatch):
-    """With MindSpore's own Decode (safe_decode=False) a bad JPEG makes it write ./abnormal_image.jpg."""
+    """With MindSpore's own Decode (safe_decode=False) a bad JPEG makes it write ./abnormal_image.jpg.
+
+    MindSpore's decode operations do not know the file they were given: the one line gives their reason
+    and points at verify_dataset (safe_decode=True names the file, see the test above)."""
     monkeypatch.chdir(tmp_path)
     os.makedirs("data/val/a")
     with open("data/val/a/good.jpg", "wb") as handle:
@@ -280,23 +305,164 @@ def test_mindspore_decode_dump_is_removed(tmp_path, monkeypatch):
     with pytest.raises(DropCovError) as caught, pipeline_errors_as_dropcov():
         for _ in bundle.dataset.create_tuple_iterator(num_epochs=1):
             pass
-    assert os.path.join("data", "val", "a", "zeros.jpg") in str(caught.value)
+    text = str(caught.value)
+    assert text.startswith("data pipeline failed: map operation: [Decode] failed.") and "\n" not in text
+    assert "abnormal" not in text and "verify_dataset" in text
     assert sorted(os.listdir(tmp_path)) == ["data"]
 
 
 def test_pipeline_error_helper_parses_mindspore_messages(tmp_path, monkeypatch):
+    """The path of image_file_error survives MindSpore's report whatever its characters."""
+    from src.data.decode import image_file_error
+
     monkeypatch.chdir(tmp_path)
-    bad = tmp_path / "my dir. v2" / "img.1.jpg"
-    bad.parent.mkdir()
-    bad.write_bytes(b"x")
+    bad = tmp_path / 'my dir. v2 "quoted": x' / "img.1.jpg"
     (tmp_path / "abnormal_image.jpg").write_bytes(b"x")
-    message = ("Exception thrown from dataset pipeline. Refer to 'Dataset Pipeline Error Message'. \n"
-               f"[ERROR] map operation: [Decode] failed. The corresponding data file is: {bad}. Error raised by "
-               "libjpeg: Empty input file Dump the abnormal image to [./abnormal_image.jpg]. You can check this "
-               "image first through the image viewer.\n")
+    raised = image_file_error(str(bad), ValueError("cannot decode image: UnidentifiedImageError: cannot identify"))
+    message = ("Exception thrown from user defined Python function in dataset. \n\nTraceback (most recent call "
+               f"last):\n  File \"x.py\", line 5, in __getitem__\nValueError: {raised}\n\n- Dataset Pipeline Error "
+               "Message: \n[ERROR] Execute user Python code failed. Dump the abnormal image to "
+               "[./abnormal_image.jpg].\n")
     converted = pipeline_error_to_dropcov(RuntimeError(message))
-    assert str(converted).startswith(f"bad image {bad}: Error raised by libjpeg: Empty input file;")
+    assert str(converted).startswith(f"bad image {bad}: UnidentifiedImageError: cannot identify; remove or")
     assert not (tmp_path / "abnormal_image.jpg").exists()
+    unreadable = image_file_error("/data/a.jpg", PermissionError(13, "Permission denied"))
+    converted = pipeline_error_to_dropcov(RuntimeError(f"Exception thrown from dataset pipeline\n{unreadable}"))
+    assert str(converted).startswith("bad image /data/a.jpg: Permission denied;")
     assert pipeline_error_to_dropcov(RuntimeError("For 'MatMul', shapes do not match")) is None
     with pytest.raises(RuntimeError, match="MatMul"), pipeline_errors_as_dropcov():
         raise RuntimeError("For 'MatMul', shapes do not match")
+
+
+# ---------------------------------------------------------------------------------------- real-world folders
+
+
+def test_hidden_and_os_files_are_skipped_and_other_files_said_once(tmp_path, caplog):
+    """Hidden names and OS leftovers are neither images nor classes; other non-images: one warning line."""
+    files = make_image_folder(str(tmp_path / "train"), {"a": 2, "b": 2})
+    a = tmp_path / "train" / "a"
+    (a / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (a / "._000.png").write_bytes(b"\0\5\26\7" + bytes(60))  # a resource fork with an image extension
+    (a / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (a / "desktop.ini").write_text("[.ShellClassInfo]")
+    (a / "notes.txt").write_text("by hand")
+    (a / "labels.csv").write_text("x,y")
+    for hidden in (".ipynb_checkpoints", "__MACOSX"):
+        solid_png(str(tmp_path / "train" / hidden / "copy.png"), 0)
+    with caplog.at_level(logging.INFO):
+        bundle = create_dataset("imagenet", str(tmp_path), "train", batch_size=1, image_size=8,
+                                num_parallel_workers=2)
+    assert bundle.class_names == ("a", "b") and bundle.total_images == 4
+    ids, labels = identities(bundle.dataset)
+    assert sorted(ids) == [0, 1, 2, 3] and sorted(zip(ids, labels)) == [(0, 0), (1, 0), (2, 1), (3, 1)]
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"skipped 2 file(s) of {tmp_path / 'train'} without an image extension")
+    assert str(a / "labels.csv") in warnings[0] and str(a / "notes.txt") in warnings[0]
+    assert "DS_Store" not in warnings[0] and "verify_dataset" in warnings[0]
+    assert scan_image_folder(str(tmp_path / "train")).files == tuple(files)
+
+
+def test_real_world_image_files_go_through_the_pipelines(tmp_path):
+    """CMYK and greyscale JPEGs, a PNG named .JPEG, upper-case extensions, palette and RGBA PNGs."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    folder = tmp_path / "train" / "mixed"
+    folder.mkdir(parents=True)
+    rgb.convert("CMYK").save(folder / "cmyk.jpg", "JPEG")
+    rgb.convert("L").save(folder / "grey.JPG", "JPEG")
+    rgb.save(folder / "png_named.JPEG", "PNG")
+    rgb.convert("P").save(folder / "palette.PNG")
+    rgb.convert("RGBA").save(folder / "alpha.png")
+    rgb.save(folder / "plain.Bmp")
+    shutil.copytree(tmp_path / "train", tmp_path / "val")
+    for split in ("train", "val"):
+        bundle = create_dataset("imagenet", str(tmp_path), split, batch_size=2, image_size=16, num_parallel_workers=2)
+        images = np.concatenate([batch[0] for batch in bundle.dataset.create_tuple_iterator(output_numpy=True)])
+        assert images.shape == (6, 3, 16, 16) and np.isfinite(images).all()
+    assert [os.path.basename(path) for path in bundle.files] == sorted(os.listdir(folder))
+    grey = images[[os.path.basename(path) for path in bundle.files].index("grey.JPG")] * STD[0] + MEAN[0]
+    assert np.allclose(grey[0], grey[1], atol=1e-3) and np.allclose(grey[0], grey[2], atol=1e-3)
+
+
+def test_training_order_is_image_folder_datasets(tmp_path):
+    """Under one seed, the shuffle and shards are those of MindSpore's ImageFolderDataset on a clean folder."""
+    import mindspore.dataset as ds
+
+    files = make_image_folder(str(tmp_path / "train"), {"a": 4, "b": 3, "c": 3})
+    identity = {Path(path).read_bytes(): position for position, path in enumerate(files)}
+    class_indexing = {"a": 0, "b": 1, "c": 2}
+    for num_shards in (1, 3):
+        for shard_id in range(num_shards):
+            bundle = create_dataset("imagenet", str(tmp_path), "train", batch_size=1, image_size=8, seed=5,
+                                    num_parallel_workers=2, num_shards=num_shards, shard_id=shard_id)
+            ds.config.set_seed(5)
+            ours, _ = identities(bundle.dataset.repeat(2))
+            ds.config.set_seed(5)
+            folder = ds.ImageFolderDataset(str(tmp_path / "train"), shuffle=True, num_shards=num_shards,
+                                           shard_id=shard_id, class_indexing=class_indexing).repeat(2)
+            theirs = [identity[image.tobytes()] for image, _ in folder.create_tuple_iterator(output_numpy=True)]
+            assert ours == theirs, (num_shards, shard_id)
+
+
+# ---------------------------------------------------------------------------------------- training classes
+
+
+def test_validation_labels_are_the_training_classes(tmp_path, caplog):
+    """A val/ lacking a class keeps the training labels; a class training does not know is an error."""
+    make_image_folder(str(tmp_path / "val"), {"b": 2, "c": 1})
+    with caplog.at_level(logging.INFO):
+        bundle = create_dataset("imagenet", str(tmp_path), "val", 2, 8, class_names=["a", "b", "c"])
+    ids, labels = identities(bundle.dataset)
+    assert ids == [0, 1, 2] and labels == [1, 1, 2]
+    assert bundle.class_names == ("a", "b", "c")
+    said = [record.getMessage() for record in caplog.records if "training classes" in record.getMessage()]
+    assert said == [f"{tmp_path / 'val'} has no images of 1 of the 3 training classes (a): they are not scored"]
+    with pytest.raises(DropCovError) as caught:
+        create_dataset("imagenet", str(tmp_path), "val", 2, 8, class_names=["b", "x"])
+    assert str(caught.value).startswith(f"class folder {tmp_path / 'val' / 'c'} is not a training class; the "
+                                        "network knows 2 classes (b, x)")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _, labels = identities(create_dataset("imagenet", str(tmp_path), "val", 2, 8).dataset)
+    assert labels == [0, 0, 1]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"labels of {tmp_path / 'val'} are its own sorted class folders: this assumes it holds every training "
+        "class, in order (no class_indices.json of the checkpoint's run, no train/ folder to read the training "
+        "classes from)"]
+
+
+def test_training_classes_come_from_the_run_then_the_train_folder(tmp_path):
+    from src.data.labels import TrainingClasses, find_run_class_indices, find_training_classes
+
+    data = tmp_path / "data"
+    make_image_folder(str(data / "train"), {"cat": 1, "dog": 1})
+    (data / "train" / ".ipynb_checkpoints").mkdir()
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "net-1_1.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    assert find_training_classes(checkpoint, str(data)).names == ("cat", "dog")
+    assert find_training_classes(checkpoint, str(data)).source == str(data / "train")
+    assert find_training_classes(checkpoint, str(tmp_path / "nothing")) is None
+    assert find_training_classes("", "") is None
+    write_class_indices(str(run), ["n0", "n1", "n2"])
+    assert find_run_class_indices(checkpoint) == str(run / "class_indices.json")
+    assert find_training_classes(checkpoint, str(data)).names == ("n0", "n1", "n2")
+    write_class_indices(str(checkpoint.parent), ["beside"])
+    beside = str(checkpoint.parent / "class_indices.json")
+    assert find_training_classes(checkpoint, str(data)) == TrainingClasses(("beside",), beside)
+    os.symlink("loop", data / "train" / "loop")
+    with pytest.raises(DropCovError, match="loop is a symbolic link loop"):
+        find_training_classes(tmp_path / "elsewhere.ckpt", str(data))
+
+
+def test_training_split_can_be_labelled_by_a_runs_classes(tmp_path, caplog):
+    """Resuming a run: train/ is labelled by the run's classes, a class it lost is said, a new one is an error."""
+    make_image_folder(str(tmp_path / "train"), {"a": 1, "c": 2})
+    with caplog.at_level(logging.INFO):
+        bundle = create_dataset("imagenet", str(tmp_path), "train", 1, 8, class_names=["a", "b", "c"])
+    ids, labels = identities(bundle.dataset)
+    assert sorted(zip(ids, labels)) == [(0, 0), (1, 2), (2, 2)]
+    assert "has no images of 1 of the 3 training classes (b): they are not trained" in caplog.text
+    with pytest.raises(DropCovError, match="class folder .*train/c is not a training class"):
+        create_dataset("imagenet", str(tmp_path), "train", 1, 8, class_names=["a", "b"])

@@ -17,6 +17,7 @@ from src.data import write_class_indices
 from src.engine.predict import (
     CSV_COLUMNS,
     Prediction,
+    check_class_names,
     collect_images,
     eval_image_transform,
     find_class_names,
@@ -117,22 +118,51 @@ def test_class_names_search_order(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     checkpoint = run / "checkpoints" / "best.ckpt"
-    val = tmp_path / "val"
-    for name in ("b_class", "a_class"):
+    data = tmp_path / "data"
+    val = data / "val"
+    for name in ("b_class", "a_class", ".ipynb_checkpoints"):
         (val / name).mkdir(parents=True)
-    assert find_class_names(checkpoint, "", val) == ({0: "a_class", 1: "b_class"}, str(val))
+    found = find_class_names(checkpoint, "", str(data), val)
+    assert found.names == {0: "a_class", 1: "b_class"} and found.source == str(val)
+    assert found.warning.startswith(f"labels of {val} are its own sorted class folders: this assumes")
+    for name in ("t1", "t0"):
+        (data / "train" / name).mkdir(parents=True)
+    assert find_class_names(checkpoint, "", str(data), val) == ({0: "t0", 1: "t1"}, str(data / "train"), None)
     write_class_indices(str(run / "class_indices.json"), ["run0", "run1"])
-    assert find_class_names(checkpoint, "", val)[0] == {0: "run0", 1: "run1"}
+    assert find_class_names(checkpoint, "", str(data), val).names == {0: "run0", 1: "run1"}
     write_class_indices(str(run / "checkpoints" / "class_indices.json"), ["beside0"])
-    assert find_class_names(checkpoint, "", val)[0] == {0: "beside0"}
+    assert find_class_names(checkpoint, "", str(data), val).names == {0: "beside0"}
     (tmp_path / "mine.txt").write_text("x\ny\n")
-    assert find_class_names(checkpoint, str(tmp_path / "mine.txt"), val)[0] == {0: "x", 1: "y"}
-    assert find_class_names(tmp_path / "other" / "c.ckpt", "", tmp_path / "nothing") == (None, "")
+    mine = find_class_names(checkpoint, str(tmp_path / "mine.txt"), str(data), val)
+    assert mine == ({0: "x", 1: "y"}, f"--class_names_file {tmp_path / 'mine.txt'}", None)
+    assert find_class_names(tmp_path / "other" / "c.ckpt", "", "", tmp_path / "nothing") == (None, "", None)
+
+
+@pytest.mark.parametrize("count, outputs, explicit, fragment", [
+    (1000, 1001, True, None),  # the published ImageNet layout: the last output is never a target
+    (1001, 1001, True, None),
+    (3, 10, False, None),  # a run's own classes: train.py allows more outputs than classes
+    (3, 10, True, "has 3 names but the network has 10 outputs (class_num 10)"),
+    (998, 1000, True, "has 998 names but the network has 1000 outputs (class_num 1000)"),
+    (12, 10, False, "has 12 names (up to index 11) but the network has 10 outputs (class_num 10)"),
+])
+def test_class_names_must_fit_the_outputs(count, outputs, explicit, fragment):
+    names = {index: f"c{index}" for index in range(count)}
+    if fragment is None:
+        check_class_names(names, "SOURCE", outputs, explicit)
+    else:
+        with pytest.raises(DropCovError) as caught:
+            check_class_names(names, "SOURCE", outputs, explicit)
+        assert str(caught.value).startswith(f"SOURCE {fragment}")
+    gappy = {0: "a", 2: "c"}
+    with pytest.raises(DropCovError, match="has 2 names \\(none for index 1\\) but the network has 3 outputs"):
+        check_class_names(gappy, "SOURCE", 3, explicit=True)
 
 
 def test_collect_images(tmp_path):
     (tmp_path / "imgs" / "sub").mkdir(parents=True)
-    for name in ("b.png", "a.JPG", "sub/c.jpeg", "notes.txt"):
+    (tmp_path / "imgs" / ".ipynb_checkpoints").mkdir()
+    for name in ("b.png", "a.JPG", "sub/c.jpeg", "notes.txt", "._b.png", ".ipynb_checkpoints/b.png"):
         (tmp_path / "imgs" / name).write_bytes(b"x")
     found = collect_images([tmp_path / "imgs"])
     assert [p.relative_to(tmp_path / "imgs").as_posix() for p in found] == ["a.JPG", "b.png", "sub/c.jpeg"]

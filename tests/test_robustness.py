@@ -9,8 +9,11 @@ second); data, device and output-folder errors before any graph is compiled (a f
 Covered here: config file missing, YAML syntax error (file:line:col), duplicate YAML key, unknown key in
 YAML and on the command line (with a suggestion), wrong type, value outside its choices (head, net_name),
 batch size 0 / negative, ``--debug`` traceback; data_path empty / missing / a file, missing ``train/`` /
-``val/``, no class folders, empty class folder, non-image file name, non-image content, corrupt JPEG in
-training (cut in the image data and cut in the headers, which crashes MindSpore's own decoder): the run
+``val/``, no class folders, empty class folder, a symbolic link loop (train.py and verify_dataset), a val/
+class that training does not know, non-image content; validation labelled by the training classes (a val/
+lacking a class, a val/ class training does not know, only val/ and no class_indices.json); predict's ``--class_names_file`` against the outputs;
+a real-world folder (CMYK, greyscale, PNG named .JPEG, upper-case extensions, OS and hidden files) trains;
+corrupt JPEG in training (cut in the image data and cut in the headers, which crashes MindSpore's own decoder): the run
 stops naming the file and leaves no ``abnormal_image*`` file; GPU or Ascend requested where MindSpore sees
 none (all four commands); ``--run_distribute`` without a launcher (eval.py, predict.py); output folders
 that cannot be written (checkpoint_path, eval output, predict output file, export file_name); through
@@ -37,6 +40,7 @@ Covered elsewhere (not repeated here):
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -203,9 +207,15 @@ def broken_data(data: Path, root: Path, case: str) -> tuple[str, str, dict]:
     if case == "empty class folder":
         (copy / "train" / "zebra").mkdir()
         return str(copy), str(copy / "train" / "zebra"), {}
-    if case == "non-image name":
-        (copy / "train" / "cat" / "notes.txt").write_text("labels by hand")
-        return str(copy), str(copy / "train" / "cat" / "notes.txt"), {}
+    if case == "link loop as a class":
+        os.symlink("loop", copy / "train" / "loop")
+        return str(copy), str(copy / "train" / "loop"), {}
+    if case == "link loop as an image":
+        os.symlink("self.jpg", copy / "train" / "cat" / "self.jpg")
+        return str(copy), str(copy / "train" / "cat" / "self.jpg"), {}
+    if case == "val class training does not know":
+        shutil.copytree(copy / "val" / "fox", copy / "val" / "zebra")
+        return str(copy), str(copy / "val" / "zebra"), {"run_eval": True}
     if case == "non-image content":
         (copy / "train" / "dog" / "page.jpg").write_text("<html>not an image</html>")
         return str(copy), str(copy / "train" / "dog" / "page.jpg"), {}
@@ -220,7 +230,9 @@ def broken_data(data: Path, root: Path, case: str) -> tuple[str, str, dict]:
     ("missing val", ["missing val/ in", "one folder per class"]),
     ("no class folders", ["no class folders in", "one sub-folder per class"]),
     ("empty class folder", ["is empty", "add its images or remove the folder"]),
-    ("non-image name", ["is not an image", "move other files out"]),
+    ("link loop as a class", ["is a symbolic link loop", "remove the link"]),
+    ("link loop as an image", ["is a symbolic link loop", "remove the link"]),
+    ("val class training does not know", ["is not a training class", "knows 3 classes (cat, dog, fox)"]),
     ("non-image content", ["is not a JPEG, PNG or BMP image", "remove or replace it"]),
 ])
 def test_bad_dataset_folder(data, tmp_path, case, fragments):
@@ -259,6 +271,160 @@ def test_corrupt_jpeg_in_evaluation_stops_naming_the_file(data, trained, tmp_pat
                                        output_path=tmp_path / "out"), cwd=workdir)
     assert_one_line_error(result, "eval.py", f"bad image {bad}", "remove or replace it")
     assert list(workdir.iterdir()) == [] and not (tmp_path / "out" / "eval_results.json").exists()
+
+
+# ---------------------------------------------------------------------------- labels, real-world folders
+def constant_checkpoint(trained: Path, path: Path, bias: list) -> Path:
+    """``trained`` with the classifier's weight 0 and bias ``bias``: every image gets the logits ``bias``
+    (one output per entry), so the right scores follow from the labels alone."""
+    import mindspore as ms
+    import numpy as np
+
+    from src.models.weights import is_bookkeeping
+    from src.runtime.checkpoint import load_checkpoint_file
+
+    params = load_checkpoint_file(trained)
+    weights = [{"name": name, "data": value} for name, value in params.items()
+               if not isinstance(value, str) and not is_bookkeeping(name, value) and not name.startswith("fc.")]
+    features = params["fc.weight"].shape[1]
+    weights += [{"name": "fc.weight", "data": ms.Tensor(np.zeros((len(bias), features), np.float32))},
+                {"name": "fc.bias", "data": ms.Tensor(np.array(bias, np.float32))}]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ms.save_checkpoint(weights, str(path))
+    return path
+
+
+def expected_scores(bias: list, labels: list) -> tuple[float, float]:
+    """Top-1 and mean cross entropy when every image's logits are ``bias`` (NumPy, float64)."""
+    import numpy as np
+
+    logits = np.array(bias, np.float64)
+    log_softmax = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+    top1 = float(np.mean([int(np.argmax(logits)) == label for label in labels]))
+    return top1, float(-np.mean(log_softmax[labels]))
+
+
+@pytest.mark.slow
+def test_eval_labels_val_by_the_training_classes(data, trained, tmp_path):
+    """val/ without cat: dog and fox keep labels 1 and 2. Labelled by val/'s own folders they would be 0 and
+    1, and a network that always answers cat (label 0) would score 50% instead of 0%. A val/ class that
+    training does not know is then one line naming it."""
+    copy = copy_data(data, tmp_path / "data")
+    shutil.rmtree(copy / "val" / "cat")
+    run_folder = tmp_path / "run"
+    bias = [4.0, 0.0, 1.0]
+    checkpoint = constant_checkpoint(trained, run_folder / "checkpoints" / "always_cat.ckpt", bias)
+    shutil.copy(trained.parent.parent / "class_indices.json", run_folder / "class_indices.json")
+    result = run("eval.py", *eval_args(copy, checkpoint, device_target="CPU", output_path=tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    top1, loss = expected_scores(bias, [1, 2])
+    assert scores["count"] == 2 and scores["top1"] == top1 == 0.0
+    assert scores["loss"] == pytest.approx(loss, rel=1e-5)
+    assert result.stdout.count("training classes") == 2  # where the labels come from, and the class not scored
+    assert f"labels: the 3 training classes of {run_folder / 'class_indices.json'}" in result.stdout
+    assert f"{copy / 'val'} has no images of 1 of the 3 training classes (cat): they are not scored" in result.stdout
+    shutil.copytree(copy / "val" / "dog", copy / "val" / "wolf")
+    result = run("eval.py", *eval_args(copy, checkpoint, device_target="CPU", output_path=tmp_path / "out2"))
+    assert_one_line_error(result, "eval.py", f"class folder {copy / 'val' / 'wolf'} is not a training class",
+                          "knows 3 classes (cat, dog, fox)")
+    assert not (tmp_path / "out2" / "eval_results.json").exists()
+
+
+@pytest.mark.slow
+def test_eval_with_only_val_and_no_class_indices_labels_by_its_folders_with_one_warning(data, trained, tmp_path):
+    """The published ImageNet checkpoints' case: one output more than classes (1001 for 1000), the last never
+    a target, only val/ to go by: labels are val/'s sorted folders, with one warning line."""
+    copy = tmp_path / "imagenet"
+    shutil.copytree(data / "val", copy / "val")
+    bias = [0.0, 1.0, 4.0, 2.0]
+    checkpoint = constant_checkpoint(trained, tmp_path / "published" / "net.ckpt", bias)
+    result = run("eval.py", *eval_args(copy, checkpoint, device_target="CPU", class_num=4,
+                                       output_path=tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    top1, loss = expected_scores(bias, [0, 1, 2])
+    assert scores["count"] == 3 and scores["top1"] == pytest.approx(top1) and top1 == pytest.approx(1 / 3)
+    assert scores["loss"] == pytest.approx(loss, rel=1e-5)
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if " WARNING " in line]
+    assert len(warnings) == 1 and warnings[0].endswith(
+        f"labels of {copy / 'val'} are its own sorted class folders: this assumes it holds every training class, "
+        "in order (no class_indices.json of the checkpoint's run, no train/ folder to read the training classes "
+        "from)"), warnings
+
+
+def test_predict_class_names_file_with_too_few_names_names_both_counts(data, tmp_path):
+    names = write(tmp_path / "names.txt", "cat\ndog\n")
+    result = run("predict.py", data / "val", *eval_args(data, tmp_path / "unused.ckpt", device_target="CPU",
+                                                        class_num=4), "--class_names_file", names)
+    assert_one_line_error(result, "predict.py", f"--class_names_file {names} has 2 names but the network has 4 "
+                          "outputs (class_num 4)", "1000 names for the 1001-output ImageNet checkpoints")
+
+
+@pytest.mark.slow
+def test_predict_names_one_output_fewer_than_the_network_has(data, trained, tmp_path):
+    """1001 outputs and 1000 names (the published ImageNet layout), here 4 and 3: the names print."""
+    checkpoint = constant_checkpoint(trained, tmp_path / "net.ckpt", [0.0, 1.0, 4.0, 2.0])
+    names = write(tmp_path / "names.txt", "cat\ndog\nfox\n")
+    output = tmp_path / "predictions.json"
+    result = run("predict.py", data / "val" / "dog", *eval_args(data, checkpoint, device_target="CPU", class_num=4),
+                 "--class_names_file", names, "--top_k", 4, "--output_file", output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = json.loads(output.read_text())
+    assert [(row["class_index"], row["class_name"]) for row in record["top_k"]] == \
+        [(2, "fox"), (3, ""), (1, "dog"), (0, "cat")]
+
+
+def stray_files(folder: Path) -> None:
+    """What operating systems and notebooks leave in a class folder."""
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1" + bytes(100))
+    (folder / "._first.jpg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X" + bytes(100))  # AppleDouble fork
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100))
+    (folder / "desktop.ini").write_text("[.ShellClassInfo]\nIconResource=x\n")
+
+
+@pytest.mark.slow
+def test_real_world_folder_trains(data, tmp_path):
+    """CMYK and greyscale JPEGs, a PNG named .JPEG, upper-case extensions, OS files and a notebook's hidden
+    folder: training and evaluation run; one warning line names the one real non-image file."""
+    from PIL import Image
+
+    copy = copy_data(data, tmp_path / "data")
+    for split in ("train", "val"):
+        for name in CLASSES:
+            folder = copy / split / name
+            first = sorted(folder.iterdir())[0]
+            with Image.open(first) as image:
+                rgb = image.convert("RGB")
+            rgb.convert("CMYK").save(folder / f"{name}_cmyk.jpg", "JPEG")
+            rgb.convert("L").save(folder / f"{name}_grey.JPG", "JPEG")
+            rgb.save(folder / f"{name}_png.JPEG", "PNG")
+            first.rename(folder / "first.JPEG")
+            stray_files(folder)
+        checkpoints = copy / split / ".ipynb_checkpoints"
+        checkpoints.mkdir()
+        shutil.copy(copy / split / "cat" / "first.JPEG", checkpoints / "first-checkpoint.JPEG")
+    (copy / "train" / "dog" / "sources.txt").write_text("downloaded from ...")
+    output = tmp_path / "out"
+    result = run("train.py", *train_args(copy, output, epoch_size=1, train_steps_per_epoch=2, run_eval=True))
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    assert json.loads((output / "class_indices.json").read_text()) == {"0": "cat", "1": "dog", "2": "fox"}
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if " WARNING " in line]
+    assert len(warnings) == 1 and f"skipped 1 file(s) of {copy / 'train'} without an image extension" in \
+        warnings[0] and str(copy / "train" / "dog" / "sources.txt") in warnings[0], warnings
+    assert "18 training images in 3 classes" in result.stdout and "12 validation images" in result.stdout
+    assert "val top-1" in result.stdout
+
+
+def test_symlink_loop_is_one_line_in_verify_dataset_too(data, tmp_path):
+    copy = copy_data(data, tmp_path / "data")
+    os.symlink("self.jpg", copy / "train" / "cat" / "self.jpg")
+    result = subprocess.run([sys.executable, "-m", "src.tools.verify_dataset", str(copy), "--workers", "1"],
+                            cwd=REPO_ROOT, env=user_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    bad = [line for line in result.stdout.splitlines() if line.startswith("BAD ")]
+    assert bad == [f"BAD {copy / 'train' / 'cat' / 'self.jpg'}: symbolic link loop"]
+    assert "12 images checked, 1 bad" in result.stdout
 
 
 # ------------------------------------------------------------------------------------- device, launcher

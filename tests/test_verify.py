@@ -70,3 +70,30 @@ def test_verify_command_in_parallel(tmp_path, repo_root):
     assert result.returncode == 1, result.stderr
     assert sum(line.startswith("BAD ") for line in result.stdout.splitlines()) == len(expected)
     assert "images decoded" in result.stderr
+
+
+def test_verify_skips_what_training_skips_and_lists_links_it_cannot_follow(tmp_path, capsys):
+    """Hidden and OS files are not problems; a link loop, a broken link and every non-image file are,
+    and the rest of the dataset is still decoded."""
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / "train" / name)
+        (tmp_path / "train" / name / "good.jpg").write_bytes(jpeg_bytes(len(name)))
+    a = tmp_path / "train" / "a"
+    (a / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (a / "._good.jpg").write_bytes(b"\0\5\26\7" + bytes(60))
+    (a / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    for k in range(5):
+        (a / f"notes{k}.txt").write_text("x")
+    os.symlink("loop", tmp_path / "train" / "loop")
+    os.symlink("self.jpg", a / "self.jpg")
+    os.symlink(str(tmp_path / "gone.jpg"), tmp_path / "train" / "b" / "gone.jpg")
+    assert main([str(tmp_path), "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    listed = dict(line[4:].split(": ", 1) for line in out.splitlines() if line.startswith("BAD "))
+    expected = {str(a / f"notes{k}.txt"): "not an image (extension)" for k in range(5)}
+    expected[str(tmp_path / "train" / "loop")] = "symbolic link loop"
+    expected[str(a / "self.jpg")] = "symbolic link loop"
+    expected[str(tmp_path / "train" / "b" / "gone.jpg")] = f"broken symbolic link (to {tmp_path / 'gone.jpg'})"
+    assert listed == expected
+    assert "2 images checked, 8 bad" in out

@@ -6,6 +6,7 @@ called), so the dataset tools stay light.
 from __future__ import annotations
 
 import importlib
+from typing import Sequence
 
 from src.data.bundle import DatasetBundle
 from src.data.checks import resolve_split_folder
@@ -32,7 +33,7 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
                    num_parallel_workers: int = 8, num_shards: int = 1, shard_id: int = 0, seed: int = 1,
                    eval_dataset_path: str = "", safe_decode: bool = True,
                    check_headers: bool = True, crop_min_scale: float = 0.08, hflip: bool = True,
-                   eval_resize_library: str = "mindspore") -> DatasetBundle:
+                   eval_resize_library: str = "mindspore", class_names: Sequence[str] | None = None) -> DatasetBundle:
     """Build a batched train or evaluation pipeline.
 
     Args:
@@ -56,13 +57,19 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
         hflip: random horizontal flip in the train transform.
         eval_resize_library: image folders, "val" only: "mindspore" (MindSpore's Resize) or "pillow"
             (torchvision's resize and crop on PIL images), see :data:`src.data.transforms.EVAL_RESIZE_LIBRARIES`.
+        class_names: image folders: the training classes (index = label), e.g. the training bundle's
+            ``class_names`` or the run's ``class_indices.json``; a class folder not among them is an error,
+            a class without a folder is said once. None labels by the folder's own sorted class folders
+            (for "val" with a warning: that assumes it holds every training class, in order).
 
     Returns:
         DatasetBundle with ``.dataset`` (yielding float32 (B, 3, S, S) images and int32 labels),
-        ``.num_images`` (this shard), ``.total_images``, ``.class_names``, ``.steps_per_epoch``.
+        ``.num_images`` (this shard), ``.total_images``, ``.class_names`` (the classes the labels index:
+        the training classes for "val" when given), ``.steps_per_epoch``.
 
     Raises:
-        DropCovError: missing folders, empty classes, non-image files, bad sizes or shard layout.
+        DropCovError: missing folders, empty classes, unfollowable links, non-image content, a validation
+            class that training does not know, bad sizes or shard layout.
 
     Example:
         >>> bundle = create_dataset("imagenet", "/data/imagenet", "val", batch_size=64, image_size=224,
@@ -78,5 +85,5 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
                    seed=seed, eval_dataset_path=eval_dataset_path, hflip=hflip)
     if dataset == "imagenet":
         options.update(safe_decode=safe_decode, check_headers=check_headers, crop_min_scale=crop_min_scale,
-                       eval_resize_library=eval_resize_library)
+                       eval_resize_library=eval_resize_library, class_names=class_names)
     return builder(data_path, split, batch_size, image_size, **options)

@@ -5,11 +5,15 @@ Layout (ImageNet style)::
     DATA_PATH/train/<class>/<image>      DATA_PATH/val/<class>/<image>
 
 or a folder that itself holds the class folders. Labels are the indices of the sorted class-folder
-names. Everything here works from directory listings and the first bytes of each file: it never
-decodes an image (``src.data.verify`` does that) and never imports MindSpore.
+names. Hidden names (starting with ".": ``.DS_Store``, ``._x.jpg`` resource forks,
+``.ipynb_checkpoints``) and the files operating systems leave behind (``Thumbs.db``, ``desktop.ini``,
+``__MACOSX``) are skipped silently: never images, never classes. Other files without an image
+extension are skipped with one warning. Everything here works from directory listings and the first
+bytes of each file: it never decodes an image (``src.data.verify`` does that) and never imports MindSpore.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -23,8 +27,13 @@ logger = logging.getLogger(__name__)
 
 #: File extensions taken as images (compared case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+#: Names that operating systems and archivers leave in folders (compared case-insensitively). With every
+#: hidden name they are skipped without a word: they are neither images nor classes.
+OS_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", "__macosx"})
 #: Folder name of each split under ``data_path``.
 SPLIT_FOLDERS = {"train": "train", "val": "val", "eval": "val"}
+#: Skipped non-image files named in the warning of a scan (``verify_dataset`` lists them all).
+SKIPPED_NAMED = 3
 
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"))
 
@@ -33,22 +42,28 @@ _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP
 class ImageFolderListing:
     """The images of one split folder, in the order the pipelines read them.
 
-    ``files`` are sorted by class (sorted folder names) then by file name, matching MindSpore's
-    ``ImageFolderDataset`` order; ``labels[i]`` is the class index of ``files[i]``.
+    ``files`` are sorted by class (sorted folder names) then by file name; ``labels[i]`` is the class
+    index of ``files[i]`` in ``class_names``. ``skipped`` holds the files of the class folders that have
+    no image extension (hidden and operating-system files are not counted).
     """
 
     folder: str
     class_names: tuple[str, ...]
     files: tuple[str, ...]
     labels: tuple[int, ...]
-
-    @property
-    def extensions(self) -> list[str]:
-        """The exact (case-preserving) extensions present, for ``ImageFolderDataset(extensions=...)``."""
-        return sorted({os.path.splitext(path)[1] for path in self.files})
+    skipped: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.files)
+
+
+@dataclass(frozen=True)
+class FolderProblem:
+    """A structural problem of a dataset folder: ``reason`` for a list of problems, ``message`` for an error."""
+
+    path: str
+    reason: str
+    message: str
 
 
 def is_image_name(name: str) -> bool:
@@ -56,17 +71,86 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _class_folders(folder: str) -> list[str]:
-    with os.scandir(folder) as entries:
-        return sorted(entry.name for entry in entries if entry.is_dir())
+def is_hidden_or_os_name(name: str) -> bool:
+    """True for hidden names (leading ".") and :data:`OS_NAMES`: skipped, never images or classes."""
+    return name.startswith(".") or name.lower() in OS_NAMES
+
+
+def _unreadable(path: str, error: OSError) -> FolderProblem:
+    """The problem of an entry that cannot be listed or followed (a symbolic link loop, no permission)."""
+    if error.errno == errno.ELOOP:
+        return FolderProblem(path, "symbolic link loop", f"{path} is a symbolic link loop (it leads back to "
+                             "itself): remove the link or point it at a real file or folder")
+    reason = f"cannot be read ({error.strerror or error})"
+    return FolderProblem(path, reason, f"{path} {reason}: fix its permissions or move it out of the dataset")
+
+
+def _broken_link(path: str) -> FolderProblem:
+    target = os.readlink(path)
+    return FolderProblem(path, f"broken symbolic link (to {target})",
+                         f"{path} is a broken symbolic link (to {target}): restore its target or remove it")
+
+
+def _link_problem(path: str) -> FolderProblem | None:
+    """The problem of ``path`` when it is a symbolic link that cannot be followed, else None."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return _broken_link(path)
+    except OSError as error:
+        return _unreadable(path, error)
+    return None
+
+
+def _visible_entries(folder: str, problems: list[FolderProblem]) -> list[tuple[str, bool]]:
+    """``(name, is_folder)`` of the entries of ``folder`` that are neither hidden nor OS names, by name.
+
+    Folders and regular files (symbolic links followed) are kept; an entry that cannot be followed (a link
+    loop, a broken link) or a folder that cannot be listed is added to ``problems``; other kinds (sockets,
+    pipes) are ignored.
+    """
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError as error:
+        problems.append(_unreadable(folder, error))
+        return []
+    visible = []
+    for entry in entries:
+        if is_hidden_or_os_name(entry.name):
+            continue
+        try:
+            is_folder = entry.is_dir()
+            if is_folder or entry.is_file():
+                visible.append((entry.name, is_folder))
+            elif entry.is_symlink():
+                problems.append(_broken_link(entry.path))
+        except OSError as error:
+            problems.append(_unreadable(entry.path, error))
+    return visible
+
+
+def class_folder_names(folder: str) -> list[str]:
+    """The class folders of a split folder, sorted (hidden and OS folders are not classes).
+
+    Raises :class:`DropCovError` for an entry that cannot be followed: skipping it would shift the labels.
+    """
+    problems: list[FolderProblem] = []
+    names = [name for name, is_folder in _visible_entries(folder, problems) if is_folder]
+    if problems:
+        raise DropCovError(problems[0].message)
+    return names
 
 
 def _holds_class_folders(folder: str) -> bool:
     """True when some sub-folder of ``folder`` directly holds an image file."""
-    for name in _class_folders(folder):
-        with os.scandir(os.path.join(folder, name)) as entries:
-            if any(entry.is_file() and is_image_name(entry.name) for entry in entries):
-                return True
+    ignored: list[FolderProblem] = []
+    for name, is_folder in _visible_entries(folder, ignored):
+        if is_folder and any(not sub_folder and is_image_name(item)
+                             for item, sub_folder in _visible_entries(os.path.join(folder, name), ignored)):
+            return True
     return False
 
 
@@ -80,7 +164,12 @@ def resolve_split_folder(data_path: str, split: str, eval_dataset_path: str = ""
     if split not in SPLIT_FOLDERS:
         raise DropCovError(f"unknown dataset split {split!r}: use one of {sorted(SPLIT_FOLDERS)}")
     subfolder = SPLIT_FOLDERS[split]
-    if subfolder == "val" and eval_dataset_path:
+    overridden = subfolder == "val" and bool(eval_dataset_path)
+    for path in [eval_dataset_path] if overridden else [data_path, os.path.join(data_path, subfolder)]:
+        link_problem = _link_problem(path) if path else None
+        if link_problem is not None:
+            raise DropCovError(link_problem.message)
+    if overridden:
         if not os.path.isdir(eval_dataset_path):
             raise DropCovError(f"eval_dataset_path {eval_dataset_path} is not a folder: point --eval_dataset_path "
                                "at a folder of class folders (or leave it empty to use DATA_PATH/val)")
@@ -102,36 +191,60 @@ def resolve_split_folder(data_path: str, split: str, eval_dataset_path: str = ""
                        "(or point --data_path at a folder of class folders)")
 
 
-def scan_image_folder(folder: str) -> ImageFolderListing:
-    """List the images of a split folder and check its structure (no file is opened).
+def survey_image_folder(folder: str) -> tuple[ImageFolderListing, list[FolderProblem]]:
+    """List the images of a split folder and every structural problem found on the way (no file is opened).
 
-    Raises :class:`DropCovError` for: a missing folder, no class folders, an empty class folder, or a
-    file whose extension is not in :data:`IMAGE_EXTENSIONS` (sub-folders inside class folders are
-    ignored, as ``ImageFolderDataset`` does).
+    Problems: the folder has no class folders; a class folder holds no image; an entry cannot be followed
+    (symbolic link loop, broken link) or listed. Sub-folders inside class folders are ignored.
     """
     if not os.path.isdir(folder):
         raise DropCovError(f"dataset folder {folder} does not exist")
-    class_names = _class_folders(folder)
-    if not class_names:
-        raise DropCovError(f"no class folders in {folder}: expected one sub-folder per class holding its images")
+    problems: list[FolderProblem] = []
+    class_names = [name for name, is_folder in _visible_entries(folder, problems) if is_folder]
+    if not class_names and not problems:
+        problems.append(FolderProblem(folder, "no class folders", f"no class folders in {folder}: expected one "
+                                      "sub-folder per class holding its images"))
     files: list[str] = []
     labels: list[int] = []
-    non_images: list[str] = []
+    skipped: list[str] = []
     for label, name in enumerate(class_names):
         class_folder = os.path.join(folder, name)
-        with os.scandir(class_folder) as entries:
-            names = sorted(entry.name for entry in entries if entry.is_file())
-        images = [item for item in names if is_image_name(item)]
-        non_images.extend(os.path.join(class_folder, item) for item in names if not is_image_name(item))
-        if not names:
-            raise DropCovError(f"class folder {class_folder} is empty: add its images or remove the folder")
-        files.extend(os.path.join(class_folder, item) for item in images)
+        names = [item for item, is_folder in _visible_entries(class_folder, problems) if not is_folder]
+        images = [os.path.join(class_folder, item) for item in names if is_image_name(item)]
+        others = [os.path.join(class_folder, item) for item in names if not is_image_name(item)]
+        if not images:
+            reason, state = ("no images in class folder", f"holds no image, only {len(others)} other file(s)") \
+                if others else ("empty class folder", "is empty")
+            problems.append(FolderProblem(class_folder, reason, f"class folder {class_folder} {state}: add its "
+                                          "images or remove the folder"))
+        files.extend(images)
         labels.extend([label] * len(images))
-    if non_images:
-        more = f" (and {len(non_images) - 1} more)" if len(non_images) > 1 else ""
-        raise DropCovError(f"{non_images[0]} is not an image{more}: only {', '.join(IMAGE_EXTENSIONS)} files "
-                           "may sit in class folders; move other files out")
-    return ImageFolderListing(folder, tuple(class_names), tuple(files), tuple(labels))
+        skipped.extend(others)
+    listing = ImageFolderListing(folder, tuple(class_names), tuple(files), tuple(labels), tuple(skipped))
+    return listing, problems
+
+
+def scan_image_folder(folder: str) -> ImageFolderListing:
+    """List the images of a split folder and check its structure (no file is opened).
+
+    Raises :class:`DropCovError` with the first problem of :func:`survey_image_folder`. Files without an
+    image extension are left out of the listing and kept in ``skipped`` (see :func:`skipped_files_note`).
+    """
+    listing, problems = survey_image_folder(folder)
+    if problems:
+        more = f" ({len(problems) - 1} more problems: python -m src.tools.verify_dataset lists them all)" \
+            if len(problems) > 1 else ""
+        raise DropCovError(problems[0].message + more)
+    return listing
+
+
+def skipped_files_note(listing: ImageFolderListing) -> str | None:
+    """One line on the non-image files a listing skipped (count and the first few), or None when none."""
+    if not listing.skipped:
+        return None
+    named = ", ".join(listing.skipped[:SKIPPED_NAMED]) + (", ..." if len(listing.skipped) > SKIPPED_NAMED else "")
+    return (f"skipped {len(listing.skipped)} file(s) of {listing.folder} without an image extension "
+            f"({', '.join(IMAGE_EXTENSIONS)}): {named}; python -m src.tools.verify_dataset lists them all")
 
 
 def image_header_problem(path: str) -> str | None:

@@ -9,16 +9,17 @@ its JPEG decoder, given a damaged file,
 
 Pillow's decoder (libjpeg-turbo with the same settings: its pixels equal MindSpore ``Decode``'s on the
 JPEGs we compared) raises a Python exception instead, and is about as fast (500x375 JPEG, one core:
-Pillow decode + ``RandomResizedCrop`` 1.36 ms, ``RandomCropDecodeResize`` 1.24 ms). It runs in the
-map's worker threads; about 0.1 ms of each image holds the GIL, so one process tops out near 7,000
-images/s. MindSpore adds
-"The corresponding data file is: PATH" to a failed map operation of an ``ImageFolderDataset``, so
-:func:`pipeline_error_to_dropcov` can name the file.
+Pillow decode + ``RandomResizedCrop`` 1.36 ms, ``RandomCropDecodeResize`` 1.24 ms). The image-folder
+pipelines read and decode in the map's worker threads (``src.data.imagenet.ImageFileReader``); about
+0.1 ms of each image holds the GIL, so one process tops out near 7,000 images/s. A file that cannot be
+read or decoded raises :func:`image_file_error`, whose message carries the path through MindSpore's
+error report, so :func:`pipeline_error_to_dropcov` can name the file.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -32,8 +33,9 @@ from src.errors import DropCovError
 logger = logging.getLogger(__name__)
 
 DECODE_FAILED = "cannot decode image"
+IMAGE_FILE_FAILED = "cannot read image file"
 
-_DATA_FILE = re.compile(r"The corresponding data file is: (.+?)\.(?:\s|$)")
+_IMAGE_FILE = re.compile(re.escape(IMAGE_FILE_FAILED) + r' ("(?:[^"\\]|\\.)*"): (.*)')
 _DUMP_FILE = re.compile(r"Dump the abnormal image to \[([^\]]+)\]")
 _OWN_REASON = re.compile(re.escape(DECODE_FAILED) + r": (.*)")
 _PIPELINE_MARKERS = ("Exception thrown from dataset pipeline", "Exception thrown from user defined Python function",
@@ -44,8 +46,7 @@ def decode_image(encoded: np.ndarray) -> np.ndarray:
     """Decode one encoded image (1-D uint8 bytes) to RGB, uint8 (H, W, 3).
 
     Grey, palette, CMYK and alpha images are converted to RGB (alpha dropped; MindSpore's ``Decode``
-    also returns 3 channels). A broken file raises ``ValueError("cannot decode image: ...")``; inside a
-    pipeline MindSpore adds the file's path to the error.
+    also returns 3 channels). A broken file raises ``ValueError("cannot decode image: ...")``.
     """
     try:
         with Image.open(io.BytesIO(encoded.tobytes())) as image:
@@ -56,34 +57,26 @@ def decode_image(encoded: np.ndarray) -> np.ndarray:
         raise ValueError(f"{DECODE_FAILED}: {type(err).__name__}: {err}") from err
 
 
-def _data_file(message: str) -> str | None:
-    """The file MindSpore names in ``message``: the shortest candidate that exists, else the first."""
-    match = _DATA_FILE.search(message)
-    if not match:
-        return None
-    start = match.start(1)
-    for end in re.finditer(r"\.(?=\s|$)", message[start:]):
-        candidate = message[start:start + end.start()]
-        if "\n" in candidate:
-            break
-        if os.path.isfile(candidate):
-            return candidate
-    return match.group(1)
+def image_file_error(path: str, error: BaseException) -> ValueError:
+    """The error of a file that cannot be read or decoded: ``cannot read image file "PATH": reason``.
+
+    The path is written as a JSON string, so any file name survives MindSpore's error report intact.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    else:
+        reason = str(error).removeprefix(f"{DECODE_FAILED}: ")
+    return ValueError(f"{IMAGE_FILE_FAILED} {json.dumps(str(path), ensure_ascii=False)}: {reason}")
 
 
-def _reason(message: str, path: str | None) -> str:
-    """The decoder's own words: our ``cannot decode image: ...`` text, else MindSpore's after the path."""
+def _reason(message: str) -> str:
+    """The decoder's own words: our ``cannot decode image: ...`` text, else MindSpore's ``[ERROR]`` line."""
     own = _OWN_REASON.search(message)
     if own:
         return own.group(1).strip()
-    if path:
-        line = next((line for line in message.splitlines() if path in line), "")
-        tail = line.split(path, 1)[1].lstrip(". ").split("Dump the abnormal image", 1)[0].strip().rstrip(".")
-        if tail and not tail.startswith(("Error description", "Traceback")):
-            return tail
     for line in message.splitlines():
         if line.startswith("[ERROR]"):
-            return line[len("[ERROR]"):].strip()
+            return line[len("[ERROR]"):].split("Dump the abnormal image", 1)[0].strip()
     return "the data pipeline failed"
 
 
@@ -101,20 +94,22 @@ def remove_dumped_images(message: str) -> list[str]:
 def pipeline_error_to_dropcov(error: BaseException) -> DropCovError | None:
     """A one-line :class:`DropCovError` for a MindSpore data-pipeline failure, or None for other errors.
 
-    The message names the file when MindSpore reports it ("The corresponding data file is: ...")
-    and gives the decoder's reason; any ``abnormal_image.*`` dump MindSpore wrote is deleted.
+    The message names the file when the failure came from :func:`image_file_error` (the image-folder
+    sources raise it) and gives the decoder's reason; a failure inside MindSpore's own decode operations
+    (``safe_decode=False``) names no file. Any ``abnormal_image.*`` dump MindSpore wrote is deleted.
     """
     message = str(error)
     if not any(marker in message for marker in _PIPELINE_MARKERS):
         return None
     remove_dumped_images(message)
-    path = _data_file(message)
-    reason = _reason(message, path)
-    if path:
+    own = _IMAGE_FILE.search(message)
+    if own:
+        path, reason = json.loads(own.group(1)), own.group(2).strip()
         return DropCovError(f"bad image {path}: {reason}; remove or replace it "
                             "(python -m src.tools.verify_dataset DATA_PATH lists every bad file)")
-    return DropCovError(f"data pipeline failed: {reason} (python -m src.tools.verify_dataset DATA_PATH "
+    return DropCovError(f"data pipeline failed: {_reason(message)} (python -m src.tools.verify_dataset DATA_PATH "
                         "lists every bad image)")
+
 
 
 @contextlib.contextmanager

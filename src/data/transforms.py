@@ -13,8 +13,9 @@ ImageNet, as the original MindSpore code transforms it, on uint8 HWC RGB images:
 crop sampling, bilinear). With ``safe_decode=True`` (the default) the decode step is
 :func:`src.data.decode.decode_image` (Pillow, same pixels as ``Decode``) followed by
 ``RandomResizedCrop`` / ``Resize``: a damaged file then stops the run with its name instead of
-crashing or hanging MindSpore's decoder (see :mod:`src.data.decode`). ``safe_decode=False`` uses the
-fused MindSpore operations exactly; use it only on data checked with ``src.tools.verify_dataset``.
+crashing or hanging MindSpore's decoder (see :mod:`src.data.decode`). The image-folder pipelines run that
+decode in their source (``decoded=True`` leaves it out here). ``safe_decode=False`` uses the fused
+MindSpore operations exactly; use it only on data checked with ``src.tools.verify_dataset``.
 
 CIFAR-10 (the usual recipe): RandomCrop(32, padding 4), RandomHorizontalFlip for training; optional
 Resize to ``image_size``; Normalize with the CIFAR-10 mean/std (x255), HWC2CHW.
@@ -54,17 +55,20 @@ def _normalize_to_chw(mean: tuple[float, ...], std: tuple[float, ...]) -> list[A
 
 
 def imagenet_train_operations(image_size: int, safe_decode: bool = True,
-                              crop_min_scale: float = TRAIN_CROP_SCALE[0], hflip: bool = True) -> list[Any]:
+                              crop_min_scale: float = TRAIN_CROP_SCALE[0], hflip: bool = True,
+                              decoded: bool = False) -> list[Any]:
     """Encoded image bytes -> float32 (3, image_size, image_size): random resized crop, flip, normalise.
 
     ``crop_min_scale`` is the smallest crop area as a fraction of the image (0.08 in the ImageNet recipe);
-    ``hflip`` False leaves out the random horizontal flip (e.g. for digits, whose mirror images differ).
+    ``hflip`` False leaves out the random horizontal flip (e.g. for digits, whose mirror images differ);
+    ``decoded`` True takes RGB uint8 (H, W, 3) images instead of bytes (no decode step).
     """
     import mindspore.dataset.vision as vision
 
     scale = (crop_min_scale, TRAIN_CROP_SCALE[1])
-    if safe_decode:
-        crop = [decode_image, vision.RandomResizedCrop(image_size, scale=scale, ratio=TRAIN_CROP_RATIO)]
+    if safe_decode or decoded:
+        crop = ([] if decoded else [decode_image]) + \
+            [vision.RandomResizedCrop(image_size, scale=scale, ratio=TRAIN_CROP_RATIO)]
     else:
         crop = [vision.RandomCropDecodeResize(image_size, scale=scale, ratio=TRAIN_CROP_RATIO)]
     flip = [vision.RandomHorizontalFlip()] if hflip else []
@@ -72,23 +76,25 @@ def imagenet_train_operations(image_size: int, safe_decode: bool = True,
 
 
 class PillowResizeCenterCrop:
-    """Encoded image bytes -> uint8 (size, size, 3), as torchvision's ``Resize(resize)`` + ``CenterCrop(size)``
-    transform a PIL image.
+    """An image -> uint8 (size, size, 3), as torchvision's ``Resize(resize)`` + ``CenterCrop(size)`` transform a
+    PIL image.
 
-    Decoded to RGB with Pillow (:func:`src.data.decode.decode_image`); the shorter side becomes ``resize`` and
-    the longer ``int(resize * long / short)`` (torchvision's rounding down), resampled with Pillow's bilinear
-    filter, which antialiases when shrinking (MindSpore's ``Resize`` samples 2x2 neighbours only); the crop
-    starts at ``int(round((side - size) / 2))`` (Python's round half to even, as torchvision).
+    Takes RGB uint8 (H, W, 3) or encoded bytes (decoded to RGB with Pillow, :func:`src.data.decode.decode_image`);
+    the shorter side becomes ``resize`` and the longer ``int(resize * long / short)`` (torchvision's rounding
+    down), resampled with Pillow's bilinear filter, which antialiases when shrinking (MindSpore's ``Resize``
+    samples 2x2 neighbours only); the crop starts at ``int(round((side - size) / 2))`` (Python's round half to
+    even, as torchvision).
     """
 
     def __init__(self, resize: int, size: int) -> None:
         self.resize = int(resize)
         self.size = int(size)
 
-    def __call__(self, encoded: np.ndarray) -> np.ndarray:
+    def __call__(self, image_or_bytes: np.ndarray) -> np.ndarray:
         from PIL import Image
 
-        image = Image.fromarray(decode_image(encoded))
+        pixels = image_or_bytes if image_or_bytes.ndim == 3 else decode_image(image_or_bytes)
+        image = Image.fromarray(pixels)
         width, height = image.size
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = self.resize, int(self.resize * long / short)
@@ -99,10 +105,12 @@ class PillowResizeCenterCrop:
         return np.ascontiguousarray(pixels[top:top + self.size, left:left + self.size])
 
 
-def imagenet_eval_operations(image_size: int, safe_decode: bool = True, resize_library: str = "mindspore") -> list[Any]:
+def imagenet_eval_operations(image_size: int, safe_decode: bool = True, resize_library: str = "mindspore",
+                             decoded: bool = False) -> list[Any]:
     """Encoded image bytes -> float32 (3, image_size, image_size): shorter side to size/0.875, centre crop.
 
-    ``resize_library`` 'pillow' resizes and crops as torchvision does (:class:`PillowResizeCenterCrop`).
+    ``resize_library`` 'pillow' resizes and crops as torchvision does (:class:`PillowResizeCenterCrop`);
+    ``decoded`` True takes RGB uint8 (H, W, 3) images instead of bytes (no decode step).
     """
     import mindspore.dataset.vision as vision
 
@@ -111,8 +119,8 @@ def imagenet_eval_operations(image_size: int, safe_decode: bool = True, resize_l
     if resize_library == "pillow":
         return [PillowResizeCenterCrop(eval_resize_size(image_size), image_size)] + \
             _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
-    decode = decode_image if safe_decode else vision.Decode()
-    return [decode, vision.Resize(eval_resize_size(image_size)), vision.CenterCrop(image_size)] + \
+    decode = [] if decoded else [decode_image] if safe_decode else [vision.Decode()]
+    return decode + [vision.Resize(eval_resize_size(image_size)), vision.CenterCrop(image_size)] + \
         _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
 
 

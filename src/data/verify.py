@@ -1,8 +1,10 @@
 """Decode every image of a dataset in parallel and list all the bad files (``src.tools.verify_dataset``).
 
 Unlike :mod:`src.data.checks`, which stops at the first structural problem, this walks the whole
-dataset leniently and reports every problem: missing or empty class folders, non-image files, files
-Pillow cannot fully decode, and CIFAR-10 ``.bin`` files of the wrong size.
+dataset leniently and reports every problem: missing or empty class folders, files without an image
+extension (training skips them), links that cannot be followed, files Pillow cannot fully decode, and
+CIFAR-10 ``.bin`` files of the wrong size. Hidden and operating-system files are skipped, as training
+skips them.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from src.data.checks import (
     CIFAR10_FILE_PATTERNS,
     CIFAR10_RECORDS_PER_FILE,
     CIFAR10_SUBFOLDER,
-    is_image_name,
+    survey_image_folder,
 )
 from src.errors import DropCovError
 
@@ -64,22 +66,10 @@ def collect_images(path: str) -> tuple[list[str], list[tuple[str, str]]]:
     images: list[str] = []
     problems: list[tuple[str, str]] = []
     for root in _split_roots(path):
-        with os.scandir(root) as entries:
-            class_folders = sorted(entry.path for entry in entries if entry.is_dir())
-        if not class_folders:
-            problems.append((root, "no class folders"))
-            continue
-        for class_folder in class_folders:
-            with os.scandir(class_folder) as entries:
-                names = sorted(entry.name for entry in entries if entry.is_file())
-            if not names:
-                problems.append((class_folder, "empty class folder"))
-            for name in names:
-                file_path = os.path.join(class_folder, name)
-                if is_image_name(name):
-                    images.append(file_path)
-                else:
-                    problems.append((file_path, "not an image (extension)"))
+        listing, found = survey_image_folder(root)
+        images.extend(listing.files)
+        problems.extend((problem.path, problem.reason) for problem in found)
+        problems.extend((skipped, "not an image (extension)") for skipped in listing.skipped)
     return images, problems
 
 

@@ -2,9 +2,10 @@
 
 Images go through the evaluation transform of the data pipeline (decode, resize the shorter side,
 centre crop, normalise, HWC -> CHW), one file at a time, so a bad file is reported by name. Class names
-come from, in order: an explicit file (``--class_names_file``), the ``class_indices.json`` saved with
-training next to the checkpoint or in its run folder, the class folders of the validation split;
-otherwise only indices are reported.
+come from, in order: an explicit file (``--class_names_file``), the training classes (the
+``class_indices.json`` saved with training next to the checkpoint or in its run folder, else the class
+folders of the training split), the class folders of the validation split (with a warning); otherwise
+only indices are reported.
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
 
 import numpy as np
 
-from src.data.checks import IMAGE_EXTENSIONS
-from src.data.labels import CLASS_INDICES_FILE, read_class_indices
+from src.data.checks import IMAGE_EXTENSIONS, class_folder_names, is_hidden_or_os_name
+from src.data.labels import eval_folder_labels_note, find_training_classes
 from src.errors import DropCovError
 from src.runtime.files import atomic_write_text
 
@@ -45,14 +46,17 @@ class Prediction:
 # ------------------------------------------------------------------------------------------------ inputs
 def collect_images(inputs: Sequence[Union[str, os.PathLike]]) -> List[Path]:
     """Image files named on the command line: files as given, folders searched recursively for
-    :data:`IMAGE_EXTENSIONS` (sorted). Raises :class:`DropCovError` for a missing path or no images."""
+    :data:`IMAGE_EXTENSIONS` (sorted; hidden and OS files and folders skipped, as in the datasets:
+    ``._x.jpg`` resource forks, ``.ipynb_checkpoints``). Raises :class:`DropCovError` for a missing path
+    or no images."""
     if not inputs:
         raise DropCovError("no images given: pass image files or folders, e.g. `predict.py photo.jpg ...`")
     files: List[Path] = []
     for entry in inputs:
         path = Path(entry).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(is_hidden_or_os_name(part) for part in p.relative_to(path).parts))
             if not found:
                 raise DropCovError(f"folder {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
             files.extend(found)
@@ -211,34 +215,58 @@ def read_class_names(path: Union[str, os.PathLike]) -> Dict[int, str]:
                        "of names")
 
 
-def folder_class_names(folder: Union[str, os.PathLike]) -> Dict[int, str] | None:
-    """``{index: name}`` from the sorted class sub-folders of an ImageNet-layout split, or None."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        return None
-    names = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
-    return dict(enumerate(names)) if names else None
+class FoundClassNames(NamedTuple):
+    """Class names to print (``{index: name}``, or None for indices only), where they came from, and a
+    warning to log when they are a guess."""
+
+    names: Dict[int, str] | None
+    source: str
+    warning: str | None = None
 
 
 def find_class_names(checkpoint_path: Union[str, os.PathLike] = "", class_names_file: str = "",
-                     val_folder: Union[str, os.PathLike] = "") -> Tuple[Dict[int, str] | None, str]:
-    """The class names to print and where they came from (a path), or ``(None, "")`` for indices only.
+                     data_path: str = "", val_folder: Union[str, os.PathLike] = "",
+                     num_outputs: int | None = None) -> FoundClassNames:
+    """The class names to print and where they came from.
 
-    Order: ``class_names_file``; ``class_indices.json`` in the checkpoint's folder, then in its parent
-    (the run folder of ``<output_path>/checkpoints/x.ckpt``); the class folders of ``val_folder``.
+    Order: ``class_names_file``; the training classes (:func:`src.data.labels.find_training_classes`: the
+    ``class_indices.json`` beside the checkpoint or in its run folder, else ``data_path``'s train/ class
+    folders); the class folders of ``val_folder``, with a warning that they assume it holds every training
+    class; else ``(None, "")``. With ``num_outputs`` (the network's classes) the names are checked against
+    it: see :func:`check_class_names`.
     """
+    found = FoundClassNames(None, "")
     if class_names_file:
-        return read_class_names(class_names_file), str(class_names_file)
-    if checkpoint_path:
-        folder = Path(checkpoint_path).expanduser().resolve().parent
-        for candidate in (folder / CLASS_INDICES_FILE, folder.parent / CLASS_INDICES_FILE):
-            if candidate.is_file():
-                return dict(enumerate(read_class_indices(str(candidate)))), str(candidate)
-    if val_folder:
-        names = folder_class_names(val_folder)
-        if names:
-            return names, str(val_folder)
-    return None, ""
+        found = FoundClassNames(read_class_names(class_names_file), f"--class_names_file {class_names_file}")
+    elif (training := find_training_classes(checkpoint_path, data_path)) is not None:
+        found = FoundClassNames(dict(enumerate(training.names)), training.source)
+    elif val_folder and os.path.isdir(val_folder) and (names := class_folder_names(str(val_folder))):
+        found = FoundClassNames(dict(enumerate(names)), str(val_folder), eval_folder_labels_note(str(val_folder)))
+    if num_outputs is not None and found.names is not None:
+        check_class_names(found.names, found.source, num_outputs, explicit=bool(class_names_file))
+    return found
+
+
+def check_class_names(names: Dict[int, str], source: str, num_outputs: int, explicit: bool) -> None:
+    """Raise :class:`DropCovError` naming both counts when ``names`` cannot name the network's outputs.
+
+    An index outside ``0..num_outputs-1`` is always an error (names of another dataset). Names given
+    explicitly must also cover every output, or all but the last: the published ImageNet checkpoints have
+    1001 outputs for 1000 classes, the last never a target. Names of the training classes found on their
+    own may cover fewer (train.py allows more outputs than classes; the extra ones are never targets).
+    """
+    outside = sorted(index for index in names if not 0 <= index < num_outputs)
+    covered = next((index for index in range(num_outputs) if index not in names), num_outputs)
+    if outside:
+        raise DropCovError(f"{source} has {len(names)} names (up to index {outside[-1]}) but the network has "
+                           f"{num_outputs} outputs (class_num {num_outputs}): use the names of the classes this "
+                           "checkpoint was trained on")
+    if explicit and covered < num_outputs - 1:
+        gap = f" (none for index {covered})" if covered < len(names) else ""
+        raise DropCovError(f"{source} has {len(names)} names{gap} but the network has {num_outputs} outputs "
+                           f"(class_num {num_outputs}): give a name for each output, or "
+                           "for all but the last when it is never a target (1000 names for the 1001-output "
+                           "ImageNet checkpoints)")
 
 
 # ------------------------------------------------------------------------------------------------ output
