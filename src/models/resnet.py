@@ -69,6 +69,15 @@ def conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int, s
                      padding=padding, has_bias=False, weight_init=conv_initializer())
 
 
+def shortcut(in_channels: int, out_channels: int, stride: int, style: ArchStyle) -> nn.SequentialCell | None:
+    """The projection shortcut ``down_sample_layer`` = [conv1x1(stride), BN] when the block changes the
+    resolution or the width; None for the identity."""
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.SequentialCell([conv2d(in_channels, out_channels, 1, stride, style.same_padding),
+                              batch_norm(out_channels, *style.shortcut_bn)])
+
+
 class BasicBlock(nn.Cell):
     """conv3x3(stride) -> ``bn1d`` -> ReLU -> conv3x3 -> ``bn2d`` -> + shortcut -> ReLU."""
 
@@ -82,12 +91,8 @@ class BasicBlock(nn.Cell):
         self.conv2 = conv2d(width, width, 3, 1, style.same_padding)
         self.bn2d = batch_norm(width, *style.block_bn)
         self.relu = nn.ReLU()
-        self.down_sample = stride != 1 or in_channels != out_channels
-        self.down_sample_layer = None
-        if self.down_sample:
-            self.down_sample_layer = nn.SequentialCell([
-                conv2d(in_channels, out_channels, 1, stride, style.same_padding),
-                batch_norm(out_channels, *style.shortcut_bn)])
+        self.down_sample_layer = shortcut(in_channels, out_channels, stride, style)
+        self.down_sample = self.down_sample_layer is not None
 
     def construct(self, x: Tensor) -> Tensor:
         identity = x
@@ -113,12 +118,8 @@ class Bottleneck(nn.Cell):
         self.conv3 = conv2d(width, out_channels, 1, 1, style.same_padding)
         self.bn3 = batch_norm(out_channels, *style.block_bn)
         self.relu = nn.ReLU()
-        self.down_sample = stride != 1 or in_channels != out_channels
-        self.down_sample_layer = None
-        if self.down_sample:
-            self.down_sample_layer = nn.SequentialCell([
-                conv2d(in_channels, out_channels, 1, stride, style.same_padding),
-                batch_norm(out_channels, *style.shortcut_bn)])
+        self.down_sample_layer = shortcut(in_channels, out_channels, stride, style)
+        self.down_sample = self.down_sample_layer is not None
 
     def construct(self, x: Tensor) -> Tensor:
         identity = x

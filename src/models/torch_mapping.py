@@ -9,7 +9,7 @@ is pure name/array bookkeeping (NumPy only): reading ``.pth`` files and writing 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -109,6 +109,38 @@ def infer_head_sizes(state_dict: Mapping[str, Any]) -> tuple[int | None, int | N
     return cov_dim, class_num
 
 
+def rename_state_dict(state_dict: Mapping[str, Any], rename: Callable[[str], str | None],
+                      target_shapes: Mapping[str, tuple[int, ...]], source: str, network: str,
+                      hint: str, network_short: str = "") -> dict[str, np.ndarray]:
+    """MindSpore name -> float32 array for every PyTorch key that ``rename`` maps (None: a key with no
+    counterpart, e.g. ``num_batches_tracked``); the ``module.`` prefix is stripped first.
+
+    Raises one :class:`DropCovError` naming the keys ``network`` has no parameter for and the parameters (of
+    ``network_short``, default ``network``) the checkpoint lacks, followed by ``hint``. Shapes are not
+    checked here.
+    """
+    converted: dict[str, np.ndarray] = {}
+    unknown: list[str] = []
+    for torch_name, value in strip_wrapper_prefix(state_dict).items():
+        name = rename(torch_name)
+        if name is None:
+            continue
+        if name not in target_shapes:
+            unknown.append(torch_name)
+            continue
+        converted[name] = _as_float32_array(value, torch_name, source)
+    missing = [name for name in target_shapes if name not in converted]
+    if unknown or missing:
+        problems = []
+        if unknown:
+            problems.append(f"{len(unknown)} key(s) have no parameter in {network}: {_short_list(unknown)}")
+        if missing:
+            problems.append(f"{len(missing)} parameter(s) of {network_short or network} missing from the checkpoint: "
+                            f"{_short_list(missing)}")
+        raise DropCovError(f"{source}: {'; '.join(problems)}; {hint}")
+    return converted
+
+
 def convert_torch_state_dict(state_dict: Mapping[str, Any], net_name: str,
                              target_shapes: Mapping[str, tuple[int, ...]],
                              source: str = "checkpoint") -> dict[str, np.ndarray]:
@@ -128,27 +160,10 @@ def convert_torch_state_dict(state_dict: Mapping[str, Any], net_name: str,
         DropCovError: one line naming the unknown keys, the missing parameters or a shape mismatch.
     """
     block_kind(net_name)
-    converted: dict[str, np.ndarray] = {}
-    unknown: list[str] = []
-    for torch_name, value in strip_wrapper_prefix(state_dict).items():
-        name = mindspore_name(torch_name, net_name)
-        if name is None:
-            continue
-        if name not in target_shapes:
-            unknown.append(torch_name)
-            continue
-        converted[name] = _as_float32_array(value, torch_name, source)
-    missing = [name for name in target_shapes if name not in converted]
-    if unknown or missing:
-        problems = []
-        if unknown:
-            problems.append(f"{len(unknown)} key(s) have no parameter in {net_name} + DropCov (arch_style "
-                            f"torch): {_short_list(unknown)}")
-        if missing:
-            problems.append(f"{len(missing)} parameter(s) of {net_name} + DropCov missing from the "
-                            f"checkpoint: {_short_list(missing)}")
-        raise DropCovError(f"{source}: {'; '.join(problems)}; check --net_name and that this is a DropCov "
-                           f"checkpoint of the authors' PyTorch code")
+    converted = rename_state_dict(state_dict, lambda key: mindspore_name(key, net_name), target_shapes, source,
+                                  f"{net_name} + DropCov (arch_style torch)",
+                                  "check --net_name and that this is a DropCov checkpoint of the authors' PyTorch code",
+                                  network_short=f"{net_name} + DropCov")
     result: dict[str, np.ndarray] = {}
     for name, shape in target_shapes.items():
         array = converted[name]

@@ -21,7 +21,7 @@ import numpy as np
 from src.errors import DropCovError
 
 from ._registry import model_specs
-from .torch_mapping import _as_float32_array, _short_list, strip_wrapper_prefix
+from .torch_mapping import _as_float32_array, rename_state_dict, strip_wrapper_prefix
 from .vit import sinusoid_table
 
 
@@ -85,28 +85,12 @@ def convert_vit_state_dict(state_dict: Mapping[str, Any], net_name: str,
         DropCovError: one line naming unknown keys, missing parameters, a shape mismatch or a
             position table that is not the sinusoid one.
     """
-    converted: dict[str, np.ndarray] = {}
-    unknown: list[str] = []
-    for torch_name, value in strip_wrapper_prefix(state_dict).items():
-        if torch_name == POSITION_KEY:
-            check_position_table(value, source)
-        name = vit_mindspore_name(torch_name)
-        if name is None:
-            continue
-        if name not in target_shapes:
-            unknown.append(torch_name)
-            continue
-        converted[name] = _as_float32_array(value, torch_name, source)
-    missing = [name for name in target_shapes if name not in converted]
-    if unknown or missing:
-        problems = []
-        if unknown:
-            problems.append(f"{len(unknown)} key(s) have no parameter in {net_name}: {_short_list(unknown)}")
-        if missing:
-            problems.append(f"{len(missing)} parameter(s) of {net_name} missing from the checkpoint: "
-                            f"{_short_list(missing)}")
-        raise DropCovError(f"{source}: {'; '.join(problems)}; check --net_name (the _dropcov or the _cls network) and "
-                           f"that this is a checkpoint of the authors' transformer code")
+    weights = strip_wrapper_prefix(state_dict)
+    if POSITION_KEY in weights:
+        check_position_table(weights[POSITION_KEY], source)
+    converted = rename_state_dict(weights, vit_mindspore_name, target_shapes, source, net_name,
+                                  "check --net_name (the _dropcov or the _cls network) and that this is a checkpoint "
+                                  "of the authors' transformer code")
     result: dict[str, np.ndarray] = {}
     for name, shape in target_shapes.items():
         array, shape = converted[name], tuple(shape)
