@@ -1,5 +1,5 @@
-"""Weight-decay groups, loss-scale agreement, the learning rate at a restored global step, and the update the
-original MindSpore code applied (the ImageNet configs reproduce it)."""
+"""Weight-decay groups, AdamW against numpy, loss-scale agreement, the learning rate at a restored global step,
+and the update the original MindSpore code applied (the ImageNet configs reproduce it)."""
 from pathlib import Path
 
 import mindspore as ms
@@ -9,6 +9,7 @@ from mindspore import nn
 
 from src.engine.lr_schedule import create_lr_schedule
 from src.engine.optimizer import (
+    OPTIMIZER_NAMES,
     create_loss_scale_manager,
     create_optimizer,
     optimizer_loss_scale,
@@ -200,3 +201,106 @@ def test_decay_norm_and_bias_is_pytorch_sgd_weight_decay():
         sgd.step()
     np.testing.assert_allclose(dense.weight.asnumpy(), reference.weight.detach().numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(dense.bias.asnumpy(), reference.bias.detach().numpy(), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ no-decay set
+class TokenNet(nn.Cell):
+    """A transformer-like set of names: tokens, a LayerNorm, a 1-D scale and a dense layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls_token = ms.Parameter(ms.Tensor(np.zeros((1, 1, 4), np.float32)), name="cls_token")
+        self.pos_embed = ms.Parameter(ms.Tensor(np.zeros((1, 5, 4), np.float32)), name="pos_embed")
+        self.norm = nn.LayerNorm((4,))
+        self.layer_scale = ms.Parameter(ms.Tensor(np.ones(4, np.float32)), name="blocks.0.layer_scale")
+        self.fc = nn.Dense(4, 3)
+
+    def construct(self, x):
+        return self.fc(self.norm(x + self.cls_token.mean() + self.pos_embed.mean()) * self.layer_scale)
+
+    def no_weight_decay(self):
+        return {"cls_token"}
+
+
+def test_no_decay_options_exempt_1d_and_named_parameters():
+    params = TokenNet().trainable_params()
+    decayed, _ = weight_decay_groups(params)
+    assert {p.name for p in decayed} == {"cls_token", "pos_embed", "blocks.0.layer_scale", "fc.weight"}
+    decayed, _ = weight_decay_groups(params, one_dimensional=True)
+    assert {p.name for p in decayed} == {"cls_token", "pos_embed", "fc.weight"}
+    decayed, _ = weight_decay_groups(params, one_dimensional=True, names=("pos_embed", "layer_scale"))
+    assert {p.name for p in decayed} == {"cls_token", "fc.weight"}  # "layer_scale" matches a trailing part
+    decayed, _ = weight_decay_groups(params, decay_norm_and_bias=True, names=("embed",))
+    assert "pos_embed" in {p.name for p in decayed}  # names match whole dotted parts, not substrings
+    assert {"norm.gamma", "fc.bias"} <= {p.name for p in decayed}
+
+
+def test_the_models_own_no_weight_decay_names_join_the_config_ones():
+    optimizer = create_optimizer(TokenNet(), "AdamW", 1e-3, weight_decay=0.05, no_decay_names=("pos_embed",))
+    decay_of = {p.name: float(wd.asnumpy()) for p, wd in zip(optimizer.parameters, optimizer.decoupled_decay)}
+    assert decay_of["cls_token"] == 0.0 and decay_of["pos_embed"] == 0.0  # model's and config's
+    assert decay_of["fc.weight"] == pytest.approx(0.05) and decay_of["blocks.0.layer_scale"] == pytest.approx(0.05)
+    assert decay_of["norm.gamma"] == 0.0 and decay_of["fc.bias"] == 0.0
+
+
+@pytest.mark.parametrize("betas, eps, key", [((0.9, 1.0), 1e-8, "adam_betas"), ((0.9,), 1e-8, "adam_betas"),
+                                              ((0.9, 0.999), 0.0, "adam_eps")])
+def test_invalid_adam_settings_name_the_key(betas, eps, key):
+    with pytest.raises(DropCovError, match=key):
+        create_optimizer(SmallNet(), "AdamW", 1e-3, betas=betas, eps=eps)
+
+
+# ------------------------------------------------------------------------------------------------ AdamW
+def numpy_adamw(weights, grads_per_step, lrs, decays, betas=(0.9, 0.999), eps=1e-8):
+    """torch.optim.AdamW's update in float64: decoupled decay, then the bias-corrected Adam step."""
+    beta1, beta2 = betas
+    weights = {name: w.astype(np.float64) for name, w in weights.items()}
+    m = {name: np.zeros_like(w) for name, w in weights.items()}
+    v = {name: np.zeros_like(w) for name, w in weights.items()}
+    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), start=1):
+        for name, g in grads.items():
+            weights[name] *= 1.0 - lr * decays[name]
+            m[name] = beta1 * m[name] + (1 - beta1) * g
+            v[name] = beta2 * v[name] + (1 - beta2) * g * g
+            m_hat, v_hat = m[name] / (1 - beta1 ** t), v[name] / (1 - beta2 ** t)
+            weights[name] -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    return weights
+
+
+class ApplyGradients(nn.Cell):
+    def __init__(self, optimizer):
+        super().__init__(auto_prefix=False)  # keep the parameter names
+        self.optimizer = optimizer
+
+    def construct(self, *grads):
+        return self.optimizer(grads)
+
+
+@pytest.mark.parametrize("loss_scale", [1.0, 512.0])
+def test_adamw_matches_numpy_over_several_steps(loss_scale):
+    rng = np.random.default_rng(4)
+    net = SmallNet()
+    start = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    lrs = np.array([3e-3, 1e-2, 2e-2, 5e-3, 1e-2, 8e-3], np.float32)
+    optimizer = create_optimizer(net, "AdamW", lrs, weight_decay=0.05, loss_scale=loss_scale,
+                                 betas=(0.8, 0.99), eps=1e-6)
+    names = [p.name for p in optimizer.parameters]
+    apply = ApplyGradients(optimizer)
+    grads_per_step = []
+    for _ in range(len(lrs)):
+        grads = {name: rng.normal(scale=0.1, size=start[name].shape) for name in names}
+        grads["fc.bias"] *= 1e-3  # a tiny gradient: the bias correction and eps matter
+        grads_per_step.append(grads)
+        apply(*[ms.Tensor((grads[name] * loss_scale).astype(np.float32)) for name in names])
+    decays = {name: 0.0 if name in NOT_DECAYED else 0.05 for name in names}
+    expected = numpy_adamw(start, grads_per_step, lrs.astype(np.float64), decays, (0.8, 0.99), 1e-6)
+    for param in optimizer.parameters:
+        np.testing.assert_allclose(param.asnumpy(), expected[param.name], rtol=1e-5, atol=1e-6, err_msg=param.name)
+    assert int(optimizer.global_step.asnumpy()[0]) == len(lrs)
+
+
+def test_adamw_is_registered_and_keeps_moments_under_adam_names():
+    assert OPTIMIZER_NAMES == ("Momentum", "AdamW")
+    optimizer = create_optimizer(SmallNet(), "AdamW", 1e-3)
+    state = {p.name for p in optimizer.get_parameters()} - {p.name for p in optimizer.parameters}
+    assert {name.split(".")[0] for name in state} == {"moment1", "moment2", "global_step", "learning_rate"}

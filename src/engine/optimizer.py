@@ -15,6 +15,7 @@ update with consistent scales as ``lr_max`` 0.24 and ``weight_decay`` 5e-5 inste
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
@@ -32,35 +33,73 @@ NO_DECAY_KEYWORDS = ("beta", "gamma", "bias")
 LOSS_SCALE_TYPES = ("fixed", "dynamic")
 
 
-def _build_momentum(params: list, learning_rate: Any, momentum: float, loss_scale: float) -> nn.Optimizer:
+@dataclass(frozen=True)
+class OptimizerHyperparameters:
+    """The per-optimizer settings besides lr and weight decay (config keys of the same names)."""
+
+    momentum: float = 0.9
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+def _build_momentum(params: list, learning_rate: Any, loss_scale: float,
+                    hyper: OptimizerHyperparameters) -> nn.Optimizer:
     from mindspore import nn
 
-    return nn.Momentum(params, learning_rate, momentum, loss_scale=loss_scale)
+    return nn.Momentum(params, learning_rate, hyper.momentum, loss_scale=loss_scale)
 
 
-_OPTIMIZERS: dict = {"Momentum": _build_momentum}
+def _build_adamw(params: list, learning_rate: Any, loss_scale: float,
+                 hyper: OptimizerHyperparameters) -> nn.Optimizer:
+    from src.engine.adamw import AdamW
+
+    return AdamW(params, learning_rate, betas=hyper.betas, eps=hyper.eps, loss_scale=loss_scale)
+
+
+_OPTIMIZERS: dict = {"Momentum": _build_momentum, "AdamW": _build_adamw}
 OPTIMIZER_NAMES = tuple(_OPTIMIZERS)
 
 
-def weight_decay_groups(params: Iterable[Parameter],
-                        decay_norm_and_bias: bool = False) -> Tuple[List[Parameter], List[Parameter]]:
+def _named(name: str, names: Sequence[str]) -> bool:
+    """Whether parameter ``name`` is one of ``names``, as a whole or as its trailing dotted part."""
+    return any(name == wanted or name.endswith("." + wanted) for wanted in names)
+
+
+def weight_decay_groups(params: Iterable[Parameter], decay_norm_and_bias: bool = False,
+                        one_dimensional: bool = False,
+                        names: Sequence[str] = ()) -> Tuple[List[Parameter], List[Parameter]]:
     """Split trainable parameters into (decayed, not decayed).
 
-    Not decayed: every name containing ``beta``, ``gamma`` or ``bias`` (BatchNorm scale/shift and dense
-    biases), as in the recipe behind the published checkpoints; everything else (conv, dense and ECA
-    weights) is decayed. ``decay_norm_and_bias`` decays every parameter (the authors' PyTorch recipe:
-    ``torch.optim.SGD(model.parameters(), weight_decay=...)``). Non-trainable parameters (BN moving
-    statistics) are left out of both.
+    Not decayed, by default: every name containing ``beta``, ``gamma`` or ``bias`` (BatchNorm and
+    LayerNorm scale/shift, biases), as in the recipe behind the published checkpoints; everything else
+    (conv, dense and ECA weights) is decayed. Non-trainable parameters (BN moving statistics) are left out
+    of both.
+
+    Args:
+        decay_norm_and_bias: decay the parameters those names pick too (the authors' PyTorch recipe:
+            ``torch.optim.SGD(model.parameters(), weight_decay=...)``; config key of the same name).
+        one_dimensional: also exempt every parameter with at most one dimension (timm's rule for
+            norm weights and biases; config key ``no_decay_1d``).
+        names: parameter names exempt as a whole or as their trailing dotted part, e.g. ``cls_token``,
+            ``pos_embed`` (config key ``no_decay_names`` plus the model's own ``no_weight_decay()``).
     """
     decayed, not_decayed = [], []
     for param in params:
         if not param.requires_grad:
             continue
-        if not decay_norm_and_bias and any(word in param.name for word in NO_DECAY_KEYWORDS):
+        keyword = not decay_norm_and_bias and any(word in param.name for word in NO_DECAY_KEYWORDS)
+        if keyword or (one_dimensional and len(param.shape) <= 1) or _named(param.name, names):
             not_decayed.append(param)
         else:
             decayed.append(param)
     return decayed, not_decayed
+
+
+def model_no_weight_decay(net: Any) -> Tuple[str, ...]:
+    """Parameter names the model exempts from weight decay through a ``no_weight_decay()`` method, as timm
+    models declare theirs (e.g. ``{"cls_token", "pos_embed"}``); ``()`` when it has none."""
+    declare = getattr(net, "no_weight_decay", None)
+    return tuple(sorted(declare())) if callable(declare) else ()
 
 
 def _as_learning_rate(lr: Union[float, Sequence[float], np.ndarray, Tensor]) -> Union[float, Tensor]:
@@ -79,13 +118,16 @@ def _as_learning_rate(lr: Union[float, Sequence[float], np.ndarray, Tensor]) -> 
 
 def create_optimizer(net_or_params: Union[nn.Cell, Iterable[Parameter]], name: str = "Momentum",
                      lr: Union[float, Sequence[float], np.ndarray, Tensor] = 0.1, momentum: float = 0.9,
-                     weight_decay: float = 1e-4, loss_scale: float = 1.0,
-                     decay_norm_and_bias: bool = False) -> nn.Optimizer:
+                     weight_decay: float = 1e-4, loss_scale: float = 1.0, decay_norm_and_bias: bool = False,
+                     betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8, no_decay_1d: bool = False,
+                     no_decay_names: Sequence[str] = ()) -> nn.Optimizer:
     """Build the optimizer over a network's trainable parameters with two weight-decay groups.
 
     Args:
-        net_or_params: the network (its ``trainable_params()`` are used) or an iterable of Parameters.
-        name: config key ``optimizer``; one of :data:`OPTIMIZER_NAMES`.
+        net_or_params: the network (its ``trainable_params()`` are used, and the names its
+            ``no_weight_decay()`` returns, if it has one, join ``no_decay_names``) or Parameters.
+        name: config key ``optimizer``; one of :data:`OPTIMIZER_NAMES`: ``Momentum`` (SGD with momentum,
+            L2 decay added to the gradient) or ``AdamW`` (:class:`src.engine.adamw.AdamW`, decoupled decay).
         lr: a float, or the per-step schedule from :func:`src.engine.lr_schedule.create_lr_schedule`
             (the optimizer reads entry ``global_step``; :func:`src.engine.resume.restore_optimizer_state`
             restores that Parameter on resume).
@@ -94,6 +136,9 @@ def create_optimizer(net_or_params: Union[nn.Cell, Iterable[Parameter]], name: s
         loss_scale: the optimizer's loss scale, from :func:`optimizer_loss_scale` (equal to the
             fixed manager's scale, 1.0 for a dynamic manager).
         decay_norm_and_bias: config key of the same name: decay BN gamma/beta and biases too.
+        betas, eps: AdamW's moment decay rates and denominator term (config keys ``adam_betas``,
+            ``adam_eps``); unused by Momentum.
+        no_decay_1d, no_decay_names: more of the no-decay group, see :func:`weight_decay_groups`.
 
     Example:
         >>> schedule = create_lr_schedule("multistep", 0.0, 0.12, 0.0, 0, 100, 5004)
@@ -105,10 +150,13 @@ def create_optimizer(net_or_params: Union[nn.Cell, Iterable[Parameter]], name: s
         raise DropCovError(f"weight_decay must be >= 0, got {weight_decay!r}")
     if loss_scale <= 0:
         raise DropCovError(f"loss_scale must be > 0, got {loss_scale!r}")
+    hyper = _hyperparameters(momentum, betas, eps)
     params = list(net_or_params.trainable_params() if hasattr(net_or_params, "trainable_params") else net_or_params)
     if not params:
         raise DropCovError("the network has no trainable parameters to optimize")
-    decayed, not_decayed = weight_decay_groups(params, decay_norm_and_bias)
+    if hasattr(net_or_params, "trainable_params"):
+        no_decay_names = tuple(no_decay_names) + model_no_weight_decay(net_or_params)
+    decayed, not_decayed = weight_decay_groups(params, decay_norm_and_bias, no_decay_1d, tuple(no_decay_names))
     logger.info("optimizer %s: weight decay %g on %d parameter tensors (%d values), none on %d "
                 "(%d values)", name, weight_decay, len(decayed),
                 sum(int(np.prod(p.shape)) for p in decayed), len(not_decayed),
@@ -117,7 +165,16 @@ def create_optimizer(net_or_params: Union[nn.Cell, Iterable[Parameter]], name: s
               {"params": not_decayed, "weight_decay": 0.0},
               {"order_params": [p for p in params if p.requires_grad]}]
     groups = [group for group in groups if group.get("params", True)]
-    return _OPTIMIZERS[name](groups, _as_learning_rate(lr), float(momentum), float(loss_scale))
+    return _OPTIMIZERS[name](groups, _as_learning_rate(lr), float(loss_scale), hyper)
+
+
+def _hyperparameters(momentum: float, betas: Sequence[float], eps: float) -> OptimizerHyperparameters:
+    betas = tuple(float(b) for b in betas)
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise DropCovError(f"adam_betas must be two numbers in [0, 1), got {list(betas)}")
+    if not eps > 0.0:
+        raise DropCovError(f"adam_eps must be > 0, got {eps!r}")
+    return OptimizerHyperparameters(momentum=float(momentum), betas=betas, eps=float(eps))
 
 
 def optimizer_loss_scale(kind: str, loss_scale: float) -> float:
