@@ -89,3 +89,43 @@ def test_lr_at_step_reads_the_schedule_and_rejects_steps_past_the_end():
     assert lr_at_step(lr, 20) == pytest.approx(0.012)
     with pytest.raises(DropCovError, match="40 steps"):
         lr_at_step(lr, 40)
+
+
+def timm_cosine(t, base_lr, warmup_lr_init, warmup_t, t_initial, lr_min):
+    """timm's CosineLRScheduler._get_lr(t) with its defaults (warmup_prefix=False, one cycle), as DeiT uses it."""
+    if t < warmup_t:
+        return warmup_lr_init + t * (base_lr - warmup_lr_init) / warmup_t
+    return lr_min + 0.5 * (base_lr - lr_min) * (1 + math.cos(math.pi * t / t_initial))
+
+
+def test_per_epoch_schedule_is_timms_cosine_as_deit_trains():
+    # DeiT-S: lr 5e-4 * 1024 / 512, warmup_lr 1e-6, min_lr 1e-5, 5 warmup epochs (here 30 epochs of 3 steps)
+    epochs, steps, base = 30, 3, 5e-4 * 1024 / 512
+    lr = create_lr_schedule("cosine", 1e-6, base, 1e-5, 5, epochs, steps, unit="epoch", warmup_prefix=False)
+    expected = [timm_cosine(i // steps, base, 1e-6, 5, epochs, 1e-5) for i in range(epochs * steps)]
+    np.testing.assert_allclose(lr, expected, rtol=1e-6)
+    assert lr[0] == np.float32(1e-6) and np.all(lr[:steps] == lr[0])  # constant within an epoch
+
+
+def test_per_step_schedule_without_warmup_prefix_is_timms_on_updates():
+    epochs, steps = 6, 5
+    lr = create_lr_schedule("cosine", 0.0, 0.1, 1e-3, 1.4, epochs, steps, warmup_prefix=False)
+    expected = [timm_cosine(i, 0.1, 0.0, 7, epochs * steps, 1e-3) for i in range(epochs * steps)]
+    np.testing.assert_allclose(lr, expected, rtol=1e-6)
+
+
+def test_per_epoch_multistep_with_warmup():
+    lr = create_lr_schedule("multistep", 0.0, 0.1, 0.0, 2, 8, 4, milestones=(4, 6), gamma=0.1, unit="epoch")
+    per_epoch = lr.reshape(8, 4)
+    assert np.all(per_epoch == per_epoch[:, :1])
+    np.testing.assert_allclose(per_epoch[:, 0], [0.0, 0.05, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, key", [(dict(unit="update"), "lr_schedule_unit"),
+                                         (dict(unit="epoch", warmup_epochs=1.5), "whole number")])
+def test_invalid_unit_settings_name_the_key(kwargs, key):
+    args = dict(mode="cosine", lr_init=0.0, lr_max=0.1, lr_end=0.0, warmup_epochs=0, total_epochs=10,
+                steps_per_epoch=5)
+    args.update(kwargs)
+    with pytest.raises(DropCovError, match=key):
+        create_lr_schedule(**args)

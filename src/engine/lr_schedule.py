@@ -15,30 +15,47 @@ import numpy as np
 from src.errors import DropCovError
 
 LR_DECAY_MODES = ("multistep", "linear", "cosine", "poly", "constant")
+LR_SCHEDULE_UNITS = ("step", "epoch")
 
 
 def create_lr_schedule(mode: str, lr_init: float, lr_max: float, lr_end: float, warmup_epochs: float,
                        total_epochs: int, steps_per_epoch: int, milestones: Sequence[int] = (30, 60, 90),
-                       gamma: float = 0.1, power: float = 2.0) -> np.ndarray:
+                       gamma: float = 0.1, power: float = 2.0, unit: str = "step",
+                       warmup_prefix: bool = True) -> np.ndarray:
     """Learning rate for every step of a run, shape ``(total_epochs * steps_per_epoch,)``, float32.
 
-    With ``S = steps_per_epoch``, ``W = round(warmup_epochs * S)`` warmup steps, ``T = total_epochs * S``
-    steps in all, and step ``i`` (0-based, the step about to be taken when ``global_step == i``):
+    With ``S = steps_per_epoch`` and step ``i`` (0-based, the step about to be taken when
+    ``global_step == i``), the schedule is a function of a time ``t`` counted in ``unit``:
 
-    - warmup, ``i < W``: ``lr_init + (lr_max - lr_init) * i / W`` (linear; step ``W`` reaches ``lr_max``).
-    - after warmup, with ``t = i - W`` and ``D = T - W`` decay steps:
+    - ``unit="step"`` (default): ``t = i``, ``W = round(warmup_epochs * S)`` warmup steps,
+      ``T = total_epochs * S`` steps in all; the rate changes at every step.
+    - ``unit="epoch"``: ``t = i // S``, ``W = warmup_epochs`` (a whole number), ``T = total_epochs``; the rate
+      is constant within an epoch, as timm's schedulers set it by default and DeiT trains.
+
+    Then:
+
+    - warmup, ``t < W``: ``lr_init + (lr_max - lr_init) * t / W`` (linear; ``t = W`` reaches ``lr_max``).
+      ``lr_init`` is DeiT's / timm's ``warmup_lr``.
+    - after warmup, with progress ``p = (t - W) / (T - W)`` (``warmup_prefix=True``, the default: the decay
+      starts after the warmup) or ``p = t / T`` (``warmup_prefix=False``: the decay is counted from the
+      start of the run, as timm's cosine scheduler with its default ``warmup_prefix=False``):
 
       - ``multistep``: ``lr_max * gamma ** k``, ``k`` = number of milestones ``m`` (in epochs, counted from
-        the start of the run) with ``i >= m * S``.
+        the start of the run) with ``t >= m`` epochs.
         Published recipe: ``lr_max=0.12``, milestones ``(30, 60, 90)``, ``gamma=0.1``, 100 epochs, no warmup.
-      - ``linear``: ``lr_end + (lr_max - lr_end) * (1 - t / D)``
-      - ``cosine``: ``lr_end + (lr_max - lr_end) * (1 + cos(pi * t / D)) / 2``
-      - ``poly``: ``lr_end + (lr_max - lr_end) * (1 - t / D) ** power``
+      - ``linear``: ``lr_end + (lr_max - lr_end) * (1 - p)``
+      - ``cosine``: ``lr_end + (lr_max - lr_end) * (1 + cos(pi * p)) / 2``
+      - ``poly``: ``lr_end + (lr_max - lr_end) * (1 - p) ** power``
       - ``constant``: ``lr_max``
 
-    ``lr_end`` is unused by ``multistep`` and ``constant``; ``lr_init`` only by the warmup.
-    Raises :class:`DropCovError` naming the config key at fault (``lr_decay_mode``, ``warmup_epochs``, ...).
+    ``lr_end`` is the floor the decay ends at (DeiT's / timm's ``min_lr``); unused by ``multistep`` and
+    ``constant``. Raises :class:`DropCovError` naming the config key at fault (``lr_decay_mode``,
+    ``warmup_epochs``, ...).
     """
+    if unit not in LR_SCHEDULE_UNITS:
+        raise DropCovError(f"lr_schedule_unit {unit!r} is not known; use one of {', '.join(LR_SCHEDULE_UNITS)}")
+    if unit == "epoch" and warmup_epochs != int(warmup_epochs):
+        raise DropCovError(f"warmup_epochs must be a whole number with lr_schedule_unit epoch, got {warmup_epochs!r}")
     if mode not in LR_DECAY_MODES:
         raise DropCovError(f"lr_decay_mode {mode!r} is not known; use one of {', '.join(LR_DECAY_MODES)}")
     if int(total_epochs) != total_epochs or total_epochs < 1:
@@ -58,19 +75,25 @@ def create_lr_schedule(mode: str, lr_init: float, lr_max: float, lr_end: float, 
 
     total_epochs, steps_per_epoch = int(total_epochs), int(steps_per_epoch)
     total_steps = total_epochs * steps_per_epoch
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    per_epoch = steps_per_epoch if unit == "step" else 1  # time units per epoch
+    total_time = total_epochs * per_epoch
+    warmup_time = int(round(warmup_epochs * per_epoch))
     step = np.arange(total_steps, dtype=np.float64)
+    if unit == "epoch":
+        step = np.floor_divide(step, steps_per_epoch)
     lr = np.empty(total_steps, dtype=np.float64)
 
-    warm = step < warmup_steps
-    if warmup_steps > 0:
-        lr[warm] = lr_init + (lr_max - lr_init) * step[warm] / warmup_steps
+    warm = step < warmup_time
+    if warmup_time > 0:
+        lr[warm] = lr_init + (lr_max - lr_init) * step[warm] / warmup_time
 
     decay = ~warm
-    decay_steps = max(total_steps - warmup_steps, 1)
-    progress = (step[decay] - warmup_steps) / decay_steps  # in [0, 1)
+    if warmup_prefix:
+        progress = (step[decay] - warmup_time) / max(total_time - warmup_time, 1)  # in [0, 1)
+    else:
+        progress = step[decay] / total_time
     if mode == "multistep":
-        boundaries = np.asarray(list(milestones), dtype=np.float64) * steps_per_epoch
+        boundaries = np.asarray(list(milestones), dtype=np.float64) * per_epoch
         passed = (step[decay][:, None] >= boundaries[None, :]).sum(axis=1)
         lr[decay] = lr_max * np.power(gamma, passed)
     elif mode == "linear":
