@@ -1,4 +1,4 @@
-"""Label-smoothed cross entropy against numpy."""
+"""Label-smoothed and soft-target cross entropy against numpy."""
 import mindspore as ms
 import numpy as np
 import pytest
@@ -48,3 +48,27 @@ def test_plain_cross_entropy_without_smoothing_matches_mindspore():
 def test_invalid_arguments(num_classes, eps, key):
     with pytest.raises(DropCovError, match=key):
         create_loss(num_classes, eps)
+
+
+def test_soft_target_loss_matches_numpy_and_equals_smoothing_for_one_hot_targets():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(scale=3.0, size=(5, 6)).astype(np.float32)
+    targets = rng.dirichlet(np.ones(6), size=5).astype(np.float32)
+    loss = create_loss(6, 0.1, soft_targets=True)(ms.Tensor(logits), ms.Tensor(targets))
+    expected = np.mean(-np.sum(targets * log_softmax(logits.astype(np.float64), axis=1), axis=1))
+    assert loss.dtype == ms.float32 and float(loss.asnumpy()) == pytest.approx(expected, rel=1e-5)
+
+    labels = np.array([0, 5, 2, 2, 1], dtype=np.int32)
+    smoothed = np.full((5, 6), 0.1 / 5, np.float32)
+    smoothed[np.arange(5), labels] = 0.9
+    soft = create_loss(6, soft_targets=True)(ms.Tensor(logits), ms.Tensor(smoothed))
+    hard = create_loss(6, 0.1)(ms.Tensor(logits), ms.Tensor(labels))
+    assert float(soft.asnumpy()) == pytest.approx(float(hard.asnumpy()), rel=1e-6)
+
+
+def test_soft_target_loss_of_fp16_logits_is_float32():
+    logits = (np.random.default_rng(3).normal(size=(2, 4)) * 20).astype(np.float16)
+    targets = np.array([[0.7, 0.3, 0, 0], [0, 0, 0.5, 0.5]], np.float32)
+    loss = create_loss(4, soft_targets=True)(ms.Tensor(logits), ms.Tensor(targets))
+    expected = np.mean(-np.sum(targets * log_softmax(logits.astype(np.float64), axis=1), axis=1))
+    assert loss.dtype == ms.float32 and float(loss.asnumpy()) == pytest.approx(expected, rel=1e-4)
