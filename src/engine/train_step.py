@@ -1,4 +1,9 @@
-"""The compiled unit of training: ``(images, labels) -> loss`` doing forward, backward and the update."""
+"""The compiled unit of training: ``(images, labels) -> loss`` doing forward, backward and the update.
+
+:func:`create_train_step` picks it: :func:`build_train_step` (MindSpore's training cells) for the plain
+recipe, :class:`src.engine.recipe_step.RecipeTrainStep` when gradient accumulation, gradient clipping or a
+model EMA is asked for.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -51,3 +56,41 @@ def build_train_step(net: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, am
 def loss_of(outputs: Any) -> Any:
     """The loss tensor of a train step's output (a tensor, or ``(loss, overflow, scale)``)."""
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+
+def uses_recipe_step(accumulation_steps: int = 1, clip_grad_norm: float = 0.0, model_ema: bool = False) -> bool:
+    """Whether these settings need the recipe's step (:mod:`src.engine.recipe_step`); else today's trains."""
+    return accumulation_steps > 1 or clip_grad_norm > 0 or bool(model_ema)
+
+
+def optimizer_loss_scale_for(kind: str, loss_scale: float, recipe_step: bool) -> float:
+    """The optimizer's loss scale: :func:`src.engine.optimizer.optimizer_loss_scale` for today's step,
+    1.0 for the recipe's step (it unscales the gradients itself, before clipping them)."""
+    from src.engine.optimizer import optimizer_loss_scale
+
+    scale = optimizer_loss_scale(kind, loss_scale)
+    return 1.0 if recipe_step else scale
+
+
+def create_train_step(net: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, amp_level: str = "O0",
+                      loss_scale_manager: ms.amp.LossScaleManager | None = None, accumulation_steps: int = 1,
+                      clip_grad_norm: float = 0.0, ema: Any = None) -> nn.Cell:
+    """The compiled training step for these settings.
+
+    With ``accumulation_steps == 1``, no clipping and no EMA this is exactly :func:`build_train_step` (same
+    cell, same numbers). Otherwise a :class:`src.engine.recipe_step.RecipeTrainStep` around the same
+    AMP-wrapped network and loss; build its ``optimizer`` with ``loss_scale=1.0``
+    (:func:`optimizer_loss_scale_for`) and ``ema`` (:class:`src.engine.ema.ModelEma`) from the bare ``net``.
+
+    Example:
+        >>> ema = ModelEma(net, decay=0.9998, warmup=True)
+        >>> step = create_train_step(net, loss_fn, optimizer, "O2", manager, accumulation_steps=4,
+        ...                          clip_grad_norm=1.0, ema=ema)
+        >>> loss = step(images, labels)  # every 4th call updates the weights and the EMA
+    """
+    if not uses_recipe_step(accumulation_steps, clip_grad_norm, ema is not None):
+        return build_train_step(net, loss_fn, optimizer, amp_level, loss_scale_manager)
+    from src.engine.recipe_step import RecipeTrainStep
+
+    plain = build_train_step(net, loss_fn, optimizer, amp_level, None)  # AMP and the loss wrapper, as today
+    return RecipeTrainStep(plain.network, optimizer, loss_scale_manager, accumulation_steps, clip_grad_norm, ema)
