@@ -22,10 +22,21 @@ def msrun(args, log_dir, timeout, **env):
 
 @pytest.mark.slow
 def test_two_ranks_are_identical_and_match_one_process_on_the_whole_batch(tmp_path):
+    check_ranks_match_one_process(tmp_path)
+
+
+@pytest.mark.slow
+def test_ranks_accumulating_micro_batches_match_one_process_on_the_whole_batch(tmp_path):
+    """The recipe step (2 micro-batches of 1 image per rank, one all-reduce per update, EMA on) trains the
+    weights today's step trains on the 4 images at once."""
+    check_ranks_match_one_process(tmp_path, "--accumulation_steps", "2")
+
+
+def check_ranks_match_one_process(tmp_path, *rank_options):
     single = subprocess.run([sys.executable, str(WORKER), str(tmp_path)], cwd=REPO_ROOT, env=subprocess_env(),
                             capture_output=True, text=True, timeout=120)
     assert single.returncode == 0, single.stderr[-2000:]
-    result = msrun([WORKER, tmp_path], tmp_path / "logs", timeout=240)
+    result = msrun([WORKER, tmp_path, *rank_options], tmp_path / "logs", timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rank0, rank1 = np.load(tmp_path / "weights_rank0.npz"), np.load(tmp_path / "weights_rank1.npz")
     whole = np.load(tmp_path / "weights_single.npz")
