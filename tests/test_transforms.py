@@ -277,3 +277,36 @@ def test_unknown_eval_resize_library_is_refused():
 
     with pytest.raises(ValueError, match="resize_library 'opencv'"):
         imagenet_eval_operations(224, resize_library="opencv")
+
+
+@pytest.mark.parametrize("crop_pct, size", [(0.875, 24), (0.9, 20), (1.0, 16)])
+def test_bicubic_eval_with_crop_pct_is_pillows_resize_and_centre_crop(tmp_path, crop_pct, size):
+    """timm / DeiT evaluation: shorter side to floor(size / crop_pct) with Pillow's bicubic, centre crop."""
+    image = natural_image(45, 37, seed=size)
+    os.makedirs(tmp_path / "val" / "a")
+    Image.fromarray(image).save(tmp_path / "val" / "a" / "x.png")
+    bundle = create_dataset("imagenet", str(tmp_path), "val", batch_size=1, image_size=size, num_parallel_workers=1,
+                            crop_pct=crop_pct, eval_interpolation="bicubic")
+    (output, _), = bundle.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
+    short = int(size / crop_pct)
+    assert eval_resize_size(size, crop_pct) == short
+    out_w, out_h = short, int(short * 45 / 37)  # width is the shorter side
+    resized = np.asarray(Image.fromarray(image).resize((out_w, out_h), Image.BICUBIC), np.float64)
+    top, left = (out_h - size) // 2, (out_w - size) // 2
+    crop = resized[top:top + size, left:left + size]
+    expected = ((crop - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
+    np.testing.assert_allclose(output[0], expected, atol=1e-4)
+
+
+def test_recipe_train_options_shape_the_operations():
+    import mindspore.dataset.vision as vision
+
+    operations = imagenet_train_operations(32, interpolation="bicubic", color_jitter=0.4, normalize=False)
+    crop = next(op for op in operations if isinstance(op, vision.RandomResizedCrop))
+    assert crop.interpolation == vision.Inter.PILCUBIC
+    jitter = next(op for op in operations if isinstance(op, vision.RandomColorAdjust))
+    assert tuple(jitter.brightness) == pytest.approx((0.6, 1.4)) and tuple(jitter.saturation) == pytest.approx((0.6, 1.4))
+    assert not any(isinstance(op, (vision.Normalize, vision.HWC2CHW)) for op in operations)
+    default = imagenet_train_operations(32)
+    assert next(op for op in default if isinstance(op, vision.RandomResizedCrop)).interpolation == vision.Inter.BILINEAR
+    assert not any(isinstance(op, vision.RandomColorAdjust) for op in default)

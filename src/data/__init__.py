@@ -6,7 +6,7 @@ called), so the dataset tools stay light.
 from __future__ import annotations
 
 import importlib
-from typing import Sequence
+from typing import Any, Sequence
 
 from src.data.bundle import DatasetBundle
 from src.data.checks import resolve_split_folder
@@ -33,7 +33,9 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
                    num_parallel_workers: int = 8, num_shards: int = 1, shard_id: int = 0, seed: int = 1,
                    eval_dataset_path: str = "", safe_decode: bool = True,
                    check_headers: bool = True, crop_min_scale: float = 0.08, hflip: bool = True,
-                   eval_resize_library: str = "mindspore", class_names: Sequence[str] | None = None) -> DatasetBundle:
+                   eval_resize_library: str = "mindspore", class_names: Sequence[str] | None = None,
+                   augment: Any = None, num_classes: int = 0, crop_pct: float = 0.875,
+                   eval_interpolation: str = "bilinear") -> DatasetBundle:
     """Build a batched train or evaluation pipeline.
 
     Args:
@@ -61,6 +63,12 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
             ``class_names`` or the run's ``class_indices.json``; a class folder not among them is an error,
             a class without a folder is said once. None labels by the folder's own sorted class folders
             (for "val" with a warning: that assumes it holds every training class, in order).
+        augment: image folders only: the modern recipe's train augmentation
+            (:class:`src.data.recipe.AugmentSettings`); None = today's. With Mixup/CutMix on, the train
+            labels are soft targets (B, num_classes) float32.
+        num_classes: the targets' width with Mixup/CutMix (``class_num``; 0 = the number of class folders).
+        crop_pct, eval_interpolation: image folders only: the evaluation resize (shorter side to
+            ``image_size / crop_pct``, bilinear or Pillow-bicubic) before the centre crop.
 
     Returns:
         DatasetBundle with ``.dataset`` (yielding float32 (B, 3, S, S) images and int32 labels),
@@ -85,5 +93,10 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
                    seed=seed, eval_dataset_path=eval_dataset_path, hflip=hflip)
     if dataset == "imagenet":
         options.update(safe_decode=safe_decode, check_headers=check_headers, crop_min_scale=crop_min_scale,
-                       eval_resize_library=eval_resize_library, class_names=class_names)
+                       eval_resize_library=eval_resize_library, class_names=class_names,
+                       augment=augment, num_classes=num_classes, crop_pct=crop_pct,
+                       eval_interpolation=eval_interpolation)
+    elif augment is not None and augment.batch_level:
+        raise DropCovError(f"dataset {dataset}: RandAugment, random erasing and Mixup/CutMix are implemented for "
+                           "image folders (dataset imagenet) only")
     return builder(data_path, split, batch_size, image_size, **options)

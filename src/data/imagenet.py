@@ -20,7 +20,7 @@ own worker threads deliver rows about ten times slower than one thread (MindSpor
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -67,7 +67,8 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
                             seed: int = 1, eval_dataset_path: str = "", safe_decode: bool = True,
                             check_headers: bool = True, crop_min_scale: float = 0.08,
                             hflip: bool = True, eval_resize_library: str = "mindspore",
-                            class_names: Sequence[str] | None = None) -> DatasetBundle:
+                            class_names: Sequence[str] | None = None, augment: Any = None, num_classes: int = 0,
+                            crop_pct: float = 0.875, eval_interpolation: str = "bilinear") -> DatasetBundle:
     """Build the train or val pipeline of an image-folder dataset; see :func:`src.data.create_dataset`."""
     import mindspore.dataset as ds
 
@@ -96,7 +97,9 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
         if check_headers:
             check_image_headers(listing.files[shard_id::num_shards], workers)
         dataset = ds.NumpySlicesDataset(rows, shuffle=True, num_shards=num_shards, shard_id=shard_id)
-        operations = imagenet_train_operations(image_size, safe_decode, crop_min_scale, hflip, decoded=safe_decode)
+        options = augment.per_image_options() if augment is not None else {}
+        operations = imagenet_train_operations(image_size, safe_decode, crop_min_scale, hflip, decoded=safe_decode,
+                                               **options)
         num_images = train_shard_size(total, num_shards)
         steps = train_steps(num_images, batch_size, folder)
         files: tuple[str, ...] = ()
@@ -109,13 +112,21 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
             dataset = ds.NumpySlicesDataset(rows, sampler=eval_sampler(start, stop))
         else:  # more ranks than images; an empty sampler crashes a Python source (MindSpore 2.10): skip one row
             dataset = ds.NumpySlicesDataset(rows, sampler=ds.SequentialSampler(0, 1)).skip(1)
-        operations = imagenet_eval_operations(image_size, safe_decode, eval_resize_library, decoded=safe_decode)
+        operations = imagenet_eval_operations(image_size, safe_decode, eval_resize_library, decoded=safe_decode,
+                                              crop_pct=crop_pct, interpolation=eval_interpolation)
         num_images = stop - start
         steps = -(-num_images // batch_size)
     operations = [ImageFileReader(listing.files, decode=safe_decode)] + operations
     dataset = dataset.map(operations=operations, input_columns="index", output_columns="image",
                           num_parallel_workers=workers)
-    dataset = dataset.batch(batch_size, drop_remainder=training, num_parallel_workers=workers)
+    batch_operation = augment.batch_operation(num_classes or len(listing.class_names), seed, shard_id) \
+        if training and augment is not None else None
+    if batch_operation is not None:
+        from src.data.recipe import batch_with_augment
+
+        dataset = batch_with_augment(dataset, batch_size, batch_operation, workers)
+    else:
+        dataset = dataset.batch(batch_size, drop_remainder=training, num_parallel_workers=workers)
     logger.info("%s split of %s: %d images in %d classes, %d on shard %d/%d, %d batches of %d",
                 split, folder, total, len(listing.class_names), num_images, shard_id, num_shards, steps,
                 batch_size)

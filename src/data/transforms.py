@@ -19,6 +19,14 @@ MindSpore operations exactly; use it only on data checked with ``src.tools.verif
 
 CIFAR-10 (the usual recipe): RandomCrop(32, padding 4), RandomHorizontalFlip for training; optional
 Resize to ``image_size``; Normalize with the CIFAR-10 mean/std (x255), HWC2CHW.
+
+Options of the modern recipe (all off by default): ``interpolation="bicubic"`` resizes with
+``Inter.PILCUBIC`` (MindSpore's copy of Pillow's bicubic: the same pixels as timm's / DeiT's
+``InterpolationMode.BICUBIC``; MindSpore's ``Inter.BICUBIC`` is OpenCV's and differs by up to ~50 levels on
+a downscale), or Pillow's own bicubic with ``resize_library="pillow"``; ``color_jitter`` adds
+``RandomColorAdjust(b, c, s)`` after the flip; ``crop_pct`` sets the evaluation crop fraction (timm's
+``crop_pct``, 0.875 here); ``normalize=False`` ends the train transform at the uint8 (H, W, 3) crop, for the
+batch-level operations of :mod:`src.data.recipe` (RandAugment, random erasing, Mixup/CutMix) to take over.
 """
 from __future__ import annotations
 
@@ -41,11 +49,24 @@ EVAL_RESIZE_LIBRARIES = ("mindspore", "pillow")
 original MindSpore code scored, or Pillow's antialiased bilinear resize with torchvision's sizes and crop, as
 the authors' PyTorch code scored (``transforms.Resize(256)``, ``CenterCrop(224)`` on PIL images)."""
 CIFAR10_PADDING = 4
+INTERPOLATION_NAMES = ("bilinear", "bicubic")
 
 
-def eval_resize_size(image_size: int) -> int:
-    """Shorter-side length before the evaluation centre crop: ``int(image_size / 0.875)`` (224 -> 256)."""
-    return int(image_size / EVAL_CROP_FRACTION)
+def eval_resize_size(image_size: int, crop_pct: float = EVAL_CROP_FRACTION) -> int:
+    """Shorter-side length before the evaluation centre crop: ``int(image_size / crop_pct)`` (224 -> 256)."""
+    return int(image_size / crop_pct)
+
+
+def interpolation_mode(name: str) -> Any:
+    """MindSpore's interpolation for ``bilinear`` / ``bicubic`` (Pillow's bicubic, as timm resizes)."""
+    from mindspore.dataset.vision import Inter
+
+    modes = {"bilinear": Inter.BILINEAR, "bicubic": Inter.PILCUBIC}
+    if name not in modes:
+        from src.errors import DropCovError
+
+        raise DropCovError(f"interpolation {name!r} is not known; use one of {', '.join(INTERPOLATION_NAMES)}")
+    return modes[name]
 
 
 def _normalize_to_chw(mean: tuple[float, ...], std: tuple[float, ...]) -> list[Any]:
@@ -56,23 +77,27 @@ def _normalize_to_chw(mean: tuple[float, ...], std: tuple[float, ...]) -> list[A
 
 def imagenet_train_operations(image_size: int, safe_decode: bool = True,
                               crop_min_scale: float = TRAIN_CROP_SCALE[0], hflip: bool = True,
-                              decoded: bool = False) -> list[Any]:
+                              decoded: bool = False, interpolation: str = "bilinear", color_jitter: float = 0.0,
+                              normalize: bool = True) -> list[Any]:
     """Encoded image bytes -> float32 (3, image_size, image_size): random resized crop, flip, normalise.
 
     ``crop_min_scale`` is the smallest crop area as a fraction of the image (0.08 in the ImageNet recipe);
     ``hflip`` False leaves out the random horizontal flip (e.g. for digits, whose mirror images differ);
     ``decoded`` True takes RGB uint8 (H, W, 3) images instead of bytes (no decode step).
+    ``interpolation``, ``color_jitter`` and ``normalize`` are the modern recipe's options (module doc).
     """
     import mindspore.dataset.vision as vision
 
     scale = (crop_min_scale, TRAIN_CROP_SCALE[1])
+    resize = {} if interpolation == "bilinear" else {"interpolation": interpolation_mode(interpolation)}
     if safe_decode or decoded:
         crop = ([] if decoded else [decode_image]) + \
-            [vision.RandomResizedCrop(image_size, scale=scale, ratio=TRAIN_CROP_RATIO)]
+            [vision.RandomResizedCrop(image_size, scale=scale, ratio=TRAIN_CROP_RATIO, **resize)]
     else:
-        crop = [vision.RandomCropDecodeResize(image_size, scale=scale, ratio=TRAIN_CROP_RATIO)]
+        crop = [vision.RandomCropDecodeResize(image_size, scale=scale, ratio=TRAIN_CROP_RATIO, **resize)]
     flip = [vision.RandomHorizontalFlip()] if hflip else []
-    return crop + flip + _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
+    jitter = [vision.RandomColorAdjust(color_jitter, color_jitter, color_jitter)] if color_jitter > 0 else []
+    return crop + flip + jitter + (_normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD) if normalize else [])
 
 
 class PillowResizeCenterCrop:
@@ -83,12 +108,15 @@ class PillowResizeCenterCrop:
     the shorter side becomes ``resize`` and the longer ``int(resize * long / short)`` (torchvision's rounding
     down), resampled with Pillow's bilinear filter, which antialiases when shrinking (MindSpore's ``Resize``
     samples 2x2 neighbours only); the crop starts at ``int(round((side - size) / 2))`` (Python's round half to
-    even, as torchvision).
+    even, as torchvision). ``interpolation`` ``bicubic`` resamples with Pillow's bicubic filter (timm, DeiT).
     """
 
-    def __init__(self, resize: int, size: int) -> None:
+    def __init__(self, resize: int, size: int, interpolation: str = "bilinear") -> None:
+        from PIL import Image
+
         self.resize = int(resize)
         self.size = int(size)
+        self.resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[interpolation]
 
     def __call__(self, image_or_bytes: np.ndarray) -> np.ndarray:
         from PIL import Image
@@ -99,29 +127,32 @@ class PillowResizeCenterCrop:
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = self.resize, int(self.resize * long / short)
         new_size = (new_short, new_long) if width <= height else (new_long, new_short)
-        pixels = np.asarray(image.resize(new_size, Image.BILINEAR))
+        pixels = np.asarray(image.resize(new_size, self.resample))
         top = int(round((pixels.shape[0] - self.size) / 2.0))
         left = int(round((pixels.shape[1] - self.size) / 2.0))
         return np.ascontiguousarray(pixels[top:top + self.size, left:left + self.size])
 
 
 def imagenet_eval_operations(image_size: int, safe_decode: bool = True, resize_library: str = "mindspore",
-                             decoded: bool = False) -> list[Any]:
-    """Encoded image bytes -> float32 (3, image_size, image_size): shorter side to size/0.875, centre crop.
+                             decoded: bool = False, crop_pct: float = EVAL_CROP_FRACTION,
+                             interpolation: str = "bilinear") -> list[Any]:
+    """Encoded image bytes -> float32 (3, image_size, image_size): shorter side to size/crop_pct, centre crop.
 
     ``resize_library`` 'pillow' resizes and crops as torchvision does (:class:`PillowResizeCenterCrop`);
-    ``decoded`` True takes RGB uint8 (H, W, 3) images instead of bytes (no decode step).
+    ``decoded`` True takes RGB uint8 (H, W, 3) images instead of bytes (no decode step); ``crop_pct`` and
+    ``interpolation`` are the modern recipe's options (module doc).
     """
     import mindspore.dataset.vision as vision
 
     if resize_library not in EVAL_RESIZE_LIBRARIES:
         raise ValueError(f"resize_library {resize_library!r}: use one of {', '.join(EVAL_RESIZE_LIBRARIES)}")
     if resize_library == "pillow":
-        return [PillowResizeCenterCrop(eval_resize_size(image_size), image_size)] + \
+        return [PillowResizeCenterCrop(eval_resize_size(image_size, crop_pct), image_size, interpolation)] + \
             _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
     decode = [] if decoded else [decode_image] if safe_decode else [vision.Decode()]
-    return decode + [vision.Resize(eval_resize_size(image_size)), vision.CenterCrop(image_size)] + \
-        _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
+    resize = {} if interpolation == "bilinear" else {"interpolation": interpolation_mode(interpolation)}
+    return decode + [vision.Resize(eval_resize_size(image_size, crop_pct), **resize), vision.CenterCrop(image_size)] \
+        + _normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD)
 
 
 def cifar10_train_operations(image_size: int = CIFAR10_IMAGE_SIZE, hflip: bool = True) -> list[Any]:
