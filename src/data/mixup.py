@@ -120,53 +120,76 @@ class MixupCutmix:
         lam = _MODES[self.mode](self, images, rng)
         return images, mixup_target(labels, self.num_classes, lam, self.label_smoothing)
 
-    def _mix(self, target: np.ndarray, source: np.ndarray, lam: float, use_cutmix: bool, rng) -> float:
-        """Mix image(s) ``target`` with ``source`` in place; returns the corrected lam."""
-        if lam == 1.0:
-            return lam
-        if not use_cutmix:
-            target *= lam
-            target += (1.0 - lam) * source
-            return lam
-        height, width = target.shape[-2:]
+    def _box(self, height: int, width: int, lam: float, rng: np.random.Generator) -> Tuple[Box, float]:
+        """A CutMix box and the lam it leaves (corrected to the clipped box unless ``correct_lam`` is off)."""
         box = cutmix_box(height, width, lam, rng, self.cutmix_minmax)
+        return box, box_lam(box, height, width) if self.correct_lam or self.cutmix_minmax else lam
+
+
+def _mix_symmetric(first: np.ndarray, second: np.ndarray, lam: float, box: Box | None, scratch: np.ndarray) -> None:
+    """Mix two images (or two stacks) with each other in place, the same way: CutMix swaps ``box``, Mixup
+    makes ``lam * own + (1 - lam) * other`` (as ``other + lam * (own - other)``, one scratch buffer)."""
+    if box is not None:
         top, bottom, left, right = box
-        target[..., top:bottom, left:right] = source[..., top:bottom, left:right]
-        return box_lam(box, height, width) if self.correct_lam or self.cutmix_minmax else lam
+        patch = first[..., top:bottom, left:right].copy()
+        first[..., top:bottom, left:right] = second[..., top:bottom, left:right]
+        second[..., top:bottom, left:right] = patch
+        return
+    np.subtract(first, second, out=scratch)
+    np.multiply(scratch, lam, out=first)
+    first += second
+    scratch *= 1.0 - lam
+    second += scratch
 
 
 def _mix_batch(mixer: MixupCutmix, images: np.ndarray, rng) -> float:
+    """One draw for the batch: image ``i`` and image ``B-1-i`` mixed with each other, pair by pair."""
     lam, use_cutmix = mixer.draw(rng)
-    return mixer._mix(images, images[::-1].copy(), lam, use_cutmix, rng)
+    if lam == 1.0:
+        return lam
+    box = None
+    if use_cutmix:
+        box, lam = mixer._box(*images.shape[-2:], lam, rng)
+    scratch = np.empty_like(images[0])
+    size = len(images)
+    for i in range(size // 2):
+        _mix_symmetric(images[i], images[size - 1 - i], lam, box, scratch)
+    return lam
+
+
+def _mix_pairs(mixer: MixupCutmix, images: np.ndarray, rng) -> np.ndarray:
+    """One draw per pair ``(i, B-1-i)``."""
+    size = len(images)
+    lams = np.ones(size)
+    scratch = np.empty_like(images[0])
+    for i in range(size // 2):
+        lam, use_cutmix = mixer.draw(rng)
+        if lam == 1.0:
+            continue
+        box = None
+        if use_cutmix:
+            box, lam = mixer._box(*images.shape[-2:], lam, rng)
+        _mix_symmetric(images[i], images[size - 1 - i], lam, box, scratch)
+        lams[i] = lams[size - 1 - i] = lam
+    return lams
 
 
 def _mix_elements(mixer: MixupCutmix, images: np.ndarray, rng) -> np.ndarray:
+    """One draw per image; image ``i`` takes from the original image ``B-1-i``."""
     original = images.copy()
     size = len(images)
     lams = np.ones(size)
     for i in range(size):
         lam, use_cutmix = mixer.draw(rng)
-        lams[i] = mixer._mix(images[i], original[size - 1 - i], lam, use_cutmix, rng)
-    return lams
-
-
-def _mix_pairs(mixer: MixupCutmix, images: np.ndarray, rng) -> np.ndarray:
-    original = images.copy()
-    size = len(images)
-    lams = np.ones(size)
-    for i in range(size // 2):
-        j = size - 1 - i
-        lam, use_cutmix = mixer.draw(rng)
-        if lam != 1.0 and use_cutmix:  # one box for both images of the pair
-            box = cutmix_box(*images.shape[-2:], lam, rng, mixer.cutmix_minmax)
-            top, bottom, left, right = box
-            images[i, :, top:bottom, left:right] = original[j, :, top:bottom, left:right]
-            images[j, :, top:bottom, left:right] = original[i, :, top:bottom, left:right]
-            lam = box_lam(box, *images.shape[-2:]) if mixer.correct_lam or mixer.cutmix_minmax else lam
-        elif lam != 1.0:
-            images[i] = lam * original[i] + (1.0 - lam) * original[j]
-            images[j] = lam * original[j] + (1.0 - lam) * original[i]
-        lams[i] = lams[j] = lam
+        if lam == 1.0:
+            continue
+        source = original[size - 1 - i]
+        if use_cutmix:
+            (top, bottom, left, right), lam = mixer._box(*images.shape[-2:], lam, rng)
+            images[i, :, top:bottom, left:right] = source[:, top:bottom, left:right]
+        else:
+            images[i] = lam * images[i] + (1.0 - lam) * source
+        lams[i] = lam
     return lams
 
 
