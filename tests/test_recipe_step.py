@@ -203,3 +203,21 @@ def test_an_optimizer_that_unscales_itself_is_refused():
     optimizer = create_optimizer(net, "Momentum", 0.1, loss_scale=1024.0)
     with pytest.raises(DropCovError, match="loss_scale 1.0"):
         create_train_step(net, create_loss(CLASSES), optimizer, accumulation_steps=2)
+
+
+def test_recipe_step_trains_under_amp_o2_with_float32_gradients_and_ema():
+    ms.set_seed(0)
+    net = BatchNormNet()
+    ema = ModelEma(net, decay=0.5)
+    optimizer = create_optimizer(net, "AdamW", 0.01, loss_scale=1.0)
+    step = create_train_step(net, create_loss(CLASSES, 0.1), optimizer, "O2", ms.amp.FixedLossScaleManager(128.0, False),
+                             accumulation_steps=2, clip_grad_norm=1.0, ema=ema)
+    step.set_train()
+    before = weights(net)
+    losses = [float(step(Tensor(x), Tensor(y)).asnumpy()) for x, y in batches(4, 4)]
+    assert np.all(np.isfinite(losses)) and int(optimizer.global_step.asnumpy()[0]) == 2
+    assert all(p.dtype == ms.float32 for p in step.accumulators)
+    after = weights(net)
+    assert all(np.isfinite(value).all() for value in after.values())
+    assert any(not np.array_equal(after[name], before[name]) for name in before)
+    assert int(ema.num_updates.asnumpy()) == 2
