@@ -41,8 +41,8 @@ def measure_recipe_step(net_name: str = "resnet18", head: str = "dropcov", batch
     from src.engine.loss import create_loss
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer
     from src.engine.train_step import create_train_step, optimizer_loss_scale_for
-    from src.kernels.onednn_conv import apply_conv_backend
     from src.models import create_model
+    from src.models.cell_surgery import apply_conv_backend
     from src.runtime.device import setup_device
 
     setup_device(device_target, mode_name)
@@ -63,7 +63,7 @@ def measure_recipe_step(net_name: str = "resnet18", head: str = "dropcov", batch
         optimizer = create_optimizer(net, "AdamW", 1e-4, weight_decay=0.05,
                                      loss_scale=optimizer_loss_scale_for("fixed", 1024.0, recipe))
         steps[name] = create_train_step(net, create_loss(num_classes, 0.1), optimizer, "O0",
-                                        create_loss_scale_manager("fixed", 1024.0, device_target), **options)
+                                        create_loss_scale_manager("fixed", 1024.0), **options)
         steps[name].set_train(True)
     calls = {name: accumulation_steps if "accumulate" in name else 1 for name in VARIANTS}
 
