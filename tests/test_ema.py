@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from src.engine.ema import ModelEma, ema_decay, ema_weights
+from src.engine.ema import ModelEma, ema_decay
 from src.engine.loss import create_loss
 from src.engine.optimizer import create_optimizer
 from src.engine.recipe_step import RecipeTrainStep
@@ -94,9 +94,3 @@ def test_applied_swaps_the_averages_in_and_back():
     for average, weight in zip(ema.averages, ema.weights):
         np.testing.assert_array_equal(average.asnumpy(), weight.asnumpy())
 
-
-def test_ema_weights_of_a_checkpoint():
-    entries = {"fc.weight": 1, "ema.fc.weight": 2, "ema.bn.moving_mean": 3, "ema_num_updates": 4, "moment1.fc": 5}
-    assert ema_weights(entries) == {"fc.weight": 2, "bn.moving_mean": 3}
-    with pytest.raises(DropCovError, match="run.ckpt holds no EMA weights"):
-        ema_weights({"fc.weight": 1}, "run.ckpt")

@@ -10,20 +10,21 @@ with the decay ``d_t`` of :func:`ema_decay`. The update runs inside the compiled
 (:class:`ModelEma` is a Cell the step calls after the optimizer), so it costs one pass over the weights
 and no host synchronisation. The averages are Parameters named ``ema.<weight name>`` and the update
 count ``ema_num_updates``: a checkpoint of the training step holds them, and a resumed run continues
-the average exactly. :func:`ema_weights` turns a checkpoint's averages back into network weights.
+the average exactly. :func:`src.models.ema_weights.select_weights` turns a checkpoint's averages back into
+network weights.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, Mapping
+from typing import Iterator
 
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.ops import functional as F
 
 from src.errors import DropCovError
+from src.models.ema_weights import EMA_PREFIX
 
-EMA_PREFIX = "ema."
 EMA_COUNT_NAME = "ema_num_updates"
 _FLOAT_TYPES = (ms.float16, ms.float32, ms.float64, ms.bfloat16)
 
@@ -135,16 +136,4 @@ class ModelEma(nn.Cell):
             yield
         finally:
             self.swap()
-
-
-def ema_weights(param_dict: Mapping[str, Any], source: str = "the checkpoint") -> Dict[str, Any]:
-    """The network weights a checkpoint's EMA holds: its ``ema.<name>`` entries renamed ``<name>``.
-
-    Raises :class:`DropCovError` when the checkpoint has none (it was not trained with ``model_ema``).
-    """
-    weights = {name[len(EMA_PREFIX):]: value for name, value in param_dict.items() if name.startswith(EMA_PREFIX)}
-    if not weights:
-        raise DropCovError(f"{source} holds no EMA weights (ema.* entries): it was trained without model_ema; "
-                           "evaluate its raw weights instead")
-    return weights
 

@@ -155,6 +155,11 @@ class VisionTransformer(nn.Cell):
             self.classifier = ClassTokenHead(spec.embed_dim, num_classes)
         self.set_train(False)  # consistent phase and flag (see src.models.resnet.ResNet)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters exempt from weight decay whatever their shape (timm's method): the class token (the
+        position table is fixed, not a parameter)."""
+        return {"cls_token"}
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Images ``(B, 3, H, W)`` -> normalised tokens ``(B, 1 + N, D)`` (class token first)."""
         x = self.visual_tokens(x)

@@ -21,6 +21,7 @@ from mindspore import Parameter, Tensor, nn
 
 from src.errors import DropCovError
 
+from .ema_weights import EMA_PREFIX
 from .specs import resnet_name
 
 logger = logging.getLogger(__name__)
@@ -30,9 +31,10 @@ BOOKKEEPING_NAMES = frozenset({
     "global_step", "momentum", "learning_rate", "epoch_num", "step_num", "config", "best_metric",
     "scale_sense", "loss_scale", "current_iterator_step", "last_overflow_iterator_step",
 })
-#: Name prefixes of optimizer state (MindSpore optimizers clone the parameters under these prefixes).
+#: Name prefixes of optimizer state (MindSpore optimizers clone the parameters under these prefixes) and of
+#: the training step's own state (gradient accumulators, the model EMA's averages).
 BOOKKEEPING_PREFIXES = ("moments.", "optimizer.", "learning_rate_group_", "accum.", "moment1.", "moment2.",
-                        "beta1_power", "beta2_power")
+                        "beta1_power", "beta2_power", EMA_PREFIX)
 _LIST_LIMIT = 5
 
 
