@@ -101,3 +101,8 @@ def test_bad_settings_are_caught_when_the_settings_are_made(kwargs, key):
 def test_batch_level_options_on_cifar10_are_refused(tmp_path):
     with pytest.raises(DropCovError, match="image folders"):
         create_dataset("cifar10", str(tmp_path), "train", 4, 32, augment=DEIT_AUGMENT)
+
+
+def test_mixing_needs_an_even_batch(folder):
+    with pytest.raises(DropCovError, match="batch_size must be even, got 3"):
+        create_dataset("imagenet", str(folder), "train", batch_size=3, image_size=24, augment=DEIT_AUGMENT)

@@ -96,7 +96,7 @@ def create_dataset(dataset: str, data_path: str, split: str, batch_size: int, im
                        eval_resize_library=eval_resize_library, class_names=class_names,
                        augment=augment, num_classes=num_classes, crop_pct=crop_pct,
                        eval_interpolation=eval_interpolation)
-    elif augment is not None and augment.batch_level:
-        raise DropCovError(f"dataset {dataset}: RandAugment, random erasing and Mixup/CutMix are implemented for "
-                           "image folders (dataset imagenet) only")
+    elif augment is not None and augment.changes_pipeline:
+        raise DropCovError(f"dataset {dataset}: train_interpolation, color_jitter, auto_augment, random erasing and "
+                           "Mixup/CutMix are implemented for image folders (dataset imagenet) only")
     return builder(data_path, split, batch_size, image_size, **options)

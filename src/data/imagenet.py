@@ -119,7 +119,7 @@ def create_imagenet_dataset(data_path: str, split: str, batch_size: int, image_s
     operations = [ImageFileReader(listing.files, decode=safe_decode)] + operations
     dataset = dataset.map(operations=operations, input_columns="index", output_columns="image",
                           num_parallel_workers=workers)
-    batch_operation = augment.batch_operation(num_classes or len(listing.class_names), seed, shard_id) \
+    batch_operation = augment.batch_operation(num_classes or len(listing.class_names), seed, shard_id, batch_size) \
         if training and augment is not None else None
     if batch_operation is not None:
         from src.data.recipe import batch_with_augment

@@ -60,10 +60,25 @@ class AugmentSettings:
         if self.mixing:
             self.mixer(2)
 
+    @classmethod
+    def from_config(cls, config: Any) -> AugmentSettings:
+        """The settings of a config: its keys of the same names, ``train_interpolation``, and the label
+        smoothing (``label_smooth_factor`` when ``use_label_smooth``) that Mixup/CutMix fold into the targets."""
+        same_names = {name: getattr(config, name) for name in cls.__dataclass_fields__
+                      if name not in ("interpolation", "label_smoothing")}
+        same_names["cutmix_minmax"] = tuple(same_names["cutmix_minmax"])
+        return cls(interpolation=config.train_interpolation,
+                   label_smoothing=config.label_smooth_factor if config.use_label_smooth else 0.0, **same_names)
+
     @property
     def mixing(self) -> bool:
         """Mixup or CutMix is on: the labels become soft targets (use the soft-target loss)."""
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0 or bool(self.cutmix_minmax)
+
+    @property
+    def changes_pipeline(self) -> bool:
+        """Some option is on: the train pipeline differs from today's."""
+        return self.batch_level or self.interpolation != "bilinear" or self.color_jitter > 0
 
     @property
     def batch_level(self) -> bool:
@@ -82,10 +97,17 @@ class AugmentSettings:
         return MixupCutmix(num_classes, self.mixup_alpha, self.cutmix_alpha, tuple(self.cutmix_minmax),
                            self.mixup_prob, self.mixup_switch_prob, self.mixup_mode, self.label_smoothing)
 
-    def batch_operation(self, num_classes: int, seed: int, shard_id: int = 0) -> TrainBatchAugment | None:
-        """The ``per_batch_map`` of the train pipeline, or None when no batch-level option is on."""
+    def batch_operation(self, num_classes: int, seed: int, shard_id: int = 0,
+                        batch_size: int = 2) -> TrainBatchAugment | None:
+        """The ``per_batch_map`` of the train pipeline, or None when no batch-level option is on.
+
+        Raises :class:`DropCovError` for an odd ``batch_size`` with Mixup/CutMix (image ``i`` is mixed with
+        image ``B-1-i``)."""
         if not self.batch_level:
             return None
+        if self.mixing and batch_size % 2:
+            raise DropCovError(f"Mixup/CutMix mix image i with image B-1-i of a batch: batch_size must be even, "
+                               f"got {batch_size}")
         fill = tuple(min(255, round(value)) for value in IMAGENET_MEAN)  # timm: the mean pixel
         rand_augment = RandAugment(parse_rand_augment(self.auto_augment), fill, self.interpolation) \
             if self.auto_augment else None
