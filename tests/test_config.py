@@ -163,3 +163,42 @@ def test_shipped_configs_build_their_model(path):
     assert fc_weight.shape[0] == config.class_num
     if config.head == "dropcov":
         assert fc_weight.shape[1] == config.cov_dim * (config.cov_dim + 1) // 2
+
+
+RECIPE_CONFIGS = ("resnet50_dropcov_a3_config.yaml",)
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.name not in RECIPE_CONFIGS],
+                         ids=[p.name for p in SHIPPED if p.name not in RECIPE_CONFIGS])
+def test_configs_without_the_modern_recipe_train_as_before(path):
+    """The modern recipe's keys default to off: every other shipped config builds today's pipeline,
+    optimizer, schedule and training step."""
+    from src.data.recipe import AugmentSettings
+    from src.engine.train_step import uses_recipe_step
+
+    config, _ = load_config(["--config_path", str(path)])
+    assert not AugmentSettings.from_config(config).changes_pipeline
+    assert not uses_recipe_step(config.accumulation_steps, config.clip_grad_norm, config.model_ema)
+    assert (config.optimizer, config.lr_schedule_unit, config.lr_warmup_prefix) == ("Momentum", "step", True)
+    assert (config.eval_crop_pct, config.eval_interpolation, config.no_decay_1d, config.no_decay_names) == \
+        (0.875, "bilinear", False, [])
+    assert not config.decay_norm_and_bias or "torch" in path.name  # the authors' PyTorch recipe decays every weight
+
+
+def test_the_a3_recipe_config_turns_the_recipe_on():
+    from src.data.recipe import AugmentSettings
+
+    config, _ = load_config(["--config_path", str(CONFIG_DIR / "resnet50_dropcov_a3_config.yaml")])
+    augment = AugmentSettings.from_config(config)
+    assert augment.mixing and augment.batch_level and augment.interpolation == "bicubic"
+    assert (config.optimizer, config.model_ema, config.accumulation_steps) == ("AdamW", True, 2)
+    assert config.batch_size * config.device_num * config.accumulation_steps == 1024
+
+
+@pytest.mark.parametrize("option, value, message", [("--mixup_mode", "rows", "mixup_mode='rows' is not allowed"),
+                                                    ("--lr_schedule_unit", "update", "lr_schedule_unit"),
+                                                    ("--accumulation_steps", "0", "accumulation_steps=0 is too small"),
+                                                    ("--eval_weights", "best", "eval_weights")])
+def test_recipe_keys_are_checked_when_loaded(option, value, message):
+    with pytest.raises(DropCovError, match=message):
+        load_config([option, value])

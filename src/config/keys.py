@@ -13,13 +13,16 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from src.data import list_datasets
-from src.data.transforms import EVAL_RESIZE_LIBRARIES
+from src.data.erasing import ERASE_MODES
+from src.data.mixup import MIXUP_MODES
+from src.data.transforms import EVAL_RESIZE_LIBRARIES, INTERPOLATION_NAMES
 from src.engine.export import EXPORT_FORMATS
-from src.engine.lr_schedule import LR_DECAY_MODES
+from src.engine.lr_schedule import LR_DECAY_MODES, LR_SCHEDULE_UNITS
 from src.engine.optimizer import LOSS_SCALE_TYPES, OPTIMIZER_NAMES
 from src.engine.train_step import AMP_LEVELS
 from src.kernels.backend import CONV_BACKENDS
 from src.models._registry import model_specs
+from src.models.ema_weights import WEIGHT_SOURCES
 from src.models.init import CONV_INITS, DENSE_INITS, ECA_INITS
 from src.models.specs import ARCH_STYLES, HEADS, LAYER4_STRIDES, POST_NORMS
 from src.runtime.device import DEVICE_TARGETS, EXECUTION_MODES
@@ -88,18 +91,42 @@ class Config:
                          resume_check=False)
     eval_dataset_path: str = key("", "validation folder; empty = DATA_PATH/val", group=DATA, resume_check=False)
     train_image_size: int = key(224, "training crop size", minimum=8, group=DATA)
-    eval_image_size: int = key(224, "evaluation centre-crop size (resize to size/0.875 first)", minimum=8,
+    eval_image_size: int = key(224, "evaluation centre-crop size (resize to size/eval_crop_pct first)", minimum=8,
                                group=DATA)
-    eval_resize_library: str = key("mindspore", "library of the evaluation resize: MindSpore's bilinear Resize "
-                                   "(the original MindSpore code), or Pillow's antialiased bilinear resize with "
-                                   "torchvision's sizes and crop (how the authors' PyTorch code scored)",
-                                   EVAL_RESIZE_LIBRARIES, group=DATA)
+    eval_resize_library: str = key("mindspore", "library of the evaluation resize: MindSpore's Resize (the "
+                                   "original MindSpore code), or Pillow's antialiased resize with torchvision's "
+                                   "sizes and crop (how the authors' PyTorch code and timm score); "
+                                   "eval_interpolation picks the filter", EVAL_RESIZE_LIBRARIES, group=DATA)
     train_crop_min_scale: float = key(0.08, "smallest random-crop area (fraction of the image) when training",
                                       minimum=0.01, group=DATA)
     train_hflip: bool = key(True, "random horizontal flip when training", group=DATA)
     safe_decode: bool = key(True, "decode images with Pillow so a corrupt file stops the run with its name "
                             "(False: MindSpore's fused decode ops, which can crash on some corrupt JPEGs)",
                             group=DATA)
+    # data: the modern recipe's augmentation (timm / DeiT); all off by default
+    train_interpolation: str = key("bilinear", "resampling of the training crop (bicubic: Pillow's, as timm)",
+                                   INTERPOLATION_NAMES, group=DATA)
+    eval_interpolation: str = key("bilinear", "resampling of the evaluation resize (bicubic: Pillow's, as timm)",
+                                  INTERPOLATION_NAMES, group=DATA)
+    eval_crop_pct: float = key(0.875, "evaluation centre crop as a fraction of the resized shorter side (timm's "
+                               "crop_pct)", minimum=0.01, group=DATA)
+    auto_augment: str = key("", "timm RandAugment policy, e.g. rand-m9-mstd0.5-inc1 (DeiT); empty = off",
+                            group=DATA)
+    color_jitter: float = key(0.0, "brightness/contrast/saturation jitter factor; unused with auto_augment, as "
+                              "in timm", minimum=0.0, group=DATA)
+    random_erase_prob: float = key(0.0, "probability of random erasing per image (DeiT: 0.25)", minimum=0.0,
+                                   group=DATA)
+    random_erase_mode: str = key("pixel", "fill of erased boxes: per-pixel normal noise, one normal colour, or "
+                                 "zeros", ERASE_MODES, group=DATA)
+    random_erase_count: int = key(1, "most boxes erased per image", minimum=1, group=DATA)
+    mixup_alpha: float = key(0.0, "Mixup Beta(alpha, alpha); 0 = off (DeiT: 0.8)", minimum=0.0, group=DATA)
+    cutmix_alpha: float = key(0.0, "CutMix Beta(alpha, alpha); 0 = off (DeiT: 1.0)", minimum=0.0, group=DATA)
+    cutmix_minmax: list[float] = key([], "CutMix box side range [min, max] (fractions of the image) instead of "
+                                     "cutmix_alpha; empty = off", group=DATA)
+    mixup_prob: float = key(1.0, "probability of mixing a batch (or pair, image)", minimum=0.0, group=DATA)
+    mixup_switch_prob: float = key(0.5, "probability of CutMix rather than Mixup when both are on", minimum=0.0,
+                                   group=DATA)
+    mixup_mode: str = key("batch", "what shares one Mixup/CutMix draw", MIXUP_MODES, group=DATA)
     batch_size: int = key(64, "images per device per step", minimum=1, group=DATA)
     num_parallel_workers: int = key(8, "data-loading workers per device (capped at the CPU count)", minimum=1,
                                     group=DATA, resume_check=False)
@@ -140,8 +167,29 @@ class Config:
     lr_gamma: float = key(0.1, "multistep decay factor", minimum=0.0, group=OPTIM)
     lr_power: float = key(2.0, "exponent of the poly schedule", minimum=0.0, group=OPTIM)
     warmup_epochs: float = key(0.0, "epochs of linear warmup from lr_init to lr_max", minimum=0.0, group=OPTIM)
-    use_label_smooth: bool = key(True, "label-smoothed cross entropy", group=OPTIM)
+    use_label_smooth: bool = key(True, "label-smoothed cross entropy (with Mixup/CutMix: folded into the soft "
+                                 "targets, as timm)", group=OPTIM)
     label_smooth_factor: float = key(0.1, "label smoothing epsilon", minimum=0.0, group=OPTIM)
+    # optimisation: the modern recipe (AdamW, clipping, accumulation, timm schedules, EMA); all off by default
+    adam_betas: list[float] = key([0.9, 0.999], "AdamW's moment decay rates b1 b2", group=OPTIM)
+    adam_eps: float = key(1e-8, "AdamW's denominator term", minimum=0.0, group=OPTIM)
+    no_decay_1d: bool = key(False, "also exempt every parameter of at most one dimension (timm's rule)",
+                            group=OPTIM)
+    no_decay_names: list[str] = key([], "parameter names (or their trailing dotted parts) exempt from weight decay, "
+                                    "e.g. cls_token; the model's no_weight_decay() names are added", group=OPTIM)
+    clip_grad_norm: float = key(0.0, "clip the global gradient norm to this value (after unscaling); 0 = off",
+                                minimum=0.0, group=OPTIM)
+    accumulation_steps: int = key(1, "batches per optimizer update (gradients averaged; one all-reduce per "
+                                  "update)", minimum=1, group=OPTIM)
+    lr_schedule_unit: str = key("step", "when the learning rate changes: every step, or once per epoch (timm, "
+                                "DeiT)", LR_SCHEDULE_UNITS, group=OPTIM)
+    lr_warmup_prefix: bool = key(True, "decay counted from the end of warmup; False: from step 0, as timm's cosine",
+                                 group=OPTIM)
+    model_ema: bool = key(False, "keep an exponential moving average of the weights and BN statistics; it is "
+                          "checkpointed and scored next to the raw weights", group=OPTIM)
+    model_ema_decay: float = key(0.9998, "EMA decay per optimizer update", minimum=0.0, group=OPTIM)
+    model_ema_warmup: bool = key(False, "timm's EMA decay warm-up: 1 - (1 + t)^(-2/3), capped at model_ema_decay",
+                                 group=OPTIM)
     # checkpoints, evaluation, logging
     save_checkpoint: bool = key(True, "write checkpoints (rank 0 only)", group=CHECKPOINT)
     save_checkpoint_epochs: int = key(1, "checkpoint every N epochs", minimum=1, group=CHECKPOINT)
@@ -164,7 +212,10 @@ class Config:
     eval_start_epoch: int = key(1, "first epoch scored when run_eval is on", minimum=1, group=CHECKPOINT,
                                 resume_check=False)
     eval_interval: int = key(1, "score every N epochs", minimum=1, group=CHECKPOINT, resume_check=False)
-    save_best_ckpt: bool = key(True, "keep best.ckpt by validation top-1", group=CHECKPOINT)
+    save_best_ckpt: bool = key(True, "keep best.ckpt by validation top-1 (of the raw or the EMA weights)",
+                               group=CHECKPOINT)
+    eval_weights: str = key("auto", "weights eval.py, predict.py and export.py load: auto (what best.ckpt says "
+                            "scored best, else raw), raw, or the model EMA's", WEIGHT_SOURCES, group=CHECKPOINT)
     log_interval: int = key(50, "steps between log lines", minimum=1, group=CHECKPOINT, resume_check=False)
     # export
     file_name: str = key("dropcov", "exported model file name (without extension)", group=EXPORT)
