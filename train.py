@@ -40,17 +40,20 @@ def resume_command(argv: Sequence[str]) -> str:
     return " ".join(["python train.py", *map(shlex.quote, kept), "--resume auto"])
 
 
-def build_datasets(config: Config, parallel: Any, run_classes: Sequence[str] | None = None) -> tuple:
-    """Training bundle (sharded by rank, shuffled, augmented) and, with run_eval, the validation bundle
-    (labelled by the training classes; each rank scores a disjoint share; :func:`src.engine.evaluate.evaluate`
-    sums the counts). ``run_classes``: a resumed run's own classes, so a changed ``train/`` cannot shift labels."""
+def build_datasets(config: Config, parallel: Any, run_classes: Sequence[str] | None = None,
+                   augment: Any = None) -> tuple:
+    """Training bundle (sharded by rank, shuffled, augmented by ``augment``, an
+    :class:`src.data.recipe.AugmentSettings`) and, with run_eval, the validation bundle (labelled by the
+    training classes; each rank scores a disjoint share; :func:`src.engine.evaluate.evaluate` sums the counts).
+    ``run_classes``: a resumed run's own classes, so a changed ``train/`` cannot shift labels."""
     from src.data import create_dataset
 
     common = dict(num_parallel_workers=config.num_parallel_workers, num_shards=parallel.group_size,
-                  shard_id=parallel.rank, seed=config.seed, safe_decode=config.safe_decode)
+                  shard_id=parallel.rank, seed=config.seed, safe_decode=config.safe_decode,
+                  crop_pct=config.eval_crop_pct, eval_interpolation=config.eval_interpolation)
     train = create_dataset(config.dataset, config.data_path, "train", config.batch_size, config.train_image_size,
                            crop_min_scale=config.train_crop_min_scale, hflip=config.train_hflip,
-                           class_names=run_classes, **common)
+                           class_names=run_classes, augment=augment, num_classes=config.class_num, **common)
     if config.class_num < len(train.class_names):
         raise DropCovError(f"class_num={config.class_num} but {train.source} has {len(train.class_names)} classes; "
                            f"set --class_num {len(train.class_names)} (or more)")
@@ -62,8 +65,13 @@ def build_datasets(config: Config, parallel: Any, run_classes: Sequence[str] | N
     return train, val
 
 
-def build_training(config: Config, steps_per_epoch: int, conv_backend: str, rank: int = 0) -> tuple:
+def build_training(config: Config, steps_per_epoch: int, conv_backend: str, rank: int = 0,
+                   soft_targets: bool = False) -> tuple:
     """Network, per-step lr schedule, optimizer and compiled train step: ``(net, lr, optimizer, step)``.
+
+    ``steps_per_epoch`` counts optimizer steps; ``soft_targets`` (Mixup/CutMix in the pipeline) picks the
+    soft-target loss. Gradient accumulation, clipping or a model EMA make the step the recipe's
+    (:func:`src.engine.train_step.create_train_step`), whose optimizer is built unscaled.
 
     The weights are drawn from ``config.seed`` at construction (MindSpore initialises Parameters eagerly outside
     auto-parallel), so every rank starts bit-identical; the random ops of the step (the DropCov masks) take
@@ -73,27 +81,34 @@ def build_training(config: Config, steps_per_epoch: int, conv_backend: str, rank
     import mindspore as ms
     import mindspore.dataset as ds
 
+    from src.engine.ema import ModelEma
     from src.engine.loss import create_loss
     from src.engine.lr_schedule import create_lr_schedule
-    from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
-    from src.engine.train_step import build_train_step
+    from src.engine.optimizer import create_loss_scale_manager, create_optimizer
+    from src.engine.train_step import create_train_step, optimizer_loss_scale_for, uses_recipe_step
     from src.models import create_model_from_config
 
     ms.set_seed(config.seed)
     net = create_model_from_config(config, conv_backend)
     lr_schedule = create_lr_schedule(config.lr_decay_mode, config.lr_init, config.lr_max, config.lr_end,
                                      config.warmup_epochs, config.epoch_size, steps_per_epoch,
-                                     config.lr_milestones, config.lr_gamma, config.lr_power)
+                                     config.lr_milestones, config.lr_gamma, config.lr_power,
+                                     unit=config.lr_schedule_unit, warmup_prefix=config.lr_warmup_prefix)
     late = [epoch for epoch in config.lr_milestones if epoch >= config.epoch_size]
     if config.lr_decay_mode == "multistep" and late:
         logger.warning("lr_milestones %s lie at or beyond epoch_size %d: the rate never decays there", late,
                        config.epoch_size)
+    recipe_step = uses_recipe_step(config.accumulation_steps, config.clip_grad_norm, config.model_ema)
     optimizer = create_optimizer(net, config.optimizer, lr_schedule, config.momentum, config.weight_decay,
-                                 optimizer_loss_scale(config.loss_scale_type, config.loss_scale),
-                                 config.decay_norm_and_bias)
-    loss_fn = create_loss(config.class_num, config.label_smooth_factor if config.use_label_smooth else 0.0)
-    train_step = build_train_step(net, loss_fn, optimizer, config.amp_level,
-                                  create_loss_scale_manager(config.loss_scale_type, config.loss_scale))
+                                 optimizer_loss_scale_for(config.loss_scale_type, config.loss_scale, recipe_step),
+                                 config.decay_norm_and_bias, betas=config.adam_betas, eps=config.adam_eps,
+                                 no_decay_1d=config.no_decay_1d, no_decay_names=config.no_decay_names)
+    loss_fn = create_loss(config.class_num, config.label_smooth_factor if config.use_label_smooth else 0.0,
+                          soft_targets=soft_targets)
+    ema = ModelEma(net, config.model_ema_decay, config.model_ema_warmup) if config.model_ema else None
+    train_step = create_train_step(net, loss_fn, optimizer, config.amp_level,
+                                   create_loss_scale_manager(config.loss_scale_type, config.loss_scale),
+                                   config.accumulation_steps, config.clip_grad_norm, ema)
     ms.set_seed(config.seed + rank)
     ds.config.set_seed(config.seed)
     return net, lr_schedule, optimizer, train_step
@@ -106,9 +121,11 @@ def main(argv: Sequence[str]) -> int:
     from src.kernels.backend import settle_conv_backend
 
     conv_backend = settle_conv_backend(config)  # before MindSpore is imported
+    from src.data.recipe import AugmentSettings
     from src.engine.resume import check_checkpoint_options
 
     check_checkpoint_options(config)
+    augment = AugmentSettings.from_config(config)  # a bad policy string or Mixup setting fails here
 
     from src.runtime.context import start_run
     from src.runtime.run_folder import RunFolder
@@ -120,7 +137,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         folder.open(resume=bool(config.resume), overwrite=config.overwrite,
                     checkpoint_prefix=f"{config.net_name}_{config.head}")
-        return train(config, argv, conv_backend, parallel, folder)
+        return train(config, argv, conv_backend, parallel, folder, augment)
     except DropCovError as error:
         if folder.committed:  # the run had started: its log records why it stopped
             logger.error("%s", error)
@@ -129,8 +146,9 @@ def main(argv: Sequence[str]) -> int:
         folder.close()
 
 
-def train(config: Config, argv: Sequence[str], conv_backend: str, parallel: Any, folder: Any) -> int:
-    """Everything is checked (data, network, resume) before the run folder is written; then train."""
+def train(config: Config, argv: Sequence[str], conv_backend: str, parallel: Any, folder: Any, augment: Any) -> int:
+    """Everything is checked (data, network, resume) before the run folder is written; then train.
+    ``augment`` is the run's :class:`src.data.recipe.AugmentSettings` (checked before the run started)."""
     import mindspore as ms
     import numpy as np
 
@@ -153,16 +171,21 @@ def train(config: Config, argv: Sequence[str], conv_backend: str, parallel: Any,
     run_classes = None
     if config.resume and (output / CLASS_INDICES_FILE).is_file():  # the labels the checkpoints were trained with
         run_classes = read_class_indices(str(output / CLASS_INDICES_FILE))
-    train_data, val_data = build_datasets(config, parallel, run_classes)
-    steps_per_epoch = train_data.steps_per_epoch
+    train_data, val_data = build_datasets(config, parallel, run_classes, augment)
+    steps_per_epoch = train_data.steps_per_epoch // config.accumulation_steps  # optimizer steps
+    if steps_per_epoch < 1:
+        raise DropCovError(f"accumulation_steps={config.accumulation_steps} exceeds the {train_data.steps_per_epoch} "
+                           "batches of an epoch on this rank; lower accumulation_steps or batch_size")
     if config.train_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.train_steps_per_epoch)
     logger.info("data: %d training images in %d classes, %d per step on %d device(s), %d steps per epoch%s",
-                train_data.total_images, len(train_data.class_names), config.batch_size * parallel.group_size,
-                parallel.group_size, steps_per_epoch,
+                train_data.total_images, len(train_data.class_names),
+                config.batch_size * parallel.group_size * config.accumulation_steps, parallel.group_size,
+                steps_per_epoch,
                 f"; {val_data.total_images} validation images" if val_data is not None else "")
 
-    net, lr_schedule, optimizer, train_step = build_training(config, steps_per_epoch, conv_backend, parallel.rank)
+    net, lr_schedule, optimizer, train_step = build_training(config, steps_per_epoch, conv_backend, parallel.rank,
+                                                             soft_targets=augment.mixing)
     state = resume_or_initialise(config, folder.checkpoint_dir, net, optimizer, train_step, lr_schedule,
                                  steps_per_epoch)
     check_ranks_agree(state, parallel)

@@ -156,3 +156,39 @@ def test_launch_scripts_check_their_arguments(script, args, message):
     result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / script), *args], cwd=REPO_ROOT,
                             env=subprocess_env(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+RECIPE_OPTIONS = dict(
+    optimizer="AdamW", lr_max=0.002, lr_init=1e-5, lr_end=1e-5, weight_decay=0.05, no_decay_1d=True,
+    lr_decay_mode="cosine", lr_schedule_unit="epoch", lr_warmup_prefix=False, warmup_epochs=1,
+    auto_augment="rand-m9-mstd0.5-inc1", train_interpolation="bicubic", eval_interpolation="bicubic",
+    random_erase_prob=0.25, mixup_alpha=0.8, cutmix_alpha=1.0, batch_size=2, accumulation_steps=2,
+    clip_grad_norm=1.0, model_ema=True, model_ema_warmup=True, run_eval=True,
+)
+
+
+@pytest.mark.slow
+def test_the_modern_recipe_trains_scores_its_ema_and_resumes(image_folder, tmp_path):
+    """DeiT's recipe on the tiny folder: AdamW, per-epoch cosine, RandAugment, erasing, Mixup/CutMix, 2
+    accumulated batches per step, clipping and a model EMA scored next to the raw weights; then --resume."""
+    output = tmp_path / "recipe"
+    result = run_train(tiny_run_options(image_folder, output, **RECIPE_OPTIONS))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (output / "train.log").read_text()
+    assert "optimizer AdamW" in log and "4 per step on 1 device(s), 2 steps per epoch" in log
+    assert "val (ema) top-1" in log
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert len(steps) == 4 and steps[0]["lr"] == steps[1]["lr"] != steps[2]["lr"]  # lr set once per epoch
+    assert steps[0]["lr"] == pytest.approx(1e-5)  # epoch 0 of the warmup starts at lr_init
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert len(evals) == 2 and all("top1_ema" in r for r in evals)
+    best = load_checkpoint_file(output / "checkpoints" / "best.ckpt")
+    assert read_extra(best, "best_weights") in ("raw", "ema")
+    assert "ema.fc.weight" in best and "moment1.fc.weight" in best and read_extra(best, "ema_num_updates") > 0
+
+    resumed = run_train(tiny_run_options(image_folder, output, epoch_size=3, resume="auto", **RECIPE_OPTIONS))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and "epoch_size: 2 -> 3" in resumed.stdout
+    last = load_checkpoint_file(output / "checkpoints" / "resnet18_dropcov-3_6.ckpt")
+    assert read_extra(last, "global_step") == 6 and read_extra(last, "ema_num_updates") == 6

@@ -350,3 +350,98 @@ def test_train_state_defaults():
                              eval_start_epoch=2, eval_interval=2)
     assert [e for e in range(1, 6) if settings.saves_at(e)] == [2, 4, 5]
     assert [e for e in range(1, 6) if settings.evaluates_at(e)] == [2, 4, 5]
+
+
+# --------------------------------------------------------------------- the modern recipe in the loop
+def make_recipe_training(lr_schedule: np.ndarray, seed: int = 1, **recipe):
+    """TinyNet, Momentum and the recipe's train step (accumulation, EMA ...), as train.py builds them."""
+    from src.engine.ema import ModelEma
+    from src.engine.train_step import create_train_step
+
+    ms.set_seed(seed)
+    net = TinyNet()
+    optimizer = create_optimizer(net, "Momentum", lr_schedule, 0.9, 1e-4, 1.0)
+    if recipe.pop("ema", False):
+        recipe["ema"] = ModelEma(net, decay=0.5)
+    train_step = create_train_step(net, create_loss(NUM_CLASSES, 0.1), optimizer, "O0",
+                                   create_loss_scale_manager("fixed", 1.0), **recipe)
+    return net, optimizer, train_step
+
+
+def test_accumulation_in_the_loop_counts_optimizer_steps_and_equals_the_big_batch(tmp_path):
+    """2 batches of 4 per optimizer step train the weights 1 batch of 8 trains (TinyNet has no BatchNorm)."""
+    micro = make_bundle(16)
+    big = Bundle(NumpySlicesDataset(make_raw(16), column_names=["image", "label"], shuffle=False).batch(8),
+                 16, 16, micro.class_names, 2)
+    schedule = create_lr_schedule("cosine", 0.0, 0.1, 0.0, 0, 2, 2)
+    net, optimizer, train_step = make_recipe_training(schedule, accumulation_steps=2)
+    settings = TrainSettings(epochs=2, steps_per_epoch=2, batch_size=BATCH, log_interval=1, accumulation_steps=2)
+    trainer = Trainer(train_step, net, settings, schedule, metrics=MetricsWriter(tmp_path / "m.jsonl"))
+    assert trainer.images_per_step == 8
+    result = trainer.fit(micro)
+    assert result.state.global_step == 4 and int(optimizer.global_step.asnumpy()[0]) == 4
+
+    net_big, _, step_big = make_training(schedule)
+    settings_big = TrainSettings(epochs=2, steps_per_epoch=2, batch_size=8, log_interval=1)
+    Trainer(step_big, net_big, settings_big, schedule, metrics=MetricsWriter(tmp_path / "b.jsonl")).fit(big)
+    np.testing.assert_allclose(net.fc.weight.asnumpy(), net_big.fc.weight.asnumpy(), rtol=1e-5, atol=1e-6)
+    losses = [r["loss"] for r in read_metrics(tmp_path / "m.jsonl") if r["kind"] == "step"]
+    big_losses = [r["loss"] for r in read_metrics(tmp_path / "b.jsonl") if r["kind"] == "step"]
+    np.testing.assert_allclose(losses, big_losses, rtol=1e-5)  # the logged loss is the mean of the batches'
+
+
+def make_raw(num_images: int, seed: int = 0):
+    """The images and labels of :func:`make_bundle` (same seed, same order)."""
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((num_images, 3, SIZE, SIZE)).astype(np.float32)
+    return images, rng.integers(0, NUM_CLASSES, num_images).astype(np.int32)
+
+
+def test_ema_is_scored_next_to_the_raw_weights_and_best_ckpt_names_the_winner(tmp_path):
+    from src.models.ema_weights import BEST_WEIGHTS_ENTRY
+
+    bundle, val = make_bundle(16), make_bundle(12, seed=1)
+    schedule = create_lr_schedule("constant", 0.0, 0.5, 0.0, 0, 4, bundle.steps_per_epoch)
+    net, _, train_step = make_recipe_training(schedule, ema=True)
+    manager = CheckpointManager(tmp_path / "ckpt", "tiny", keep_max=5)
+    settings = settings_for(bundle, 4, log_interval=4, run_eval=True)
+    Trainer(train_step, net, settings, schedule, checkpoints=manager,
+            metrics=MetricsWriter(tmp_path / "metrics.jsonl")).fit(bundle, eval_bundle=val)
+    evals = latest_per_epoch(read_metrics(tmp_path / "metrics.jsonl"), "eval")
+    assert len(evals) == 4 and all("top1_ema" in r and "top5_ema" in r for r in evals)
+    best_score, best_source = None, None
+    for record in evals:  # raw first: a tie goes to the raw weights
+        for source, score in (("raw", record["top1"]), ("ema", record["top1_ema"])):
+            if best_score is None or score > best_score:
+                best_score, best_source = score, source
+    best = load_checkpoint_file(tmp_path / "ckpt" / "best.ckpt")
+    assert read_extra(best, "best_metric") == pytest.approx(best_score)
+    assert read_extra(best, BEST_WEIGHTS_ENTRY) == best_source
+    last = load_checkpoint_file(tmp_path / "ckpt" / "tiny-4_16.ckpt")
+    assert BEST_WEIGHTS_ENTRY not in last  # only best.ckpt says which weights scored
+    np.testing.assert_array_equal(last["fc.weight"].asnumpy(), net.fc.weight.asnumpy())  # raw weights back
+    np.testing.assert_array_equal(last["ema.fc.weight"].asnumpy(), train_step.ema.averages[0].asnumpy())
+    assert not np.array_equal(last["ema.fc.weight"].asnumpy(), last["fc.weight"].asnumpy())
+
+
+def test_resume_restores_the_ema_and_starts_one_from_a_checkpoint_without_it(tmp_path, caplog):
+    bundle = make_bundle(16)
+    schedule = create_lr_schedule("constant", 0.0, 0.3, 0.0, 0, 2, bundle.steps_per_epoch)
+    net, _, train_step = make_recipe_training(schedule, ema=True)
+    manager = CheckpointManager(tmp_path / "ckpt", "tiny")
+    Trainer(train_step, net, settings_for(bundle, 1, log_interval=4), schedule, checkpoints=manager).fit(bundle)
+    params = load_checkpoint_file(manager.periodic_checkpoints()[-1])
+
+    net2, optimizer2, step2 = make_recipe_training(schedule, seed=9, ema=True)
+    state = restore_training_state(net2, step2, optimizer2, params, "ema.ckpt", bundle.steps_per_epoch, 8)
+    assert state.global_step == 4
+    for average, restored in zip(train_step.ema.averages, step2.ema.averages):
+        np.testing.assert_array_equal(restored.asnumpy(), average.asnumpy())
+    assert int(step2.ema.num_updates.asnumpy()) == 4
+
+    without_ema = {name: value for name, value in params.items() if not name.startswith("ema")}
+    net3, optimizer3, step3 = make_recipe_training(schedule, seed=9, ema=True)
+    with caplog.at_level(logging.WARNING):
+        restore_training_state(net3, step3, optimizer3, without_ema, "plain.ckpt", bundle.steps_per_epoch, 8)
+    assert "plain.ckpt holds no model EMA" in caplog.text
+    np.testing.assert_array_equal(step3.ema.averages[0].asnumpy(), net3.fc.weight.asnumpy())

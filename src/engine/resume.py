@@ -1,8 +1,9 @@
 """Continue a stopped run, or start from pre-trained weights: everything a resume restores, in one place.
 
 A resumed run restores the network (weights and BatchNorm statistics), the optimizer state (moments and
-``global_step``, hence the learning rate of the per-step schedule), a dynamic loss scale's state and the
-best validation top-1, so it ends at the same epoch and step as an uninterrupted run. ``--resume auto``
+``global_step``, hence the learning rate of the per-step schedule), a dynamic loss scale's state, the model
+EMA and gradient accumulators of the recipe's train step, and the best validation top-1, so it ends at the
+same epoch and step as an uninterrupted run. ``--resume auto``
 takes the newest readable checkpoint of the run's checkpoint folder; ``--pre_trained`` loads weights only
 (a classifier of another class count is re-initialised).
 """
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 LOSS_SCALE_STATE = ("scale_sense", "current_iterator_step", "last_overflow_iterator_step")
 """Parameters of a dynamic loss-scale cell that a training checkpoint carries."""
+STEP_STATE_PREFIXES = ("ema.", "ema_num_updates", "accum.")
+"""Name prefixes of the recipe train step's own state (:mod:`src.engine.recipe_step`): EMA, accumulators."""
 
 
 @dataclass
@@ -135,6 +138,41 @@ def _restore_loss_scale(train_step: Any, param_dict: Mapping[str, Any]) -> None:
             param.set_data(Tensor(np.asarray(value, dtype=ms.dtype_to_nptype(param.dtype)).reshape(param.shape)))
 
 
+def _restore_step_state(train_step: Any, param_dict: Mapping[str, Any], source: str) -> None:
+    """Copy the recipe step's EMA and accumulator Parameters from a checkpoint.
+
+    A checkpoint written without a model EMA (``model_ema`` switched on for the resumed run) starts the
+    average from the restored weights, with a warning; missing accumulators stay zero.
+    """
+    from mindspore import Tensor
+
+    missing = []
+    for param in train_step.get_parameters():
+        if not param.name.startswith(STEP_STATE_PREFIXES):
+            continue
+        if param.name not in param_dict:
+            missing.append(param.name)
+            continue
+        value = _as_array(param_dict[param.name])
+        if tuple(value.shape) != tuple(param.shape):
+            raise DropCovError(f"{source}: {param.name} has shape {tuple(value.shape)}, the run {tuple(param.shape)}; "
+                               "resume with the config it was trained with")
+        param.set_data(Tensor(value).astype(param.dtype))
+    ema = getattr(train_step, "ema", None)
+    if ema is not None and any(name.startswith("ema") for name in missing):
+        logger.warning("%s holds no model EMA: the EMA starts from its weights", source)
+        ema.reset()
+    if hasattr(train_step, "sync_host_state"):
+        train_step.sync_host_state()
+
+
+def reset_ema_to_weights(train_step: Any) -> None:
+    """Start the train step's model EMA (if any) from the network's current weights (after loading them)."""
+    ema = getattr(train_step, "ema", None)
+    if ema is not None:
+        ema.reset()
+
+
 def restore_training_state(net: Any, train_step: Any, optimizer: Any, param_dict: Mapping[str, Any], source: str,
                            steps_per_epoch: int, total_steps: int) -> TrainState:
     """Load a training checkpoint into the network, optimizer (moments, global step) and loss scale.
@@ -157,6 +195,7 @@ def restore_training_state(net: Any, train_step: Any, optimizer: Any, param_dict
     load_network_weights(net, param_dict, strict=True, source=source)
     restore_optimizer_state(optimizer, param_dict, global_step, source)
     _restore_loss_scale(train_step, param_dict)
+    _restore_step_state(train_step, param_dict, source)
     best = read_extra(param_dict, "best_metric")
     return TrainState(epoch=epoch_num, global_step=global_step, best_top1=None if best is None else float(best),
                       epoch_loss_sum=float(read_extra(param_dict, "epoch_loss_sum", 0.0)),
@@ -215,5 +254,6 @@ def resume_or_initialise(config: Any, checkpoint_dir: Path, net: Any, optimizer:
         if dropped:
             logger.warning("pre_trained %s: classifier of another class count not loaded (re-initialised): %s",
                            config.pre_trained, ", ".join(dropped))
+        reset_ema_to_weights(train_step)
         logger.info("initialised from %s", config.pre_trained)
     return None

@@ -17,6 +17,11 @@ writes a checkpoint holding the exact global step, then the run returns. Checkpo
 and never with a non-finite loss or weights, so the last checkpoint on disk is always a good one.
 Resuming is :mod:`src.engine.resume`; the order of the training images after a resume is not the
 uninterrupted run's (MindSpore's pipeline starts its shuffle sequence again).
+
+With ``accumulation_steps = k`` one optimizer step is k calls of the train step on k batches (a global step
+counts optimizer steps; the logged loss is the mean of the k batches'). With a model EMA in the train step
+(:class:`src.engine.ema.ModelEma`) every validation pass scores the EMA weights next to the raw ones;
+``best.ckpt`` keeps the better of the two and names it in its ``best_weights`` entry.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from src.engine.metrics import MetricsWriter, ThroughputMeter, format_duration
 from src.engine.resume import TrainState
 from src.engine.train_step import loss_of
 from src.errors import DropCovError
+from src.models.ema_weights import BEST_WEIGHTS_ENTRY
 from src.runtime.distributed import ParallelInfo, sum_over_ranks
 
 logger = logging.getLogger(__name__)
@@ -58,6 +64,7 @@ class TrainSettings:
     eval_start_epoch: int = 1
     eval_interval: int = 1
     save_best_ckpt: bool = True
+    accumulation_steps: int = 1
 
     @classmethod
     def from_config(cls, config: Any, steps_per_epoch: int) -> TrainSettings:
@@ -212,8 +219,14 @@ class Trainer:
         self.stop, self.resume_hint = stop, resume_hint
         self.state = TrainState()
         self.result = FitResult(state=self.state)
-        self.meter = ThroughputMeter(settings.batch_size * self.parallel.group_size)
+        self.meter = ThroughputMeter(self.images_per_step)
+        self.best_weights = "raw"  # which weights scored the best top-1 so far
         self.run_started = time.perf_counter()
+
+    @property
+    def images_per_step(self) -> int:
+        """Images of one optimizer step over all ranks: batch x ranks x accumulation steps."""
+        return self.settings.batch_size * self.parallel.group_size * self.settings.accumulation_steps
 
     # ------------------------------------------------------------------------------------------- the run
     def fit(self, train_bundle: Any, state: TrainState | None = None, eval_bundle: Any = None) -> FitResult:
@@ -235,10 +248,11 @@ class Trainer:
             existing = self.checkpoints.periodic_checkpoints()
             self.result.last_checkpoint = existing[-1] if existing else None
         self.run_started = time.perf_counter()
-        batches = batch_stream(train_bundle.dataset, steps_left, train_bundle.steps_per_epoch)
+        batches = batch_stream(train_bundle.dataset, steps_left * settings.accumulation_steps,
+                               train_bundle.steps_per_epoch)
         self.metrics.write("start", epoch=self.state.epoch, global_step=self.state.global_step,
                            epochs=settings.epochs, steps_per_epoch=steps_per_epoch,
-                           images_per_step=settings.batch_size * self.parallel.group_size)
+                           images_per_step=self.images_per_step)
         self.train_step.set_train(True)
         graceful_before = getattr(self.stop, "graceful", None)
         if graceful_before is not None:
@@ -264,7 +278,8 @@ class Trainer:
     def train_one_epoch(self, batches: Iterator[tuple], epoch: int) -> EpochResult:
         """Run the remaining steps of ``epoch`` (1-based), updating ``state.global_step``.
 
-        Per step: one call of the compiled ``train_step``; its loss tensor is kept, not read. At every
+        Per step: ``accumulation_steps`` calls of the compiled ``train_step`` (one optimizer update); the mean
+        loss tensor is kept, not read. At every
         ``log_interval``-th step and at the last step of the epoch the window of losses is read, checked for
         NaN/Inf and logged with the learning rate of the last step, the images per second of all ranks and
         the time left. A stop request ends the epoch early at a step boundary (single process) or at the
@@ -278,8 +293,7 @@ class Trainer:
         steps_run, images_per_sec, stopped = 0, float("nan"), False
         steps = settings.steps_per_epoch
         for step in range(state.global_step - (epoch - 1) * steps + 1, steps + 1):
-            images, labels = next(batches)[:2]
-            window.add(loss_of(self.train_step(images, labels)), state.global_step)
+            window.add(self._optimizer_step(batches), state.global_step)
             state.global_step += 1
             steps_run += 1
             self.meter.step()
@@ -321,6 +335,11 @@ class Trainer:
         self.metrics.write("step", epoch=epoch, step=step, global_step=state.global_step, loss=float(losses.mean()),
                            lr=lr, images_per_sec=images_per_sec, time=time.perf_counter() - self.run_started)
 
+    def _optimizer_step(self, batches: Iterator[tuple]) -> Tensor:
+        """One optimizer step: ``accumulation_steps`` calls of the train step; their mean loss (not read)."""
+        losses = [loss_of(self.train_step(*next(batches)[:2])) for _ in range(self.settings.accumulation_steps)]
+        return losses[0] if len(losses) == 1 else ops.addn(losses) / len(losses)
+
     # --------------------------------------------------------------------------------- epoch end, stop
     def _end_epoch(self, epoch: int, summary: EpochResult) -> bool:
         """Summary, validation, periodic and best checkpoints, plot; True if a periodic checkpoint was written."""
@@ -344,25 +363,37 @@ class Trainer:
                                                                     entries)
                 logger.info("saved checkpoint %s", self.result.last_checkpoint)
             if save_best and self.checkpoints.save_best(self.train_step, state.best_top1, epoch, state.global_step,
-                                                        entries):
-                logger.info("saved %s (top-1 %.2f%%)", self.checkpoints.best_path, 100 * state.best_top1)
+                                                        {**entries, BEST_WEIGHTS_ENTRY: self.best_weights}):
+                logger.info("saved %s (top-1 %.2f%% of the %s weights)", self.checkpoints.best_path,
+                            100 * state.best_top1, self.best_weights)
         if self.plot_path is not None:
             self._plot()
         return saved
 
     def _evaluate(self, epoch: int) -> bool:
-        """Score the validation split; returns whether top-1 improved on the best so far."""
+        """Score the validation split (with the raw weights, then the EMA's if the step keeps one); returns
+        whether the best top-1 so far improved (and sets :attr:`best_weights` to the weights that did it)."""
         state = self.state
-        scores = evaluate(self.net, self.eval_bundle, self.parallel)
+        scored = {"raw": evaluate(self.net, self.eval_bundle, self.parallel)}
+        ema = getattr(self.train_step, "ema", None)
+        if ema is not None:
+            with ema.applied():
+                scored["ema"] = evaluate(self.net, self.eval_bundle, self.parallel)
         self.train_step.set_train(True)
-        improved = state.best_top1 is None or scores["top1"] > state.best_top1
+        weights, best = max(scored.items(), key=lambda item: item[1]["top1"])  # raw first: it wins a tie
+        improved = state.best_top1 is None or best["top1"] > state.best_top1
         if improved:
-            state.best_top1 = scores["top1"]
-        logger.info("epoch %d/%d val top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images, %s); best top-1 %.2f%%",
-                    epoch, self.settings.epochs, 100 * scores["top1"], 100 * scores["top5"], scores["loss"],
-                    scores["count"], format_duration(scores["seconds"]), 100 * state.best_top1)
-        self.metrics.write("eval", epoch=epoch, global_step=state.global_step, top1=scores["top1"],
-                           top5=scores["top5"], loss=scores["loss"], count=scores["count"])
+            state.best_top1, self.best_weights = best["top1"], weights
+        for name, scores in scored.items():
+            label = "" if name == "raw" else f" ({name})"
+            logger.info("epoch %d/%d val%s top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images, %s); best top-1 %.2f%%",
+                        epoch, self.settings.epochs, label, 100 * scores["top1"], 100 * scores["top5"],
+                        scores["loss"], scores["count"], format_duration(scores["seconds"]), 100 * state.best_top1)
+        record = {"top1": scored["raw"]["top1"], "top5": scored["raw"]["top5"], "loss": scored["raw"]["loss"],
+                  "count": scored["raw"]["count"]}
+        if "ema" in scored:
+            record.update(top1_ema=scored["ema"]["top1"], top5_ema=scored["ema"]["top5"], loss_ema=scored["ema"]["loss"])
+        self.metrics.write("eval", epoch=epoch, global_step=state.global_step, **record)
         return improved
 
     def _entries(self, step_num: int) -> dict[str, Any]:
