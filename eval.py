@@ -8,8 +8,11 @@
 Reads a published checkpoint or one written by train.py (optimizer state is ignored; the network's
 parameters must all match the config). Labels are the training classes: the class_indices.json beside the
 checkpoint or in its run folder, else the class folders of IMAGENET/train, else (with a warning) those of
-the validation folder itself. Scores every image of IMAGENET/val (or --eval_dataset_path) exactly once, in float32 (amp_level is a training setting), with counts summed over ranks; prints the
-result and writes it as JSON to OUTPUT_PATH/eval_results.json (or --output_file).
+the validation folder itself. A checkpoint of a run with a model EMA holds two sets of weights:
+--eval_weights raw or ema picks one; auto (the default) takes the one best.ckpt says scored best, else raw.
+Scores every image of IMAGENET/val (or --eval_dataset_path) exactly once, in float32 (amp_level is a
+training setting), with counts summed over ranks; prints the result and writes it as JSON to
+OUTPUT_PATH/eval_results.json (or --output_file).
 """
 from __future__ import annotations
 
@@ -58,7 +61,8 @@ def progress_logger(total_images: int, images_per_batch: int, interval: int, bat
     return report
 
 
-def results_record(config: Config, metrics: Dict[str, float], val_root: str, group_size: int) -> Dict[str, Any]:
+def results_record(config: Config, metrics: Dict[str, float], val_root: str, group_size: int,
+                   weights: str = "raw") -> Dict[str, Any]:
     """What eval_results.json holds: the scores, the speed, and what produced them."""
     import mindspore as ms
 
@@ -69,7 +73,7 @@ def results_record(config: Config, metrics: Dict[str, float], val_root: str, gro
         "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"], "count": metrics["count"],
         # wall time of the scoring pass, graph compilation and data loading included
         "images_per_second": metrics["count"] / seconds if seconds > 0 else None, "seconds": seconds,
-        "checkpoint": str(Path(config.checkpoint_file_path).expanduser().resolve()),
+        "checkpoint": str(Path(config.checkpoint_file_path).expanduser().resolve()), "weights": weights,
         "config_path": str(Path(config.config_path).resolve()) if config.config_path else "",
         "dataset": str(Path(val_root).expanduser().resolve()),
         "net": {**{key: getattr(config, key) for key in keys_in(MODEL)},
@@ -106,6 +110,7 @@ def main(argv: Sequence[str]) -> int:
     from src.data.labels import find_training_classes
     from src.engine.evaluate import evaluate
     from src.models import create_model_from_config
+    from src.models.ema_weights import select_weights
     from src.models.weights import (
         adopt_checkpoint_widths,
         describe_checkpoint,
@@ -123,10 +128,12 @@ def main(argv: Sequence[str]) -> int:
 
     checkpoint = config.checkpoint_file_path
     params = load_checkpoint_file(checkpoint, option="checkpoint_file_path")
+    params, weights = select_weights(params, config.eval_weights, checkpoint)
     config = adopt_checkpoint_widths(config, params, checkpoint)
     net = create_model_from_config(config, conv_backend)
     load_network_weights(net, params, strict=True, source=checkpoint)
-    logger.info("loaded %s (%s)", checkpoint, format_description(describe_checkpoint(params)))
+    logger.info("loaded the %s weights of %s (%s)", "EMA" if weights == "ema" else "raw", checkpoint,
+                format_description(describe_checkpoint(params)))
     del params
 
     shards = {"num_shards": parallel.group_size, "shard_id": parallel.rank} if parallel.group_size > 1 else {}
@@ -136,7 +143,8 @@ def main(argv: Sequence[str]) -> int:
     bundle = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
                             num_parallel_workers=config.num_parallel_workers, seed=config.seed,
                             safe_decode=config.safe_decode, eval_dataset_path=config.eval_dataset_path,
-                            eval_resize_library=config.eval_resize_library,
+                            eval_resize_library=config.eval_resize_library, crop_pct=config.eval_crop_pct,
+                            eval_interpolation=config.eval_interpolation,
                             class_names=training_classes.names if training_classes is not None else None, **shards)
     class_count = len(bundle.class_names)
     if class_count > config.class_num:
@@ -149,11 +157,12 @@ def main(argv: Sequence[str]) -> int:
                                bundle.steps_per_epoch)
     with pipeline_errors_as_dropcov():
         metrics = evaluate(net, bundle, parallel, progress=progress)
-    record = results_record(config, metrics, bundle.source, parallel.group_size)
+    record = results_record(config, metrics, bundle.source, parallel.group_size, weights)
     if parallel.is_main:
         write_json(record, output_file)
         speed = record["images_per_second"] or 0.0
-        print(f"{config.net_name} {config.head} {Path(checkpoint).name}: top-1 {100 * metrics['top1']:.2f}%  "
+        label = " (EMA weights)" if weights == "ema" else ""
+        print(f"{config.net_name} {config.head} {Path(checkpoint).name}{label}: top-1 {100 * metrics['top1']:.2f}%  "
               f"top-5 {100 * metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  on {metrics['count']} images "
               f"({speed:.1f} images/s); results in {output_file}", flush=True)
     return 0

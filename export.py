@@ -38,12 +38,14 @@ def main(argv: Sequence[str]) -> int:
     configure_cpu_environment(config.device_target)  # MindSpore's own ops export; ops.Custom ones do not
 
     from src.models import create_model_from_config
+    from src.models.ema_weights import select_weights
     from src.models.weights import adopt_checkpoint_widths, load_network_weights
     from src.runtime.checkpoint import load_checkpoint_file
     from src.runtime.context import start_run
 
     start_run(config, "stock", distributed=False)
     params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
+    params, _ = select_weights(params, config.eval_weights, config.checkpoint_file_path)
     config = adopt_checkpoint_widths(config, params, config.checkpoint_file_path)
     net = create_model_from_config(config, conv_backend="stock")
     load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)

@@ -255,3 +255,33 @@ def test_two_ranks_sum_their_counts(workspace, tmp_path):
     labels = np.array([label for _, label in workspace["samples"]])
     assert record["loss"] == pytest.approx(-(bias - np.log(np.exp(bias).sum()))[labels].mean(), rel=1e-5)
     assert "10/10" in logs  # rank 0's progress line
+
+
+@pytest.mark.slow
+def test_eval_weights_picks_the_ema_copy_and_auto_follows_best_weights(workspace, tmp_path):
+    """The crafted known-answer weights stored as the EMA (``ema.<name>``) of a checkpoint whose raw
+    classifier says class 0 for every image: ``--eval_weights ema`` (and ``auto`` when the checkpoint's
+    ``best_weights`` entry says ``ema``) scores the known answer, ``raw`` scores class 0."""
+    from src.models.ema_weights import BEST_WEIGHTS_ENTRY
+    from src.models.weights import is_bookkeeping
+    from src.runtime.checkpoint import load_checkpoint_file, save_checkpoint_atomic
+
+    crafted = load_checkpoint_file(workspace["root"] / "r18_c10.ckpt")
+    entries = dict(crafted)
+    entries.update({f"ema.{name}": value for name, value in crafted.items() if not is_bookkeeping(name, value)})
+    raw_bias = np.zeros(10, np.float32)
+    raw_bias[0] = 9.0
+    assert "fc.bias" in entries
+    entries["fc.bias"] = ms.Tensor(raw_bias)
+    n, data = sum(VAL_COUNTS.values()), f"--data_path={workspace['root'] / 'imagenet'}"
+    for which, best, expected_top1 in (("ema", None, VAL_COUNTS["n02"] / n), ("raw", None, VAL_COUNTS["n01"] / n),
+                                       ("auto", "ema", VAL_COUNTS["n02"] / n), ("auto", None, VAL_COUNTS["n01"] / n)):
+        checkpoint = tmp_path / f"{which}_{best}.ckpt"
+        save_checkpoint_atomic(entries, checkpoint, {BEST_WEIGHTS_ENTRY: best} if best else None)
+        output_file = tmp_path / f"{which}_{best}.json"
+        result = run_eval(data, f"--checkpoint_file_path={checkpoint}", "--class_num=10", "--batch_size=5",
+                          f"--eval_weights={which}", f"--output_file={output_file}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        record = json.loads(output_file.read_text())
+        assert record["top1"] == pytest.approx(expected_top1), (which, best)
+        assert record["weights"] == ("ema" if expected_top1 == VAL_COUNTS["n02"] / n else "raw")

@@ -67,17 +67,19 @@ def collect_images(inputs: Sequence[Union[str, os.PathLike]]) -> List[Path]:
     return files
 
 
-def eval_image_transform(image_size: int, resize_library: str = "mindspore") -> ImageTransform:
+def eval_image_transform(image_size: int, resize_library: str = "mindspore", crop_pct: float = 0.875,
+                         interpolation: str = "bilinear") -> ImageTransform:
     """The evaluation transform as a function ``encoded file bytes (uint8, 1-D) -> (3, S, S) float32``.
 
-    Decode (RGB, Pillow), resize the shorter side to ``int(S / 0.875)``, centre crop ``S x S``, normalise
+    Decode (RGB, Pillow), resize the shorter side to ``int(S / crop_pct)``, centre crop ``S x S``, normalise
     with the ImageNet mean/std scaled to [0, 255], HWC -> CHW: the operations of the ImageNet eval
     pipeline (:func:`src.data.transforms.imagenet_eval_operations`, with ``resize_library``), applied
     eagerly to one image.
     """
     from src.data.transforms import imagenet_eval_operations
 
-    operations = imagenet_eval_operations(image_size, resize_library=resize_library)
+    operations = imagenet_eval_operations(image_size, resize_library=resize_library, crop_pct=crop_pct,
+                                          interpolation=interpolation)
 
     def transform(encoded: np.ndarray) -> np.ndarray:
         image = encoded
