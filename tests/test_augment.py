@@ -146,3 +146,17 @@ def test_uniform_magnitude_and_same_plan_for_the_same_seed():
     assert np.array_equal(first, augment(image, np.random.default_rng(42)))
     assert not np.array_equal(first, augment(image, np.random.default_rng(43)))
     assert augment.apply(image, []) is image
+
+
+def test_random_interpolation_picks_bilinear_or_bicubic_per_operation():
+    augment = RandAugment(parse_rand_augment("rand-m9-p1.0"), FILL, interpolation="random")
+    rng = np.random.default_rng(1)
+    steps = [step for _ in range(2000) for step in augment.plan(rng)]
+    share = np.mean([step.interpolation == "bicubic" for step in steps])
+    assert {step.interpolation for step in steps} == {"bilinear", "bicubic"} and share == pytest.approx(0.5, abs=0.03)
+    image = picture(seed=4)
+    rotate = [step for step in steps if step.name == "Rotate"][0]
+    expected = run("Rotate", image, rotate.magnitude, rotate.negate, rotate.interpolation)
+    np.testing.assert_array_equal(augment.apply(image, [rotate]), expected)
+    with pytest.raises(DropCovError, match="interpolation 'nearest'"):
+        RandAugment(parse_rand_augment("rand"), FILL, interpolation="nearest")

@@ -310,3 +310,15 @@ def test_recipe_train_options_shape_the_operations():
     default = imagenet_train_operations(32)
     assert next(op for op in default if isinstance(op, vision.RandomResizedCrop)).interpolation == vision.Inter.BILINEAR
     assert not any(isinstance(op, vision.RandomColorAdjust) for op in default)
+
+
+@pytest.mark.parametrize("safe_decode", [True, False])
+def test_random_train_interpolation_chooses_between_two_crops(safe_decode):
+    import mindspore.dataset.transforms as transforms
+    import mindspore.dataset.vision as vision
+
+    operations = imagenet_train_operations(32, safe_decode, interpolation="random")
+    choice = next(op for op in operations if isinstance(op, transforms.RandomChoice))
+    kind = vision.RandomResizedCrop if safe_decode else vision.RandomCropDecodeResize
+    assert [type(op) for op in choice.transforms] == [kind, kind]
+    assert [op.interpolation for op in choice.transforms] == [vision.Inter.BILINEAR, vision.Inter.PILCUBIC]

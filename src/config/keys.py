@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 from src.data import list_datasets
 from src.data.erasing import ERASE_MODES
 from src.data.mixup import MIXUP_MODES
-from src.data.transforms import EVAL_RESIZE_LIBRARIES, INTERPOLATION_NAMES
+from src.data.transforms import EVAL_RESIZE_LIBRARIES, INTERPOLATION_NAMES, TRAIN_INTERPOLATIONS
 from src.engine.export import EXPORT_FORMATS
 from src.engine.lr_schedule import LR_DECAY_MODES, LR_SCHEDULE_UNITS
 from src.engine.optimizer import LOSS_SCALE_TYPES, OPTIMIZER_NAMES
@@ -104,8 +104,8 @@ class Config:
                             "(False: MindSpore's fused decode ops, which can crash on some corrupt JPEGs)",
                             group=DATA)
     # data: the modern recipe's augmentation (timm / DeiT); all off by default
-    train_interpolation: str = key("bilinear", "resampling of the training crop (bicubic: Pillow's, as timm)",
-                                   INTERPOLATION_NAMES, group=DATA)
+    train_interpolation: str = key("bilinear", "resampling of the training crop and RandAugment (bicubic: "
+                                   "Pillow's, as timm; random: either, per image)", TRAIN_INTERPOLATIONS, group=DATA)
     eval_interpolation: str = key("bilinear", "resampling of the evaluation resize (bicubic: Pillow's, as timm)",
                                   INTERPOLATION_NAMES, group=DATA)
     eval_crop_pct: float = key(0.875, "evaluation centre crop as a fraction of the resized shorter side (timm's "

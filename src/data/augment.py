@@ -34,16 +34,19 @@ from src.errors import DropCovError
 LEVEL_DENOMINATOR = 10.0  # magnitude M maps to the fraction M / 10 of each operation's range
 TRANSLATE_FRACTION = 0.45  # TranslateXRel/YRel: up to 45% of the side
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+RANDOM_INTERPOLATION = "random"  # each operation bilinear or bicubic with equal probability (timm's default)
 
 Fill = Tuple[int, int, int]
 
 
 class Step(NamedTuple):
-    """One planned operation: its name, magnitude after noise and clipping, and whether it is negated."""
+    """One planned operation: its name, magnitude after noise and clipping, whether it is negated, and the
+    resampling of a geometric operation."""
 
     name: str
     magnitude: float
     negate: bool
+    interpolation: str = "bicubic"
 
 
 @dataclass(frozen=True)
@@ -218,12 +221,14 @@ class RandAugment:
     Args:
         spec: the policy (:func:`parse_rand_augment`).
         fill: RGB value of the pixels that geometric operations bring in (timm: the mean pixel).
-        interpolation: ``bilinear`` or ``bicubic`` resampling of the geometric operations.
+        interpolation: ``bilinear`` or ``bicubic`` resampling of the geometric operations, or ``random``
+            (one of the two per operation, as timm without a set interpolation).
     """
 
     def __init__(self, spec: RandAugmentSpec, fill: Fill = (128, 128, 128), interpolation: str = "bicubic") -> None:
-        if interpolation not in INTERPOLATIONS:
-            raise DropCovError(f"interpolation {interpolation!r} is not known; use one of {', '.join(INTERPOLATIONS)}")
+        if interpolation not in (*INTERPOLATIONS, RANDOM_INTERPOLATION):
+            raise DropCovError(f"interpolation {interpolation!r} is not known; use one of "
+                               f"{', '.join((*INTERPOLATIONS, RANDOM_INTERPOLATION))}")
         self.spec, self.fill, self.interpolation = spec, tuple(int(v) for v in fill), interpolation
 
     def plan(self, rng: np.random.Generator) -> List[Step]:
@@ -232,6 +237,9 @@ class RandAugment:
         steps = []
         for index in rng.integers(len(names), size=spec.num_layers):
             applied, negate = rng.random() < spec.prob, rng.random() < 0.5
+            interpolation = self.interpolation
+            if interpolation == RANDOM_INTERPOLATION:
+                interpolation = "bilinear" if rng.random() < 0.5 else "bicubic"
             if math.isinf(spec.magnitude_std):
                 magnitude = rng.uniform(0.0, spec.magnitude)
             elif spec.magnitude_std > 0:
@@ -239,7 +247,8 @@ class RandAugment:
             else:
                 magnitude = spec.magnitude
             if applied:
-                steps.append(Step(names[index], float(min(max(magnitude, 0.0), spec.magnitude_max)), bool(negate)))
+                steps.append(Step(names[index], float(min(max(magnitude, 0.0), spec.magnitude_max)), bool(negate),
+                                  interpolation))
         return steps
 
     def apply(self, image: np.ndarray, steps: Sequence[Step]) -> np.ndarray:
@@ -248,7 +257,7 @@ class RandAugment:
             return image
         picture = Image.fromarray(image)
         for step in steps:
-            picture = apply_operation(picture, step.name, step.magnitude, step.negate, self.fill, self.interpolation)
+            picture = apply_operation(picture, step.name, step.magnitude, step.negate, self.fill, step.interpolation)
         return np.asarray(picture)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

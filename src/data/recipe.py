@@ -25,7 +25,7 @@ import numpy as np
 from src.data.augment import RandAugment, parse_rand_augment
 from src.data.erasing import RandomErasing
 from src.data.mixup import MixupCutmix
-from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION_NAMES
+from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TRAIN_INTERPOLATIONS
 from src.errors import DropCovError
 
 
@@ -48,9 +48,9 @@ class AugmentSettings:
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATION_NAMES:
+        if self.interpolation not in TRAIN_INTERPOLATIONS:
             raise DropCovError(f"train_interpolation {self.interpolation!r} is not known; use one of "
-                               f"{', '.join(INTERPOLATION_NAMES)}")
+                               f"{', '.join(TRAIN_INTERPOLATIONS)}")
         if self.color_jitter < 0:
             raise DropCovError(f"color_jitter must be >= 0, got {self.color_jitter!r}")
         if self.auto_augment:

@@ -23,7 +23,8 @@ Resize to ``image_size``; Normalize with the CIFAR-10 mean/std (x255), HWC2CHW.
 Options of the modern recipe (all off by default): ``interpolation="bicubic"`` resizes with
 ``Inter.PILCUBIC`` (MindSpore's copy of Pillow's bicubic: the same pixels as timm's / DeiT's
 ``InterpolationMode.BICUBIC``; MindSpore's ``Inter.BICUBIC`` is OpenCV's and differs by up to ~50 levels on
-a downscale), or Pillow's own bicubic with ``resize_library="pillow"``; ``color_jitter`` adds
+a downscale), or Pillow's own bicubic with ``resize_library="pillow"``; ``"random"`` picks bilinear or
+bicubic per training crop (``RandomChoice``, timm's ``random``); ``color_jitter`` adds
 ``RandomColorAdjust(b, c, s)`` after the flip; ``crop_pct`` sets the evaluation crop fraction (timm's
 ``crop_pct``, 0.875 here); ``normalize=False`` ends the train transform at the uint8 (H, W, 3) crop, for the
 batch-level operations of :mod:`src.data.recipe` (RandAugment, random erasing, Mixup/CutMix) to take over.
@@ -50,6 +51,8 @@ original MindSpore code scored, or Pillow's antialiased bilinear resize with tor
 the authors' PyTorch code scored (``transforms.Resize(256)``, ``CenterCrop(224)`` on PIL images)."""
 CIFAR10_PADDING = 4
 INTERPOLATION_NAMES = ("bilinear", "bicubic")
+TRAIN_INTERPOLATIONS = INTERPOLATION_NAMES + ("random",)
+"""``random``: each training crop bilinear or bicubic with equal probability (timm's ``random``)."""
 
 
 def eval_resize_size(image_size: int, crop_pct: float = EVAL_CROP_FRACTION) -> int:
@@ -89,12 +92,15 @@ def imagenet_train_operations(image_size: int, safe_decode: bool = True,
     import mindspore.dataset.vision as vision
 
     scale = (crop_min_scale, TRAIN_CROP_SCALE[1])
-    resize = {} if interpolation == "bilinear" else {"interpolation": interpolation_mode(interpolation)}
-    if safe_decode or decoded:
-        crop = ([] if decoded else [decode_image]) + \
-            [vision.RandomResizedCrop(image_size, scale=scale, ratio=TRAIN_CROP_RATIO, **resize)]
-    else:
-        crop = [vision.RandomCropDecodeResize(image_size, scale=scale, ratio=TRAIN_CROP_RATIO, **resize)]
+    kind = vision.RandomResizedCrop if safe_decode or decoded else vision.RandomCropDecodeResize
+    crops = [kind(image_size, scale=scale, ratio=TRAIN_CROP_RATIO,
+                  **({} if name == "bilinear" else {"interpolation": interpolation_mode(name)}))
+             for name in (INTERPOLATION_NAMES if interpolation == "random" else (interpolation,))]
+    if len(crops) > 1:
+        import mindspore.dataset.transforms as transforms
+
+        crops = [transforms.RandomChoice(crops)]
+    crop = ([decode_image] if safe_decode and not decoded else []) + crops
     flip = [vision.RandomHorizontalFlip()] if hflip else []
     jitter = [vision.RandomColorAdjust(color_jitter, color_jitter, color_jitter)] if color_jitter > 0 else []
     return crop + flip + jitter + (_normalize_to_chw(IMAGENET_MEAN, IMAGENET_STD) if normalize else [])
