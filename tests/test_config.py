@@ -157,15 +157,18 @@ def test_published_recipe_values():
 def test_shipped_configs_build_their_model(path):
     from src.models import create_model_from_config
 
+    from src.models import model_spec
+
     config, _ = load_config(["--config_path", str(path)])
     net = create_model_from_config(config)
-    fc_weight = next(p for p in net.get_parameters() if p.name == "fc.weight")
-    assert fc_weight.shape[0] == config.class_num
-    if config.head == "dropcov":
-        assert fc_weight.shape[1] == config.cov_dim * (config.cov_dim + 1) // 2
+    classifier = {f"{name}.weight" for name in model_spec(config.net_name).classifier}
+    weights = [p for p in net.get_parameters() if p.name in classifier]
+    assert len(weights) == len(classifier) and all(w.shape[0] == config.class_num for w in weights)
+    if model_spec(config.net_name).family == "resnet" and config.head == "dropcov":
+        assert weights[0].shape[1] == config.cov_dim * (config.cov_dim + 1) // 2
 
 
-RECIPE_CONFIGS = ("resnet50_dropcov_a3_config.yaml",)
+RECIPE_CONFIGS = ("resnet50_dropcov_a3_config.yaml", "deit_small_dropcov_config.yaml")
 
 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p.name not in RECIPE_CONFIGS],
@@ -202,3 +205,18 @@ def test_the_a3_recipe_config_turns_the_recipe_on():
 def test_recipe_keys_are_checked_when_loaded(option, value, message):
     with pytest.raises(DropCovError, match=message):
         load_config([option, value])
+
+
+def test_the_transformer_config_is_the_authors_recipe():
+    from src.data.recipe import AugmentSettings
+
+    config, _ = load_config(["--config_path", str(CONFIG_DIR / "deit_small_dropcov_config.yaml")])
+    augment = AugmentSettings.from_config(config)
+    assert (augment.interpolation, augment.auto_augment, augment.random_erase_prob) == \
+        ("random", "rand-m9-mstd0.5-inc1", 0.25)
+    assert (augment.mixup_alpha, augment.cutmix_alpha, augment.label_smoothing) == (0.8, 1.0, 0.1)
+    assert (config.optimizer, config.weight_decay, config.no_decay_1d, config.lr_max) == ("AdamW", 0.03, True, 1e-3)
+    assert (config.lr_schedule_unit, config.lr_warmup_prefix, config.lr_init, config.lr_end) == \
+        ("epoch", False, 1e-6, 1e-5)
+    assert (config.model_ema_decay, config.drop_path_rate, config.batch_size * config.device_num) == \
+        (0.99996, 0.1, 1024)
