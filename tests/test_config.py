@@ -155,9 +155,7 @@ def test_published_recipe_values():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_configs_build_their_model(path):
-    from src.models import create_model_from_config
-
-    from src.models import model_spec
+    from src.models import create_model_from_config, model_spec
 
     config, _ = load_config(["--config_path", str(path)])
     net = create_model_from_config(config)
