@@ -7,9 +7,9 @@ fixed or dynamic loss scaling and data parallel, in one compiled cell.
 ``RecipeTrainStep`` with ``accumulation_steps = k`` updates the weights on every k-th call; in between it
 adds the batch's gradients to ``accum.<name>``. The update:
 
-1. ``g = (accum + g_k) / k`` -- the mean gradient of the k micro-batches (each already unscaled by the
-   loss scale: ``grad(loss * s) / s``), which equals the gradient of the mean loss over the k-times batch;
-   the accumulators are cleared;
+1. ``g = accum + g_k / k`` -- the mean gradient of the k micro-batches (each unscaled by the loss scale and
+   divided by k in one multiply: ``grad(loss * s) / (s k)``; the first of a cycle is assigned to the
+   accumulators, the others added), which equals the gradient of the mean loss over the k-times batch;
 2. all-reduce ``g`` over the ranks (mean) in a data-parallel run -- once per update, not per micro-batch;
 3. dynamic loss scale: the update is skipped when ``g`` holds Inf/NaN, and the scale adjusted
    (MindSpore's ``DynamicLossScaleUpdateCell``: halve on overflow, double after 2,000 good updates);
@@ -41,8 +41,12 @@ ACCUMULATOR_PREFIX = "accum"
 MICRO_STEPS_NAME = "accum.micro_steps"
 
 _unscale = ops.MultitypeFuncGraph("unscale")
+_assign_to = ops.MultitypeFuncGraph("assign_to")
 _add_to = ops.MultitypeFuncGraph("add_to")
-_take_sum = ops.MultitypeFuncGraph("take_sum")
+_sum_with = ops.MultitypeFuncGraph("sum_with")
+
+#: What one call does (a compile-time constant: one graph per phase that occurs).
+ONLY, FIRST, MIDDLE, LAST = 0, 1, 2, 3  # update at once; start, continue, finish an accumulation cycle
 
 
 @_unscale.register("Tensor", "Tensor")
@@ -50,16 +54,20 @@ def _unscale_one(inverse_scale, gradient):
     return gradient * F.cast(inverse_scale, F.dtype(gradient))
 
 
+@_assign_to.register("Tensor", "Tensor")
+def _assign_one(accumulator, gradient):
+    return F.assign(accumulator, F.cast(gradient, F.dtype(accumulator)))
+
+
 @_add_to.register("Tensor", "Tensor")
 def _add_one(accumulator, gradient):
     return F.assign_add(accumulator, F.cast(gradient, F.dtype(accumulator)))
 
 
-@_take_sum.register("Tensor", "Tensor", "Tensor")
-def _take_one(inverse_count, accumulator, gradient):
-    """``(accumulator + gradient) * inverse_count``, and the accumulator cleared."""
-    total = (accumulator + F.cast(gradient, F.dtype(accumulator))) * inverse_count
-    return F.depend(total, F.assign(accumulator, F.zeros_like(accumulator)))
+@_sum_with.register("Tensor", "Tensor")
+def _sum_one(accumulator, gradient):
+    """``accumulator + gradient`` (the accumulator is left as it is: the next cycle overwrites it)."""
+    return accumulator + F.cast(gradient, F.dtype(accumulator))
 
 
 class RecipeTrainStep(nn.Cell):
@@ -75,8 +83,8 @@ class RecipeTrainStep(nn.Cell):
         ema: the model EMA to update after each optimizer update, or None.
 
     Call it as ``step(images, labels)`` once per batch; it returns the batch's loss. The host keeps count of
-    the micro-batches (no device synchronisation per call) and compiles two graphs when k > 1: one that
-    accumulates, one that updates.
+    the micro-batches (no device synchronisation per call) and compiles one graph per phase of a cycle
+    (:data:`ONLY` when k = 1; :data:`FIRST`, :data:`MIDDLE` when k > 2, :data:`LAST`).
     """
 
     def __init__(self, network_with_loss: nn.Cell, optimizer: nn.Optimizer,
@@ -101,7 +109,6 @@ class RecipeTrainStep(nn.Cell):
         if self.accumulating:
             self.accumulators = self.weights.clone(prefix=ACCUMULATOR_PREFIX, init="zeros")
             self.micro_steps = Parameter(Tensor(0, ms.int32), name=MICRO_STEPS_NAME, requires_grad=False)
-            self.inverse_count = Tensor(1.0 / self.accumulation_steps, ms.float32)
         self.clip_grad_norm = float(clip_grad_norm)
         self.ema = ema
         self.loss_scale_update, self.dynamic = _loss_scale_update_cell(loss_scale_manager)
@@ -113,17 +120,21 @@ class RecipeTrainStep(nn.Cell):
         self.reducer_flag, self.grad_reducer = _gradient_reducer(self.weights)
         self._pending: int | None = None  # micro-batches accumulated since the last update (host copy)
 
-    def construct(self, images: Tensor, labels: Tensor, apply_update: bool) -> Tensor:
+    def construct(self, images: Tensor, labels: Tensor, phase: int) -> Tensor:
         loss = self.network(images, labels)
         scale = self.scale_sense
         sens = F.ones_like(loss) * F.cast(scale, F.dtype(loss))
         grads = self.grad(self.network, self.weights)(images, labels, sens)
-        grads = self.hyper_map(F.partial(_unscale, ops.reciprocal(F.cast(scale, ms.float32))), grads)
-        if self.accumulating:
-            if not apply_update:
-                added = self.hyper_map(_add_to, self.accumulators, grads)
-                return F.depend(loss, F.depend(F.assign_add(self.micro_steps, Tensor(1, ms.int32)), added))
-            grads = self.hyper_map(F.partial(_take_sum, self.inverse_count), self.accumulators, grads)
+        inverse = ops.reciprocal(F.cast(scale, ms.float32) * self.accumulation_steps)  # unscale and average
+        grads = self.hyper_map(F.partial(_unscale, inverse), grads)
+        if phase == FIRST:
+            stored = self.hyper_map(_assign_to, self.accumulators, grads)
+            return F.depend(loss, F.depend(F.assign(self.micro_steps, Tensor(1, ms.int32)), stored))
+        if phase == MIDDLE:
+            added = self.hyper_map(_add_to, self.accumulators, grads)
+            return F.depend(loss, F.depend(F.assign_add(self.micro_steps, Tensor(1, ms.int32)), added))
+        if phase == LAST:
+            grads = self.hyper_map(_sum_with, self.accumulators, grads)
             loss = F.depend(loss, F.assign(self.micro_steps, Tensor(0, ms.int32)))
         grads = self.grad_reducer(grads)
         if self.dynamic:
@@ -146,9 +157,10 @@ class RecipeTrainStep(nn.Cell):
         """Train on one batch: accumulate it, or (every k-th call) accumulate it and update."""
         if self._pending is None:
             self.sync_host_state()
-        apply_update = self._pending + 1 >= self.accumulation_steps
-        loss = super().__call__(images, labels, apply_update)
-        self._pending = 0 if apply_update else self._pending + 1
+        last = self._pending + 1 >= self.accumulation_steps
+        phase = ONLY if self.accumulation_steps == 1 else LAST if last else FIRST if self._pending == 0 else MIDDLE
+        loss = super().__call__(images, labels, phase)
+        self._pending = 0 if last else self._pending + 1
         return loss
 
     def sync_host_state(self) -> None:
