@@ -1,5 +1,5 @@
 // oneDNN kernels for MindSpore ops.Custom (func_type="aot", CPU): convolutions on the faster of two
-// memory layouts, and max pooling.
+// memory layouts, max pooling, and evaluation-mode batch norm.
 //
 // MindSpore's stock CPU convolutions hand oneDNN plain NCHW/OIHW memory descriptors, which rules out
 // oneDNN's fastest (blocked-layout) kernels, and on AVX-512 sends some 3x3 convolutions to its reference
@@ -16,6 +16,7 @@
 //   dropcov_conv2d_backward_filter(dy, x, w, cfg)                -> dw (shape of w)
 //   dropcov_max_pool2d_forward    (x, cfg)                       -> y, workspace (uint8, shape of y)
 //   dropcov_max_pool2d_backward   (dy, workspace, x, cfg)        -> dx (shape of x)
+//   dropcov_batch_norm_inference  (x, gamma, beta, mean, var, eps float32[1]) -> y (evaluation mode)
 // Convolution cfg = [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]; with same=1
 // the padding is MindSpore's 'same' (extra row/column at the bottom/right), else the given top/left
 // padding and whatever bottom/right padding the output size implies. Pooling cfg = [kernel_h,
@@ -27,6 +28,7 @@
 #include <oneapi/dnnl/dnnl_threadpool.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -405,6 +407,44 @@ int RunPool(bool backward, void *in, void *workspace, void *out, const PoolGeome
   }
 }
 
+// Evaluation-mode batch norm on NCHW: y = x * scale[c] + shift[c], with scale = gamma / sqrt(var + eps)
+// and shift = beta - mean * scale, in one pass over x. MindSpore's CPU kernel runs oneDNN's batch norm on
+// the plain layout (its generic "ncsp" implementation), several times slower than a memory pass. The
+// loop is compiled for AVX-512, AVX2 and a baseline, picked at load time for the CPU (memory-bound: the
+// ONEDNN_MAX_CPU_ISA cap does not matter here).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void ScaleShiftPlanes(const float *x, float *y, const float *scale, const float *shift, int64_t first,
+                      int64_t last, int64_t channels, int64_t plane) {
+  for (int64_t p = first; p < last; ++p) {
+    const float a = scale[p % channels], b = shift[p % channels];
+    const float *in = x + p * plane;
+    float *out = y + p * plane;
+    for (int64_t i = 0; i < plane; ++i) out[i] = in[i] * a + b;
+  }
+}
+
+int RunBatchNormInference(const float *x, const float *gamma, const float *beta, const float *mean,
+                          const float *variance, float eps, float *y, const int64_t *shape) {
+  try {
+    const int64_t channels = shape[1], plane = shape[2] * shape[3], planes = shape[0] * channels;
+    std::vector<float> scale(channels), shift(channels);
+    for (int64_t c = 0; c < channels; ++c) {
+      scale[c] = gamma[c] / std::sqrt(variance[c] + eps);
+      shift[c] = beta[c] - mean[c] * scale[c];
+    }
+    auto *pool = GetRuntime().pool;
+    const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool->get_num_threads(), planes)));
+    pool->parallel_for(tasks, [&](int task, int n) {
+      ScaleShiftPlanes(x, y, scale.data(), shift.data(), planes * task / n, planes * (task + 1) / n, channels,
+                       plane);
+    });
+    return 0;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "dropcov batch norm failed: %s\n", e.what());
+    return 1;
+  }
+}
+
 }  // namespace
 
 #define DROPCOV_EXPORT __attribute__((visibility("default")))
@@ -444,6 +484,18 @@ DROPCOV_EXPORT int dropcov_max_pool2d_backward(int nparam, void **params, int *n
   if (nparam != 5 || !Float32(dtypes[0])) return 1;
   const auto *cfg = static_cast<const int64_t *>(params[3]);
   return RunPool(true, params[0], params[1], params[4], MakePoolGeometry(shapes[2], shapes[0], cfg));
+}
+
+DROPCOV_EXPORT int dropcov_batch_norm_inference(int nparam, void **params, int *ndims, int64_t **shapes,
+                                                const char **dtypes, void *stream, void *extra) {
+  if (nparam != 7 || ndims[0] != 4) return 1;
+  for (int i = 0; i < 7; ++i)
+    if (!Float32(dtypes[i])) return 1;
+  const auto *eps = static_cast<const float *>(params[5]);
+  return RunBatchNormInference(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                               static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
+                               static_cast<const float *>(params[4]), eps[0], static_cast<float *>(params[6]),
+                               shapes[0]);
 }
 
 }  // extern "C"

@@ -7,7 +7,8 @@ of the ``nn.Conv2d`` it replaces, so parameter names, shapes and checkpoints do 
 
 ``conv_backend`` (config key) chooses: ``stock`` (MindSpore's kernels), ``onednn`` (these, or an error
 saying why not), ``auto`` (these on CPU at amp_level O0 when the library builds, else stock). With
-``onednn`` the padded max-pools move to oneDNN too (:mod:`src.kernels.onednn_pool`).
+``onednn`` the padded max-pools move to oneDNN too (:mod:`src.kernels.onednn_pool`), and the batch norms'
+evaluation-mode forward to one pass of our kernel (:mod:`src.kernels.batch_norm`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from src.errors import DropCovError
 from src.models.cell_surgery import replace_cells
 
 from .backend import resolve_conv_backend
+from .batch_norm import use_inference_batch_norms
 from .onednn_pool import use_onednn_max_pools
 
 logger = logging.getLogger(__name__)
@@ -115,13 +117,15 @@ def use_onednn_convolutions(net: nn.Cell, library: str) -> int:
 
 
 def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_level: str) -> str:
-    """Resolve ``conv_backend``; for ``onednn`` swap ``net``'s convolutions and padded max-pools; return it."""
+    """Resolve ``conv_backend``; for ``onednn`` swap ``net``'s convolutions, padded max-pools and batch norms
+    (evaluation mode) to our kernels; return the backend."""
     backend, detail = resolve_conv_backend(requested, device_target, amp_level)
     if backend == "onednn":
         convolutions = use_onednn_convolutions(net, detail)
         pools = use_onednn_max_pools(net, detail)
-        logger.info("conv_backend=%s: %d convolutions and %d max-pools run on the oneDNN kernels (%s)",
-                    requested, convolutions, pools, detail)
+        batch_norms = use_inference_batch_norms(net, detail)
+        logger.info("conv_backend=%s: %d convolutions, %d max-pools and %d batch norms (evaluation) run on our "
+                    "kernels (%s)", requested, convolutions, pools, batch_norms, detail)
     elif requested == "auto" and "could not be built" in detail:
         logger.warning("conv_backend=auto: using MindSpore's convolutions because %s", detail)
     else:
