@@ -272,6 +272,8 @@ inline dnnl::threadpool_interop::threadpool_iface *MakePool() {
     int threads = requested ? requested : UsableCores();
     if (!requested && mindspore_threads > 0) threads = std::min(threads, mindspore_threads);
     if (auto *pool = MindSporePool::Find(threads)) return pool;
+    std::fprintf(stderr, "dropcov oneDNN kernels: MindSpore's thread pool was not found in this MindSpore; "
+                         "using a pool of our own\n");
   }
   return new WorkerPool(requested ? requested : UsableCores());
 }
