@@ -1,12 +1,14 @@
-// oneDNN kernels for MindSpore ops.Custom (func_type="aot", CPU): convolutions on blocked layouts, and
-// max pooling.
+// oneDNN kernels for MindSpore ops.Custom (func_type="aot", CPU): convolutions on the faster of two
+// memory layouts, max pooling, and evaluation-mode batch norm.
 //
 // MindSpore's stock CPU convolutions hand oneDNN plain NCHW/OIHW memory descriptors, which rules out
-// oneDNN's fastest (blocked-layout) kernels. These kernels let oneDNN choose its own layouts
-// (format_tag::any), reorder the plain tensors MindSpore owns into them, and reorder the result back.
-// Primitives and their buffers are created once per shape and cached. They link against the oneDNN
-// library inside the MindSpore wheel (built with DNNL_CPU_RUNTIME=THREADPOOL), so they bring a small
-// thread pool of their own. Built by src/kernels/build.py; used by src/kernels/onednn_conv.py.
+// oneDNN's fastest (blocked-layout) kernels, and on AVX-512 sends some 3x3 convolutions to its reference
+// kernel. These kernels can also let oneDNN choose its own layouts (format_tag::any), reorder the plain
+// tensors MindSpore owns into them, and reorder the result back. The first call of each (direction,
+// shape) times both layouts and keeps the faster (onednn_layout_choices.h). Primitives and reorders are
+// created once per shape and cached. They link against the oneDNN library inside the MindSpore wheel
+// (built with DNNL_CPU_RUNTIME=THREADPOOL) and run its parallel loops on MindSpore's own thread pool
+// (onednn_threadpool.h). Built by src/kernels/build.py; used by src/kernels/onednn_conv.py.
 //
 // Entry points (inputs first, then the output, as MindSpore passes them):
 //   dropcov_conv2d_forward        (x NCHW, w OIHW, cfg int64[7]) -> y NCHW
@@ -14,6 +16,7 @@
 //   dropcov_conv2d_backward_filter(dy, x, w, cfg)                -> dw (shape of w)
 //   dropcov_max_pool2d_forward    (x, cfg)                       -> y, workspace (uint8, shape of y)
 //   dropcov_max_pool2d_backward   (dy, workspace, x, cfg)        -> dx (shape of x)
+//   dropcov_batch_norm_inference  (x, gamma, beta, mean, var, eps float32[1]) -> y (evaluation mode)
 // Convolution cfg = [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]; with same=1
 // the padding is MindSpore's 'same' (extra row/column at the bottom/right), else the given top/left
 // padding and whatever bottom/right padding the output size implies. Pooling cfg = [kernel_h,
@@ -24,138 +27,42 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <oneapi/dnnl/dnnl_threadpool.hpp>
 
-#include <sched.h>
-
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include "onednn_layout_choices.h"
+#include "onednn_threadpool.h"
 
 namespace {
 
 using dnnl::memory;
+using dropcov::Layout;
+using dropcov::LayoutPolicy;
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
-// A fixed pool of worker threads for oneDNN's threadpool runtime (MindSpore's libdnnl is built with
-// DNNL_CPU_RUNTIME=THREADPOOL). The calling thread takes part in every job. A job ends only when its
-// closures have all run *and* every worker that joined it has left it, so no worker can ever pick up
-// an index of the next job while still holding the previous job's closure.
-class WorkerPool : public dnnl::threadpool_interop::threadpool_iface {
- public:
-  explicit WorkerPool(int threads) : threads_(std::max(1, threads)) {
-    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
-  }
-  ~WorkerPool() override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-      ++generation_;
-    }
-    wake_.notify_all();
-    for (auto &w : workers_) w.join();
-  }
-  int get_num_threads() const override { return threads_; }
-  bool get_in_parallel() const override { return in_parallel_; }
-  uint64_t get_flags() const override { return 0; }
-
-  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
-    if (n <= 0) return;
-    // A nested call, or a call from a second MindSpore thread while a job runs, runs inline.
-    std::unique_lock<std::mutex> busy(job_mutex_, std::try_to_lock);
-    if (n == 1 || threads_ == 1 || in_parallel_ || !busy.owns_lock()) {
-      for (int i = 0; i < n; ++i) fn(i, n);
-      return;
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      fn_ = &fn;
-      n_ = n;
-      next_.store(0);
-      done_.store(0);
-      ++generation_;
-    }
-    wake_.notify_all();
-    RunTasks(fn, n);
-    while (done_.load(std::memory_order_acquire) < n) std::this_thread::yield();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      fn_ = nullptr;  // no worker joins from now on
-    }
-    while (joined_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
-  }
-
- private:
-  void RunTasks(const std::function<void(int, int)> &fn, int n) {
-    in_parallel_ = true;
-    for (int i = next_.fetch_add(1); i < n; i = next_.fetch_add(1)) {
-      fn(i, n);
-      done_.fetch_add(1, std::memory_order_release);
-    }
-    in_parallel_ = false;
-  }
-  void WorkerLoop() {
-    uint64_t seen = 0;
-    for (;;) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_ != seen; });
-      seen = generation_;
-      if (stop_) return;
-      if (fn_ == nullptr) continue;
-      const std::function<void(int, int)> *fn = fn_;
-      const int n = n_;
-      joined_.fetch_add(1, std::memory_order_acq_rel);
-      lock.unlock();
-      RunTasks(*fn, n);
-      joined_.fetch_sub(1, std::memory_order_acq_rel);
-    }
-  }
-
-  const int threads_;
-  std::vector<std::thread> workers_;
-  std::mutex mutex_, job_mutex_;
-  std::condition_variable wake_;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-  const std::function<void(int, int)> *fn_ = nullptr;
-  int n_ = 0;
-  std::atomic<int> next_{0}, done_{0}, joined_{0};
-  static thread_local bool in_parallel_;
-};
-thread_local bool WorkerPool::in_parallel_ = false;
-
-int UsableCores() {
-  if (const char *env = std::getenv("DROPCOV_ONEDNN_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
 struct Runtime {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  WorkerPool pool{UsableCores()};
+  dnnl::threadpool_interop::threadpool_iface *pool = dropcov::MakePool();
+  dropcov::LayoutChoices layouts{pool->get_num_threads()};
 };
 Runtime &GetRuntime() {
   static Runtime *runtime = new Runtime();  // never destroyed: kernels may run during exit
   return *runtime;
 }
 dnnl::stream &ThreadStream() {
-  thread_local dnnl::stream stream = dnnl::threadpool_interop::make_stream(GetRuntime().engine, &GetRuntime().pool);
+  thread_local dnnl::stream stream = dnnl::threadpool_interop::make_stream(GetRuntime().engine, GetRuntime().pool);
   return stream;
 }
 
@@ -281,84 +188,127 @@ struct Kernel {
   memory::desc scratchpad;
 };
 
-dnnl::convolution_forward::primitive_desc ForwardDesc(const ConvGeometry &g) {
-  return dnnl::convolution_forward::primitive_desc(
-      GetRuntime().engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-      Any(g.src), Any(g.wei), Any(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r,
-      dnnl::primitive_attr());
-}
-
 dnnl::primitive_attr UserScratchpad() {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return attr;
 }
 
-std::unique_ptr<Kernel> BuildKernel(int direction, const ConvGeometry &g) {
+// The convolution of `direction` (0 forward, 1 backward-data, 2 backward-filter) on `layout`; nullptr
+// when `reject_reference` and oneDNN has nothing better than its reference implementation for it.
+std::unique_ptr<Kernel> BuildKernel(int direction, const ConvGeometry &g, Layout layout, bool reject_reference) {
   auto k = std::make_unique<Kernel>();
   const auto &eng = GetRuntime().engine;
   const memory::desc src = Plain(g.src, tag::nchw), wei = Plain(g.wei, tag::oihw), dst = Plain(g.dst, tag::nchw);
-  auto fwd = ForwardDesc(g);
-  memory::desc pad_desc;
+  const bool blocked = layout == Layout::kBlocked;
+  const memory::desc src_any = blocked ? Any(g.src) : src, wei_any = blocked ? Any(g.wei) : wei,
+                     dst_any = blocked ? Any(g.dst) : dst;
+  const dnnl::convolution_forward::primitive_desc fwd(
+      eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_any, wei_any, dst_any,
+      g.strides, g.dilates, g.pad_l, g.pad_r, UserScratchpad());
+  std::string implementation;
   if (direction == 0) {
-    dnnl::convolution_forward::primitive_desc pd(
-        eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, Any(g.src), Any(g.wei),
-        Any(g.dst), g.strides, g.dilates, g.pad_l, g.pad_r, UserScratchpad());
-    k->primitive = dnnl::convolution_forward(pd);
-    k->a.Init(src, pd.src_desc(), false);
-    k->b.Init(wei, pd.weights_desc(), false);
-    k->out.Init(dst, pd.dst_desc(), true);
+    implementation = fwd.impl_info_str();
+    k->primitive = dnnl::convolution_forward(fwd);
+    k->a.Init(src, fwd.src_desc(), false);
+    k->b.Init(wei, fwd.weights_desc(), false);
+    k->out.Init(dst, fwd.dst_desc(), true);
     k->arg_a = DNNL_ARG_SRC; k->arg_b = DNNL_ARG_WEIGHTS; k->arg_out = DNNL_ARG_DST;
-    pad_desc = pd.scratchpad_desc();
+    k->scratchpad = fwd.scratchpad_desc();
   } else if (direction == 1) {
     dnnl::convolution_backward_data::primitive_desc pd(
-        eng, dnnl::algorithm::convolution_direct, Any(g.src), Any(g.wei), Any(g.dst), g.strides, g.dilates,
-        g.pad_l, g.pad_r, fwd, UserScratchpad());
+        eng, dnnl::algorithm::convolution_direct, src_any, wei_any, dst_any, g.strides, g.dilates, g.pad_l,
+        g.pad_r, fwd, UserScratchpad());
+    implementation = pd.impl_info_str();
     k->primitive = dnnl::convolution_backward_data(pd);
     k->a.Init(dst, pd.diff_dst_desc(), false);
     k->b.Init(wei, pd.weights_desc(), false);
     k->out.Init(src, pd.diff_src_desc(), true);
     k->arg_a = DNNL_ARG_DIFF_DST; k->arg_b = DNNL_ARG_WEIGHTS; k->arg_out = DNNL_ARG_DIFF_SRC;
-    pad_desc = pd.scratchpad_desc();
+    k->scratchpad = pd.scratchpad_desc();
   } else {
     dnnl::convolution_backward_weights::primitive_desc pd(
-        eng, dnnl::algorithm::convolution_direct, Any(g.src), Any(g.wei), Any(g.dst), g.strides, g.dilates,
-        g.pad_l, g.pad_r, fwd, UserScratchpad());
+        eng, dnnl::algorithm::convolution_direct, src_any, wei_any, dst_any, g.strides, g.dilates, g.pad_l,
+        g.pad_r, fwd, UserScratchpad());
+    implementation = pd.impl_info_str();
     k->primitive = dnnl::convolution_backward_weights(pd);
     k->a.Init(dst, pd.diff_dst_desc(), false);
     k->b.Init(src, pd.src_desc(), false);
     k->out.Init(wei, pd.diff_weights_desc(), true);
     k->arg_a = DNNL_ARG_DIFF_DST; k->arg_b = DNNL_ARG_SRC; k->arg_out = DNNL_ARG_DIFF_WEIGHTS;
-    pad_desc = pd.scratchpad_desc();
+    k->scratchpad = pd.scratchpad_desc();
   }
-  k->scratchpad = pad_desc;
+  if (reject_reference && implementation.find("ref") != std::string::npos) return nullptr;
   return k;
 }
 
-Kernel &GetKernel(int direction, const ConvGeometry &g) {
+// Runs `k` on MindSpore's buffers: inputs reordered in, the primitive, the output reordered back.
+void Execute(Kernel &k, void *a, void *b, void *out) {
+  const std::vector<char *> working = ThreadArena().Carve(
+      {k.a.WorkingBytes(), k.b.WorkingBytes(), k.out.WorkingBytes(), k.scratchpad.get_size()});
+  dnnl::stream &s = ThreadStream();
+  memory written = k.out.Output(out, working[2]);
+  k.primitive.execute(s, {{k.arg_a, k.a.Input(a, working[0], s)},
+                          {k.arg_b, k.b.Input(b, working[1], s)},
+                          {k.arg_out, written},
+                          {DNNL_ARG_SCRATCHPAD, memory(k.scratchpad, GetRuntime().engine, working[3])}});
+  k.out.Finish(written, out, s);
+  s.wait();
+}
+
+// The faster of the blocked and plain kernels on this call's buffers (the output is overwritten, and
+// computed again by the caller), by the CPU time of the call on all threads that work on it, which load
+// from other processes does not inflate: one untimed run of each, then the lower of two in the order
+// blocked, plain, plain, blocked.
+std::unique_ptr<Kernel> MeasureFaster(const std::string &key, std::unique_ptr<Kernel> blocked,
+                                      std::unique_ptr<Kernel> plain, void *a, void *b, void *out) {
+  auto cpu_ms = [&](Kernel &k) { return dropcov::CpuMillisecondsOf([&] { Execute(k, a, b, out); }); };
+  Execute(*blocked, a, b, out);
+  Execute(*plain, a, b, out);
+  double blocked_ms = cpu_ms(*blocked);
+  double plain_ms = cpu_ms(*plain);
+  plain_ms = std::min(plain_ms, cpu_ms(*plain));
+  blocked_ms = std::min(blocked_ms, cpu_ms(*blocked));
+  const Layout faster = plain_ms < blocked_ms ? Layout::kPlain : Layout::kBlocked;
+  GetRuntime().layouts.Record(key, faster, blocked_ms, plain_ms);
+  return faster == Layout::kPlain ? std::move(plain) : std::move(blocked);
+}
+
+// The kernel of (direction, shape), built (and, the first time on this machine, measured) on first use.
+// The layout policy is read at each first use and is part of the cache key, so that a forced layout
+// (DROPCOV_ONEDNN_LAYOUT) takes effect for shapes already seen in the process.
+Kernel &GetKernel(int direction, const ConvGeometry &g, void *a, void *b, void *out) {
   static std::mutex cache_mutex;
   static auto *cache = new std::unordered_map<std::string, std::unique_ptr<Kernel>>();
   static const char *names[] = {"fwd", "bwd_data", "bwd_filter"};
+  const LayoutPolicy policy = dropcov::PolicyFromEnvironment();
   const std::string key = Key(names[direction], g);
+  const std::string cache_key = key + "," + std::to_string(static_cast<int>(policy));
   std::lock_guard<std::mutex> lock(cache_mutex);
-  auto it = cache->find(key);
-  if (it == cache->end()) it = cache->emplace(key, BuildKernel(direction, g)).first;
-  return *it->second;
+  auto it = cache->find(cache_key);
+  if (it != cache->end()) return *it->second;
+  std::unique_ptr<Kernel> kernel;
+  Layout known = Layout::kBlocked;
+  switch (policy) {
+    case LayoutPolicy::kBlocked: kernel = BuildKernel(direction, g, Layout::kBlocked, false); break;
+    case LayoutPolicy::kPlain: kernel = BuildKernel(direction, g, Layout::kPlain, false); break;
+    case LayoutPolicy::kMeasure:
+      if (GetRuntime().layouts.Find(key, &known)) {
+        if (known == Layout::kPlain) kernel = BuildKernel(direction, g, Layout::kPlain, true);
+        if (!kernel) kernel = BuildKernel(direction, g, Layout::kBlocked, false);
+      } else {
+        auto blocked = BuildKernel(direction, g, Layout::kBlocked, false);
+        auto plain = BuildKernel(direction, g, Layout::kPlain, true);
+        kernel = plain ? MeasureFaster(key, std::move(blocked), std::move(plain), a, b, out) : std::move(blocked);
+      }
+      break;
+  }
+  return *cache->emplace(cache_key, std::move(kernel)).first->second;
 }
 
 int Run(int direction, void *a, void *b, void *out, const ConvGeometry &g) {
   try {
-    Kernel &k = GetKernel(direction, g);
-    const std::vector<char *> working = ThreadArena().Carve(
-        {k.a.WorkingBytes(), k.b.WorkingBytes(), k.out.WorkingBytes(), k.scratchpad.get_size()});
-    dnnl::stream &s = ThreadStream();
-    memory written = k.out.Output(out, working[2]);
-    k.primitive.execute(s, {{k.arg_a, k.a.Input(a, working[0], s)},
-                            {k.arg_b, k.b.Input(b, working[1], s)},
-                            {k.arg_out, written},
-                            {DNNL_ARG_SCRATCHPAD, memory(k.scratchpad, GetRuntime().engine, working[3])}});
-    k.out.Finish(written, out, s);
-    s.wait();
+    Execute(GetKernel(direction, g, a, b, out), a, b, out);
     return 0;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "dropcov oneDNN convolution failed: %s\n", e.what());
@@ -457,6 +407,44 @@ int RunPool(bool backward, void *in, void *workspace, void *out, const PoolGeome
   }
 }
 
+// Evaluation-mode batch norm on NCHW: y = x * scale[c] + shift[c], with scale = gamma / sqrt(var + eps)
+// and shift = beta - mean * scale, in one pass over x. MindSpore's CPU kernel runs oneDNN's batch norm on
+// the plain layout (its generic "ncsp" implementation), several times slower than a memory pass. The
+// loop is compiled for AVX-512, AVX2 and a baseline, picked at load time for the CPU (memory-bound: the
+// ONEDNN_MAX_CPU_ISA cap does not matter here).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void ScaleShiftPlanes(const float *x, float *y, const float *scale, const float *shift, int64_t first,
+                      int64_t last, int64_t channels, int64_t plane) {
+  for (int64_t p = first; p < last; ++p) {
+    const float a = scale[p % channels], b = shift[p % channels];
+    const float *in = x + p * plane;
+    float *out = y + p * plane;
+    for (int64_t i = 0; i < plane; ++i) out[i] = in[i] * a + b;
+  }
+}
+
+int RunBatchNormInference(const float *x, const float *gamma, const float *beta, const float *mean,
+                          const float *variance, float eps, float *y, const int64_t *shape) {
+  try {
+    const int64_t channels = shape[1], plane = shape[2] * shape[3], planes = shape[0] * channels;
+    std::vector<float> scale(channels), shift(channels);
+    for (int64_t c = 0; c < channels; ++c) {
+      scale[c] = gamma[c] / std::sqrt(variance[c] + eps);
+      shift[c] = beta[c] - mean[c] * scale[c];
+    }
+    auto *pool = GetRuntime().pool;
+    const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool->get_num_threads(), planes)));
+    pool->parallel_for(tasks, [&](int task, int n) {
+      ScaleShiftPlanes(x, y, scale.data(), shift.data(), planes * task / n, planes * (task + 1) / n, channels,
+                       plane);
+    });
+    return 0;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "dropcov batch norm failed: %s\n", e.what());
+    return 1;
+  }
+}
+
 }  // namespace
 
 #define DROPCOV_EXPORT __attribute__((visibility("default")))
@@ -496,6 +484,18 @@ DROPCOV_EXPORT int dropcov_max_pool2d_backward(int nparam, void **params, int *n
   if (nparam != 5 || !Float32(dtypes[0])) return 1;
   const auto *cfg = static_cast<const int64_t *>(params[3]);
   return RunPool(true, params[0], params[1], params[4], MakePoolGeometry(shapes[2], shapes[0], cfg));
+}
+
+DROPCOV_EXPORT int dropcov_batch_norm_inference(int nparam, void **params, int *ndims, int64_t **shapes,
+                                                const char **dtypes, void *stream, void *extra) {
+  if (nparam != 7 || ndims[0] != 4) return 1;
+  for (int i = 0; i < 7; ++i)
+    if (!Float32(dtypes[i])) return 1;
+  const auto *eps = static_cast<const float *>(params[5]);
+  return RunBatchNormInference(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                               static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
+                               static_cast<const float *>(params[4]), eps[0], static_cast<float *>(params[6]),
+                               shapes[0]);
 }
 
 }  // extern "C"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import report
+from bench import report_text
 from bench.common import run_worker
 from bench.op_profile import (
     CUSTOM_CONV_FUNCTIONS,
@@ -94,7 +94,7 @@ def test_worker_profiles_a_tiny_step():
     assert set(result["conv_gflops"]) == {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"}
     assert "ms of kernels per step" in format_profile(result)
     assert (result["conv_backend"], result["custom_kernels"]) == ("stock", {"named": 0, "unnamed": 0})
-    table = "\n".join(report.profile_lines(result))  # what run_all's "profile" section prints
+    table = "\n".join(report_text.profile_lines(result))  # what run_all's "profile" section prints
     assert "| convolution" in table and "| backward-filter" in table
 
 
@@ -113,5 +113,5 @@ def test_worker_profiles_our_kernels_by_direction():
     assert not [op_type for _, op_type in kernels if op_type.startswith("Conv2D")]
     assert set(result["conv_gflops"]) == {f"Custom:{name}" for name in CUSTOM_CONV_FUNCTIONS}
     assert result["by_group"]["convolution"] > 0 and "custom (unnamed)" not in result["by_group"]
-    table = "\n".join(report.profile_lines(result))
+    table = "\n".join(report_text.profile_lines(result))
     assert "onednn convolutions" in table and "| backward-data   | Custom:dropcov_conv2d_backward_data" in table

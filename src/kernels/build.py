@@ -28,6 +28,8 @@ from src.errors import DropCovError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = REPO_ROOT / "csrc" / "onednn_kernels.cc"
+#: The headers ``SOURCE`` includes from its own folder (thread pools, layout choices); in the digest too.
+LOCAL_HEADERS = ("onednn_threadpool.h", "onednn_layout_choices.h")
 #: Built libraries go here (ignored by git); ``DROPCOV_KERNEL_DIR`` overrides it.
 BUILD_DIR = REPO_ROOT / "build" / "kernels"
 #: The PyPI package with oneDNN's headers: 2025.3.0 is oneDNN 3.9, no newer than MindSpore 2.10's 3.10.
@@ -84,6 +86,8 @@ def library_path() -> Path:
     """The library for the current source, flags and MindSpore oneDNN (it may not be built yet)."""
     digest = hashlib.sha256()
     digest.update(SOURCE.read_bytes())
+    for header in LOCAL_HEADERS:
+        digest.update((SOURCE.parent / header).read_bytes())
     digest.update(" ".join(CXX_FLAGS).encode())
     library = mindspore_onednn_library()
     digest.update(f"{library.resolve()}:{library.stat().st_size}".encode())
@@ -121,7 +125,7 @@ def build_library(force: bool = False) -> Path:
         scratch_dir = Path(scratch)
         _prepare_headers(include_dir, scratch_dir / "include")
         output = scratch_dir / target.name
-        command = [cxx, *CXX_FLAGS, f"-I{scratch_dir / 'include'}", str(SOURCE), "-o", str(output),
+        command = [cxx, *CXX_FLAGS, f"-I{scratch_dir / 'include'}", f"-I{SOURCE.parent}", str(SOURCE), "-o", str(output),
                    f"-L{onednn.parent}", "-l:libdnnl.so.3", f"-Wl,-rpath,{onednn.parent}"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -129,9 +133,9 @@ def build_library(force: bool = False) -> Path:
             raise DropCovError(f"compiling {SOURCE.relative_to(REPO_ROOT)} failed ({cxx}): "
                                f"{errors[0].strip() if errors else 'exit status ' + str(result.returncode)}")
         os.replace(output, target)
-    for stale in target.parent.glob("libdropcov_onednn-*.so"):
-        if stale != target:
-            stale.unlink(missing_ok=True)  # a process still using it keeps its mapping
+    for stale in target.parent.glob("libdropcov_onednn-*"):
+        if stale != target and not stale.name.startswith(f"{target.stem}."):
+            stale.unlink(missing_ok=True)  # older libraries and their layout choices; a process keeps its mapping
     return target
 
 

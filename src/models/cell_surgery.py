@@ -124,16 +124,27 @@ def use_onednn_max_pools(net: nn.Cell, library: str) -> int:
     return len(replace_cells(net, lambda cell: OneDNNMaxPool2d(cell, library) if can_replace_pool(cell) else None))
 
 
+def use_inference_batch_norms(net: nn.Cell, library: str) -> int:
+    """Replace every ``nn.BatchNorm2d`` of ``net`` whose evaluation forward our kernel computes in one pass by a
+    :class:`src.kernels.batch_norm.InferenceBatchNorm2d` (training keeps MindSpore's); returns how many."""
+    from src.kernels.batch_norm import InferenceBatchNorm2d, can_replace_batch_norm
+
+    return len(replace_cells(net, lambda cell: InferenceBatchNorm2d(cell, library)
+                             if can_replace_batch_norm(cell) else None))
+
+
 def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_level: str) -> str:
-    """Resolve ``conv_backend``; for ``onednn`` swap ``net``'s convolutions and padded max-pools; return it."""
+    """Resolve ``conv_backend``; for ``onednn`` swap ``net``'s convolutions, padded max-pools and batch norms
+    (evaluation mode) to our kernels; return the backend."""
     from src.kernels.backend import resolve_conv_backend
 
     backend, detail = resolve_conv_backend(requested, device_target, amp_level)
     if backend == "onednn":
         convolutions = use_onednn_convolutions(net, detail)
         pools = use_onednn_max_pools(net, detail)
-        logger.info("conv_backend=%s: %d convolutions and %d max-pools run on the oneDNN kernels (%s)",
-                    requested, convolutions, pools, detail)
+        batch_norms = use_inference_batch_norms(net, detail)
+        logger.info("conv_backend=%s: %d convolutions, %d max-pools and %d batch norms (evaluation) run on our "
+                    "kernels (%s)", requested, convolutions, pools, batch_norms, detail)
     else:
         logger.info("conv_backend=%s: MindSpore's convolutions (%s)", requested, detail)
     return backend
