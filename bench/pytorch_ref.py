@@ -1,4 +1,4 @@
-"""Worker: the authors' PyTorch DropCov network (tests/torch_reference.py) trained in eager mode.
+"""Worker: the authors' PyTorch DropCov network (torch_reference/resnet.py) trained in eager mode.
 
 ``python -m bench.pytorch_ref '{"net_names": ["resnet18"], "batch_size": 8, ...}'``
 
@@ -14,11 +14,9 @@ import os
 from types import ModuleType
 from typing import Any
 
-from bench.common import REPO_ROOT, step_statistics, time_calls, worker_main
+from bench.common import step_statistics, time_calls, worker_main
 from bench.machine import usable_cores
 from bench.peak_flops import torch_kernels
-
-REFERENCE_FILE = REPO_ROOT / "tests" / "torch_reference.py"
 
 
 def torch_available() -> bool:
@@ -27,13 +25,10 @@ def torch_available() -> bool:
 
 
 def load_reference() -> ModuleType:
-    """Import tests/torch_reference.py by path (tests/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("torch_reference", REFERENCE_FILE)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"{REFERENCE_FILE} is missing: the PyTorch reference network lives there")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The authors' PyTorch ResNets (:mod:`torch_reference.resnet`; imports PyTorch)."""
+    from torch_reference import resnet
+
+    return resnet
 
 
 def measure_pytorch(net_names: tuple[str, ...] = ("resnet18",), batch_size: int = 8, image_size: int = 224,

@@ -11,7 +11,7 @@ batch), its evaluation forward, and the head alone as a training step on the fin
 ``(B, 197, 384)`` (forward, backward, update of the head's parameters) -- the DropCov head and the
 plain class-token head, so the DropCov head's share of the step can be read. MindSpore's step is the
 engine's (:func:`src.engine.trainer.build_train_step`, Momentum, fixed loss scale 1); PyTorch's network is
-tests/vit_torch_reference.py. Results go to ``bench/results/vit_<time>.json`` and a table on stdout.
+torch_reference/vit.py. Results go to ``bench/results/vit_<time>.json`` and a table on stdout.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from typing import Any, Sequence
 from bench.common import REPO_ROOT, run_worker, step_statistics, time_calls, worker_main
 from bench.machine import cpu_busy_fraction, describe_machine, summary_line, usable_cores
 
-REFERENCE_FILE = REPO_ROOT / "tests" / "vit_torch_reference.py"
 HEADS = ("dropcov", "class_token")
 
 
@@ -82,13 +81,10 @@ def measure_mindspore(net_name: str, batch_size: int, image_size: int, warmup: i
 def measure_pytorch(net_name: str, batch_size: int, image_size: int, warmup: int, steps: int,
                     quick: bool = False, num_classes: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The same measurements on the authors' network rebuilt in PyTorch (eager, ``<cores>`` threads)."""
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("vit_torch_reference", REFERENCE_FILE)
-    reference = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reference)
+    from torch_reference import vit as reference
+
     torch.set_num_threads(usable_cores())
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

@@ -1,6 +1,6 @@
 """PyTorch DropCov checkpoints -> MindSpore: name mapping, file reading, errors, and equal evaluation logits.
 
-The PyTorch side is the authors' network rewritten in tests/torch_reference.py; the MindSpore side is
+The PyTorch side is the authors' network rewritten in torch_reference/resnet.py; the MindSpore side is
 ``create_model(..., arch_style='torch')``.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from src.models.torch_mapping import (  # noqa: E402
     mindspore_name,
     strip_wrapper_prefix,
 )
-from tests.torch_reference import BLOCKS, build_reference, randomise  # noqa: E402
+from torch_reference.resnet import BLOCKS, build_reference, randomise  # noqa: E402
 
 LAYOUT_NETS = ("resnet18", "resnet34", "resnet50")
 
@@ -258,7 +258,7 @@ def test_training_branch_matches_pytorch(tmp_path):
     from src.models.gcp import adaptive_drop_rate as mindspore_drop_rate
     from src.models.gcp import covariance_pool as mindspore_covariance
     from src.tools.convert_torch import target_parameter_shapes
-    from tests.torch_reference import adaptive_drop_rate as torch_drop_rate
+    from torch_reference.resnet import adaptive_drop_rate as torch_drop_rate
 
     cov_dim = 32
     reference = randomise(build_reference("resnet18", num_classes=10, cov_dim=cov_dim), seed=5)

@@ -1,6 +1,6 @@
 """The authors' PyTorch transformer checkpoints -> MindSpore: name map, their checkpoint layouts, and logits.
 
-The PyTorch side is tests/vit_torch_reference.py; checkpoints are saved as the authors' training code
+The PyTorch side is torch_reference/vit.py; checkpoints are saved as the authors' training code
 (timm 0.4.12's CheckpointSaver) saves them: ``state_dict``, ``state_dict_ema``, ``optimizer``,
 ``amp_scaler``, ``args`` (an argparse.Namespace), ``epoch``, ``arch``, ``version``, ``metric``.
 """
@@ -18,7 +18,7 @@ import mindspore as ms  # noqa: E402
 from src.errors import DropCovError  # noqa: E402
 from src.models import create_model  # noqa: E402
 from src.models.vit_mapping import convert_vit_state_dict, vit_mindspore_name, vit_net_names  # noqa: E402
-from tests.vit_torch_reference import build_reference, randomise  # noqa: E402
+from torch_reference.vit import build_reference, randomise  # noqa: E402
 
 TINY = {"depth": 2}
 

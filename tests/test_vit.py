@@ -225,7 +225,7 @@ def test_analytic_macs_equal_pytorch_flop_counter(name):
     from torch.utils.flop_counter import FlopCounterMode
 
     from src.models.info import describe_model
-    from tests.vit_torch_reference import build_reference
+    from torch_reference.vit import build_reference
 
     dropcov = name.endswith("_dropcov")
     reference = build_reference(name.removesuffix("_dropcov").removesuffix("_cls"), representation=dropcov).eval()

@@ -1,6 +1,6 @@
 """The DropCov transformers against an independent PyTorch build of the authors' network.
 
-tests/vit_torch_reference.py rewrites the authors' network in PyTorch; its seeded random weights go
+torch_reference/vit.py rewrites the authors' network in PyTorch; its seeded random weights go
 through the converter's name map (src/models/vit_mapping.py) into ``create_model``. Evaluation logits
 must agree to 1e-4 relative; in training mode the deterministic parts (BatchNorm on batch statistics,
 the moving statistics, gradients) are compared with the random ones (token mask, dropout, drop path)
@@ -17,7 +17,7 @@ import mindspore as ms  # noqa: E402
 
 from src.models import create_model  # noqa: E402
 from src.models.vit_mapping import convert_vit_state_dict, vit_mindspore_name  # noqa: E402
-from tests.vit_torch_reference import build_reference, randomise  # noqa: E402
+from torch_reference.vit import build_reference, randomise  # noqa: E402
 
 TINY = {"depth": 2}  # the real widths (384, 6 heads, wr 6 x 24) with 2 blocks
 
