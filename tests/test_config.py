@@ -93,6 +93,24 @@ def test_batch_size_must_be_positive(value):
         load_config(["--batch_size", value])
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--momentum", "1.5", r"momentum=1.5 is too large; it must be <= 1"),
+    ("--random_erase_prob", "2", r"random_erase_prob=2.0 is too large; it must be <= 1"),
+    ("--drop_path_rate", "1", r"drop_path_rate=1.0 is too large; it must be <= 0.99"),
+    ("--lr_max", "nan", r"lr_max=nan is not a finite number"),
+    ("--weight_decay", "inf", r"weight_decay=inf is not a finite number"),
+])
+def test_rates_and_probabilities_have_an_upper_bound_and_numbers_are_finite(option, value, message):
+    with pytest.raises(DropCovError, match=message):
+        load_config([option, value])
+
+
+def test_the_upper_bound_is_checked_in_yaml_too(tmp_path):
+    path = write(tmp_path, "eval_crop_pct: 1.2\n")
+    with pytest.raises(DropCovError, match=r"eval_crop_pct=1.2 is too large; it must be <= 1"):
+        load_config(["--config_path", path])
+
+
 def test_missing_config_file_is_named():
     with pytest.raises(DropCovError, match=r"config file not found: /no/such.yaml"):
         load_config(["--config_path", "/no/such.yaml"])

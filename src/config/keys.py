@@ -33,13 +33,14 @@ MODEL, DATA, RUN, OPTIM, CHECKPOINT, EXPORT = "model", "data", "run", "optimisat
 
 
 def key(default: Any, help: str, choices: Choices = None, minimum: float | None = None, group: str = RUN,
-        resume_check: bool = True) -> Any:
+        resume_check: bool = True, maximum: float | None = None) -> Any:
     """A config key: a dataclass field whose metadata says how to check and document it.
 
     ``choices`` is a sequence of allowed values or a function returning one (read when checked);
     ``resume_check`` False marks keys that may change freely when a run is resumed (paths, logging).
     """
-    metadata = {"help": help, "choices": choices, "minimum": minimum, "group": group, "resume_check": resume_check}
+    metadata = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "group": group,
+                "resume_check": resume_check}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -77,13 +78,13 @@ class Config:
                         "1.9's Conv1d default; PyTorchDefault: nn.Conv1d's U(+-1/sqrt(fan_in)))",
                         tuple(ECA_INITS), group=MODEL)
     drop_path_rate: float = key(0.0, "stochastic depth (drop path) of the last block, linearly less before it "
-                                "(the transformers; 0.1 in the authors' recipe)", minimum=0.0, group=MODEL)
+                                "(the transformers; 0.1 in the authors' recipe)", minimum=0.0, group=MODEL, maximum=0.99)
     drop_rate: float = key(0.0, "dropout after the transformers' projections and on their tokens", minimum=0.0,
-                           group=MODEL)
+                           group=MODEL, maximum=0.99)
     token_drop: float = key(0.2, "DropCov's token-mask rate in the transformers' head while training", minimum=0.0,
-                            group=MODEL)
+                            group=MODEL, maximum=0.99)
     cov_drop: float = key(0.5, "dropout on the transformers' cross-covariance representation while training",
-                          minimum=0.0, group=MODEL)
+                          minimum=0.0, group=MODEL, maximum=0.99)
     # data
     dataset: str = key("imagenet", "dataset format: ImageNet-style class folders, or CIFAR-10 binary",
                        list_datasets, group=DATA)
@@ -98,7 +99,7 @@ class Config:
                                    "sizes and crop (how the authors' PyTorch code and timm score); "
                                    "eval_interpolation picks the filter", EVAL_RESIZE_LIBRARIES, group=DATA)
     train_crop_min_scale: float = key(0.08, "smallest random-crop area (fraction of the image) when training",
-                                      minimum=0.01, group=DATA)
+                                      minimum=0.01, group=DATA, maximum=1.0)
     train_hflip: bool = key(True, "random horizontal flip when training", group=DATA)
     safe_decode: bool = key(True, "decode images with Pillow so a corrupt file stops the run with its name "
                             "(False: MindSpore's fused decode ops, which can crash on some corrupt JPEGs)",
@@ -109,13 +110,13 @@ class Config:
     eval_interpolation: str = key("bilinear", "resampling of the evaluation resize (bicubic: Pillow's, as timm)",
                                   INTERPOLATION_NAMES, group=DATA)
     eval_crop_pct: float = key(0.875, "evaluation centre crop as a fraction of the resized shorter side (timm's "
-                               "crop_pct)", minimum=0.01, group=DATA)
+                               "crop_pct)", minimum=0.01, group=DATA, maximum=1.0)
     auto_augment: str = key("", "timm RandAugment policy, e.g. rand-m9-mstd0.5-inc1 (DeiT); empty = off",
                             group=DATA)
     color_jitter: float = key(0.0, "brightness/contrast/saturation jitter factor; unused with auto_augment, as "
                               "in timm", minimum=0.0, group=DATA)
     random_erase_prob: float = key(0.0, "probability of random erasing per image (DeiT: 0.25)", minimum=0.0,
-                                   group=DATA)
+                                   group=DATA, maximum=1.0)
     random_erase_mode: str = key("pixel", "fill of erased boxes: per-pixel normal noise, one normal colour, or "
                                  "zeros", ERASE_MODES, group=DATA)
     random_erase_count: int = key(1, "most boxes erased per image", minimum=1, group=DATA)
@@ -123,9 +124,9 @@ class Config:
     cutmix_alpha: float = key(0.0, "CutMix Beta(alpha, alpha); 0 = off (DeiT: 1.0)", minimum=0.0, group=DATA)
     cutmix_minmax: list[float] = key([], "CutMix box side range [min, max] (fractions of the image) instead of "
                                      "cutmix_alpha; empty = off", group=DATA)
-    mixup_prob: float = key(1.0, "probability of mixing a batch (or pair, image)", minimum=0.0, group=DATA)
+    mixup_prob: float = key(1.0, "probability of mixing a batch (or pair, image)", minimum=0.0, group=DATA, maximum=1.0)
     mixup_switch_prob: float = key(0.5, "probability of CutMix rather than Mixup when both are on", minimum=0.0,
-                                   group=DATA)
+                                   group=DATA, maximum=1.0)
     mixup_mode: str = key("batch", "what shares one Mixup/CutMix draw", MIXUP_MODES, group=DATA)
     batch_size: int = key(64, "images per device per step", minimum=1, group=DATA)
     num_parallel_workers: int = key(8, "data-loading workers per device (capped at the CPU count)", minimum=1,
@@ -148,7 +149,7 @@ class Config:
     train_steps_per_epoch: int = key(0, "limit steps per epoch (0 = the whole training split)", minimum=0,
                                      group=OPTIM)
     optimizer: str = key("Momentum", "optimizer", OPTIMIZER_NAMES, group=OPTIM)
-    momentum: float = key(0.9, "SGD momentum", minimum=0.0, group=OPTIM)
+    momentum: float = key(0.9, "SGD momentum", minimum=0.0, group=OPTIM, maximum=1.0)
     weight_decay: float = key(1e-4, "weight decay on all weights except BN gamma/beta and biases (unless "
                               "decay_norm_and_bias)", minimum=0.0, group=OPTIM)
     decay_norm_and_bias: bool = key(False, "weight decay on BN gamma/beta and biases too (the authors' PyTorch "
@@ -169,7 +170,7 @@ class Config:
     warmup_epochs: float = key(0.0, "epochs of linear warmup from lr_init to lr_max", minimum=0.0, group=OPTIM)
     use_label_smooth: bool = key(True, "label-smoothed cross entropy (with Mixup/CutMix: folded into the soft "
                                  "targets, as timm)", group=OPTIM)
-    label_smooth_factor: float = key(0.1, "label smoothing epsilon", minimum=0.0, group=OPTIM)
+    label_smooth_factor: float = key(0.1, "label smoothing epsilon", minimum=0.0, group=OPTIM, maximum=0.99)
     # optimisation: the modern recipe (AdamW, clipping, accumulation, timm schedules, EMA); all off by default
     adam_betas: list[float] = key([0.9, 0.999], "AdamW's moment decay rates b1 b2", group=OPTIM)
     adam_eps: float = key(1e-8, "AdamW's denominator term", minimum=0.0, group=OPTIM)
@@ -187,7 +188,7 @@ class Config:
                                  group=OPTIM)
     model_ema: bool = key(False, "keep an exponential moving average of the weights and BN statistics; it is "
                           "checkpointed and scored next to the raw weights", group=OPTIM)
-    model_ema_decay: float = key(0.9998, "EMA decay per optimizer update", minimum=0.0, group=OPTIM)
+    model_ema_decay: float = key(0.9998, "EMA decay per optimizer update", minimum=0.0, group=OPTIM, maximum=1.0)
     model_ema_warmup: bool = key(False, "timm's EMA decay warm-up: 1 - (1 + t)^(-2/3), capped at model_ema_decay",
                                  group=OPTIM)
     # checkpoints, evaluation, logging
@@ -239,6 +240,10 @@ class Config:
         """What changed since a run's saved config (see :func:`config_differences`)."""
         return config_differences(saved_yaml, self.to_dict())
 
+    def structure_differences_from(self, saved_yaml: str | None) -> list[str]:
+        """Those of :meth:`differences_from` among :data:`STRUCTURE_KEYS` (the weights cannot reveal them)."""
+        return config_differences(saved_yaml, {key: getattr(self, key) for key in STRUCTURE_KEYS})
+
     def save(self, path: str) -> None:
         """Write the resolved values as YAML (atomically), so a run records exactly what it used."""
         from src.runtime.files import atomic_write_text
@@ -259,6 +264,9 @@ def keys_in(group: str) -> tuple[str, ...]:
     return tuple(name for name, item in KEYS.items() if item.metadata["group"] == group)
 
 
+STRUCTURE_KEYS = ("arch_style", "post_norm", "isqrt_iters", "layer4_stride")
+"""Model keys that change what a network computes but no parameter name or shape: a checkpoint's weights
+load whatever they say, so a difference from the checkpoint's saved config is reported at evaluation."""
 RESUME_UNCHECKED_KEYS = tuple(name for name, item in KEYS.items() if not item.metadata["resume_check"])
 """Keys whose change is not reported when a run is resumed (paths, logging, evaluation schedule)."""
 

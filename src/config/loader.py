@@ -10,6 +10,7 @@ after parsing and before MindSpore is loaded.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import typing
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from src.errors import DropCovError
+from src.errors import CommandLineParser, DropCovError
 
 from .keys import KEYS, MODEL, Config, allowed_values, default_of, keys_in, suggestion
 
@@ -83,14 +84,18 @@ def _scalar(name: str, value: Any, kind: type, source: str) -> Any:
 
 
 def check(name: str, value: Any, choices: Sequence | None, source: str) -> None:
-    """Raise if ``value`` is outside the allowed ``choices`` or below the key's minimum."""
+    """Raise if ``value`` is outside the allowed ``choices``, not finite, or outside the key's [minimum, maximum]."""
     if choices is not None and value not in choices:
         allowed = ", ".join(str(c) for c in choices)
         hint = suggestion(value, [str(c) for c in choices]) if isinstance(value, str) else ""
         raise DropCovError(f"{source}: {name}={value!r} is not allowed; choose one of: {allowed}{hint}")
-    minimum = KEYS[name].metadata["minimum"]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DropCovError(f"{source}: {name}={value!r} is not a finite number")
+    minimum, maximum = KEYS[name].metadata["minimum"], KEYS[name].metadata["maximum"]
     if minimum is not None and value < minimum:
         raise DropCovError(f"{source}: {name}={value!r} is too small; it must be >= {minimum:g}")
+    if maximum is not None and value > maximum:
+        raise DropCovError(f"{source}: {name}={value!r} is too large; it must be <= {maximum:g}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -151,14 +156,9 @@ def read_yaml_config(path: str) -> tuple[dict, dict, dict]:
     return values, helps, choices
 
 
-class _ErrorRaisingParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # noqa: D102 - argparse hook
-        raise DropCovError(f"command line: {message}")
-
-
 def _build_parser(description: str, helps: dict, choices: dict, values: dict,
                   extra_arguments: Callable[[argparse.ArgumentParser], None] | None) -> argparse.ArgumentParser:
-    parser = _ErrorRaisingParser(description=description, allow_abbrev=False,
+    parser = CommandLineParser(description=description, allow_abbrev=False,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_path", default="", help="YAML config file (its keys are the options below)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")

@@ -14,6 +14,8 @@ import numpy as np
 
 from src.errors import DropCovError
 
+MAX_STEPS = 2**31 - 1
+"""MindSpore optimizers count steps in an int32 ``global_step`` (and read the schedule at that index)."""
 LR_DECAY_MODES = ("multistep", "linear", "cosine", "poly", "constant")
 LR_SCHEDULE_UNITS = ("step", "epoch")
 
@@ -72,6 +74,10 @@ def create_lr_schedule(mode: str, lr_init: float, lr_max: float, lr_end: float, 
             raise DropCovError(f"lr_gamma must be positive, got {gamma!r}")
     if mode == "poly" and power <= 0:
         raise DropCovError(f"lr_power must be positive, got {power!r}")
+    if int(total_epochs) * int(steps_per_epoch) > MAX_STEPS:
+        raise DropCovError(f"epoch_size={total_epochs} x {steps_per_epoch} steps per epoch is more than the "
+                           f"{MAX_STEPS:,} optimizer steps a run can count (MindSpore's int32 global step); "
+                           "lower epoch_size")
 
     total_epochs, steps_per_epoch = int(total_epochs), int(steps_per_epoch)
     total_steps = total_epochs * steps_per_epoch

@@ -13,7 +13,6 @@ compiles into a temporary file that is renamed into place.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import os
@@ -24,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from src.errors import DropCovError
+from src.errors import CommandLineParser, DropCovError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = REPO_ROOT / "csrc" / "onednn_kernels.cc"
@@ -142,14 +141,14 @@ def build_library(force: bool = False) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Command line: build the library (``--force`` rebuilds) and print its path; a build problem is one
     line on stderr and exit status 2 (``--debug`` shows the traceback)."""
-    parser = argparse.ArgumentParser(description="Build the oneDNN convolution kernels (csrc/onednn_kernels.cc).")
+    parser = CommandLineParser(description="Build the oneDNN convolution kernels (csrc/onednn_kernels.cc).")
     parser.add_argument("--force", action="store_true", help="rebuild even if an up-to-date library exists")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         print(build_library(force=args.force))
     except DropCovError as error:
-        if args.debug:
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
             raise
         print(f"build_kernels: error: {error}", file=sys.stderr)
         return 2

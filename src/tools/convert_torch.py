@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from src.cli import run_entry_point
-from src.errors import DropCovError
+from src.errors import CommandLineParser, DropCovError
 from src.models._registry import model_specs
 from src.models.torch_mapping import convert_torch_state_dict, strip_wrapper_prefix
 from src.runtime.file_kind import checkpoint_problem, file_kind
@@ -294,7 +294,7 @@ def expected_by_config(config_path: str) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="python -m src.tools.convert_torch",
         description="Convert an authors' PyTorch DropCov checkpoint (.pth/.pth.tar) to a MindSpore .ckpt "
                     "for the arch_style torch network. The backbone and head widths are read from the file.")
