@@ -258,3 +258,30 @@ def test_conv_and_dense_init_options_redraw_weights():
     assert np.abs(default["layer3.0.conv2.weight"]).max() <= xavier_bound
     with pytest.raises(DropCovError, match="unknown conv_init='Kaiming'"):
         create_model("resnet18", conv_init="Kaiming")
+
+
+def test_a_dropcov_head_on_a_one_by_one_map_is_refused():
+    """ResNet + DropCov keeps layer4 at stride 1, so the map is the input / 16: a 16x16 image leaves 1x1,
+    whose covariance is zero for every image; 24 leaves 2x2 (usable); GAP has no such limit."""
+    from src.models.info import check_network_fits
+
+    with pytest.raises(DropCovError, match=r"an image size of 16 leaves a 1x1 map after resnet18's last stage"):
+        check_network_fits("resnet18", {"num_classes": 10, "head": "dropcov"}, (224, 16), memory_bytes=2**40)
+    check_network_fits("resnet18", {"num_classes": 10, "head": "dropcov"}, (24,), memory_bytes=2**40)
+    check_network_fits("resnet18", {"num_classes": 10, "head": "gap"}, (16,), memory_bytes=2**40)
+
+
+def test_the_memory_check_counts_parameters_and_covariance_buffers():
+    """A cov_dim of 4000 (a 4000 x 4000 covariance per image, 8 M-d classifier input) cannot train on 1 GiB;
+    the 128-d head can, and so can cov_dim 4000 with one image per step when memory is larger."""
+    from src.models.info import check_network_fits
+
+    options = {"num_classes": 10, "head": "dropcov", "cov_dim": 4000}
+    with pytest.raises(DropCovError, match=r"needs about \d+ GiB to train, .*of this machine's 1 GiB.*cov_dim=4000"):
+        check_network_fits("resnet18", options, (32,), batch_size=64, memory_bytes=2**30)
+    check_network_fits("resnet18", {"num_classes": 10, "head": "dropcov"}, (32,), batch_size=64, memory_bytes=2**30)
+    params = describe_model("resnet18", image_size=32, **options)["params"]
+    needed = params * 16 + 1 * 6 * 4 * 4000**2
+    check_network_fits("resnet18", options, (32,), batch_size=1, memory_bytes=int(needed / 0.8) + 1)
+    with pytest.raises(DropCovError, match="cov_dim=4000"):
+        check_network_fits("resnet18", options, (32,), batch_size=1, memory_bytes=int(needed / 0.8) - 2**20)

@@ -134,10 +134,11 @@ def create_model_from_config(config: Any, conv_backend: str | None = None) -> An
     :func:`src.models.cell_surgery.apply_conv_backend`), which changes no parameter name or shape.
     """
     from .cell_surgery import apply_conv_backend
-    from .info import check_fits_in_memory
+    from .info import check_network_fits
 
     options = model_options(config)
-    check_fits_in_memory(config.net_name, options)
+    check_network_fits(config.net_name, options, (config.train_image_size, config.eval_image_size),
+                       config.batch_size)
     net = create_model(config.net_name, **options)
     apply_conv_backend(net, conv_backend or config.conv_backend, config.device_target, config.amp_level)
     return net

@@ -129,8 +129,8 @@ def _describe_resnet(arch: ResNetArch, name: str, image_size: int = 224, num_cla
     validate_model_options(num_classes=num_classes, head=head, cov_dim=cov_dim, post_norm=post_norm,
                            isqrt_iters=isqrt_iters, layer4_stride=layer4_stride,
                            adaptive_dropout=adaptive_dropout, arch_style=arch_style)
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
-        raise DropCovError(f"image_size={image_size!r} is not supported: it must be an integer >= 32")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise DropCovError(f"image_size={image_size!r} is not supported: it must be an integer >= 8")
     counter = _Counter()
     size = _backbone(counter, arch, image_size, resolve_layer4_stride(head, layer4_stride))
     if head == "dropcov":
@@ -155,21 +155,50 @@ def _describe_resnet(arch: ResNetArch, name: str, image_size: int = 224, num_cla
 
 BYTES_PER_PARAMETER_TRAINED = 16
 """float32 weight, gradient, optimizer moment and its update: what each trained parameter costs at least."""
+COVARIANCE_COPIES = 6
+"""float32 ``d x d`` (and triangle) buffers per image the DropCov head keeps while training: the covariance,
+its upper triangle, the classifier's input, and their gradients."""
+MEMORY_SHARE = 0.8
+"""The share of the machine's memory a run may plan for (the framework, data workers and the system need the rest)."""
 
 
-def check_fits_in_memory(name: str, options: dict, memory_bytes: int | None = None) -> None:
-    """Raise one line before anything is allocated when the network's parameters alone cannot fit in this
-    machine's memory (e.g. a mistyped ``class_num`` of 100000000 making a classifier of terabytes)."""
+def _physical_memory() -> int | None:
     import os
 
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def check_network_fits(name: str, options: dict, image_sizes: tuple[int, ...] = (224,), batch_size: int = 1,
+                       memory_bytes: int | None = None) -> None:
+    """Raise one line before anything is allocated when a network cannot work on this machine:
+
+    - its DropCov head would pool a 1x1 map (an input too small for the backbone's stride), whose covariance
+      is zero whatever the image: training and evaluation would run and learn nothing;
+    - its parameters and the DropCov head's covariance buffers alone exceed this machine's memory (e.g. a
+      mistyped ``class_num`` of 100000000, or a ``cov_dim`` of 20000).
+    """
+    described = {}
+    for size in sorted(set(image_sizes)):
+        arguments = {"image_size": size, **options}  # a transformer's options fix its image size
+        described[arguments["image_size"]] = describe_model(name, **arguments)
+    for size, info in described.items():
+        if info.get("head") == "dropcov" and info.get("feature_size", 2) < 2:
+            raise DropCovError(f"an image size of {size} leaves a {info['feature_size']}x{info['feature_size']} map "
+                               f"after {name}'s last stage: its covariance is zero whatever the image; use "
+                               "train_image_size and eval_image_size of at least 24")
+    memory_bytes = _physical_memory() if memory_bytes is None else memory_bytes
     if memory_bytes is None:
-        try:
-            memory_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):
-            return
-    count = describe_model(name, **options)["params"]
+        return
+    info = described[max(described)]
+    count = info["params"]
     needed = count * BYTES_PER_PARAMETER_TRAINED
-    if needed > memory_bytes:
-        raise DropCovError(f"{name} with these options has {count:,} parameters: about {needed / 2**30:,.0f} GiB to "
-                           f"train, more than this machine's {memory_bytes / 2**30:,.0f} GiB of memory "
-                           f"(class_num={options.get('num_classes')}?); check the config")
+    cov_dim = info.get("cov_dim") or 0
+    needed += batch_size * COVARIANCE_COPIES * 4 * cov_dim * cov_dim
+    if needed > MEMORY_SHARE * memory_bytes:
+        raise DropCovError(f"{name} with these options has {count:,} parameters and needs about "
+                           f"{needed / 2**30:,.0f} GiB to train, more than {MEMORY_SHARE:.0%} of this machine's "
+                           f"{memory_bytes / 2**30:,.0f} GiB of memory (class_num={options.get('num_classes')}, cov_dim={cov_dim or '-'}?); "
+                           "check the config")
