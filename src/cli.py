@@ -41,13 +41,16 @@ def run_entry_point(main: Callable[[Sequence[str]], int | None], argv: Sequence[
     """
     from src.runtime.signals import StopRequest
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     name = program or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "dropcov")
-    stop = StopRequest(graceful=False)
+    script = argv is None  # a program's own process (not an in-process call)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stop = StopRequest(graceful=False, program=name)
+    stop.install()
+    done = False
     try:
-        with stop:
-            code = main(argv)
+        code = main(argv)
+        done = True
     except DropCovError as err:
         if debug:
             raise
@@ -59,4 +62,6 @@ def run_entry_point(main: Callable[[Sequence[str]], int | None], argv: Sequence[
         signal_name = stop.signal_name or "SIGINT"
         print(f"{name}: interrupted by {signal_name}; nothing was saved", file=sys.stderr, flush=True)
         return 128 + int(signal.Signals[signal_name])
+    finally:
+        stop.restore(ignore_later_signals=script and done)  # the work is done: a late signal must not kill it
     return int(code or 0)

@@ -27,6 +27,7 @@ from mindspore import Parameter, Tensor, nn
 from src.errors import DropCovError
 
 from .file_kind import checkpoint_problem
+from .signals import removed_if_forced_out
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +68,14 @@ def save_checkpoint_atomic(save_obj: SaveObject, path: Union[str, os.PathLike],
     partial = path.parent / f".{path.stem}.{os.getpid()}.partial{CHECKPOINT_SUFFIX}"
     partial_of_mindspore = partial.with_suffix(".tmp")  # mindspore writes <name>.tmp, then renames
     try:
-        with _mindspore_logs_held_back():  # a failed write is our one line, not MindSpore's CRITICAL first
-            ms.save_checkpoint(_as_saveable(save_obj), str(partial), append_dict=dict(append) or None,
-                               choice_func=(lambda name: name not in append) if append else None)
-        os.chmod(partial, 0o644)  # mindspore leaves it read-only
-        with open(partial, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(partial, path)
+        with removed_if_forced_out(partial), removed_if_forced_out(partial_of_mindspore):
+            with _mindspore_logs_held_back():  # a failed write is our one line, not MindSpore's CRITICAL first
+                ms.save_checkpoint(_as_saveable(save_obj), str(partial), append_dict=dict(append) or None,
+                                   choice_func=(lambda name: name not in append) if append else None)
+            os.chmod(partial, 0o644)  # mindspore leaves it read-only
+            with open(partial, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(partial, path)
     except OSError as error:
         raise DropCovError(f"could not write checkpoint {path}: {error}; the previous file (if any) is "
                            "unchanged") from error

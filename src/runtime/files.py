@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Union
 
 from src.errors import DropCovError
+from src.runtime.signals import removed_if_forced_out
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
@@ -19,7 +20,7 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "w", encoding="utf-8", newline="") as stream:
+        with removed_if_forced_out(temporary), open(temporary, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
         os.replace(temporary, path)
     finally:
@@ -65,3 +66,13 @@ def check_writable_directory(path: Path, option: str) -> None:
     if reason:
         raise DropCovError(f"{option} {str(path)!r} cannot be written ({reason}); choose a writable folder with "
                            f"--{option}")
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """The folders ``path.mkdir(parents=True)`` would create, outermost first (so a failed step can remove
+    exactly those, in reverse)."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return list(reversed(missing))

@@ -49,6 +49,9 @@ def setup_logging(output_dir: Union[str, os.PathLike] | None, rank: int = 0, all
     Calling it again replaces the handlers it added before (tests, or a second run in one process).
     In a multi-rank job the console lines carry ``[rank r]`` so merged launcher output stays readable.
     """
+    # a log file that cannot grow (a full disk) must not print a traceback per record; the write that matters
+    # (a checkpoint) fails with its own one-line error
+    logging.raiseExceptions = False
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):

@@ -10,19 +10,25 @@ the signal that really arrived. The first one
   checkpoints at the next step boundary and stops;
 - elsewhere interrupts the main thread (``KeyboardInterrupt``), as Python's own Ctrl-C does.
 
-A second signal stops the process at once (exit status 128 + the signal's number). Python-level handlers
-that only record the request are installed too, for threads that existed before (in-process use).
+A section that runs MindSpore graphs outside training (evaluation, prediction, export) is made graceful
+with :meth:`StopRequest.deferred`: a signal is raised as ``KeyboardInterrupt`` at its next check (after a
+batch) instead of inside a graph compilation, which MindSpore would answer with a dump of the failed graph.
+A second signal stops the process at once (exit status 128 + the signal's number), removing the partial
+files registered with :func:`removed_if_forced_out`. Python-level handlers that only record the request are
+installed too, for threads that existed before (in-process use).
 """
 from __future__ import annotations
 
 import _thread
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +36,35 @@ logger = logging.getLogger(__name__)
 EXIT_STATUS = {"SIGTERM": 0, "SIGINT": 130}
 _POLL_SECONDS = 0.2
 _ACTIVE: list = []  # the installed StopRequest of this process, if any
+_PARTIAL_FILES: set = set()  # files being written: removed when a second signal ends the process at once
 
 
 def active_stop_request() -> StopRequest | None:
     """The :class:`StopRequest` installed in this process (by :func:`src.cli.run_entry_point`), if any."""
     return _ACTIVE[-1] if _ACTIVE else None
+
+
+@contextlib.contextmanager
+def removed_if_forced_out(path: Path) -> Iterator[None]:
+    """While the block writes ``path`` (a temporary file), a second stop signal removes it before the process
+    ends at once; the writer itself removes it on any other failure."""
+    _PARTIAL_FILES.add(Path(path))
+    try:
+        yield
+    finally:
+        _PARTIAL_FILES.discard(Path(path))
+
+
+@contextlib.contextmanager
+def deferred_stop() -> Iterator[Callable[[], None]]:
+    """The installed request's :meth:`StopRequest.deferred` block, yielding its check to call between batches
+    (a check that does nothing when no request is installed, as in a test calling the engine directly)."""
+    stop = active_stop_request()
+    if stop is None:
+        yield lambda: None
+        return
+    with stop.deferred():
+        yield stop.raise_if_requested
 
 
 def _unblock_in_child() -> None:
@@ -60,10 +90,12 @@ class StopRequest:
         ...             save_checkpoint(); break
     """
 
-    def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT), graceful: bool = True) -> None:
+    def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT), graceful: bool = True,
+                 program: str = "") -> None:
         self.signals = tuple(signals)
         self.signal_name: str | None = None
         self.graceful = graceful
+        self.program = program
         self._previous_handlers: dict = {}
         self._previous_mask: set | None = None
         self._closing = threading.Event()
@@ -93,7 +125,10 @@ class StopRequest:
     def _received(self, signum: int, in_main_thread: bool = False) -> None:
         name = signal.Signals(signum).name
         if self.signal_name is not None:
-            print(f"received {name} again: stopping now, without a checkpoint", file=sys.stderr, flush=True)
+            for partial in list(_PARTIAL_FILES):
+                partial.unlink(missing_ok=True)
+            prefix = f"{self.program}: " if self.program else ""
+            print(f"{prefix}received {name} again: stopping at once", file=sys.stderr, flush=True)
             os._exit(128 + signum)
         self.request(name)
         if self.graceful:
@@ -104,6 +139,24 @@ class StopRequest:
         else:
             self._interrupting = True
             _thread.interrupt_main()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[StopRequest]:
+        """Inside the block a signal is only recorded; it is raised as ``KeyboardInterrupt`` by
+        :meth:`raise_if_requested` (call it between batches) or when the block ends."""
+        graceful_before = self.graceful
+        self.graceful = True
+        try:
+            yield self
+        finally:
+            self.graceful = graceful_before
+        if not graceful_before:
+            self.raise_if_requested()
+
+    def raise_if_requested(self) -> None:
+        """Raise ``KeyboardInterrupt`` when a stop signal has arrived (a check point of a deferred block)."""
+        if self.requested:
+            raise KeyboardInterrupt
 
     def _watch(self) -> None:
         while not self._closing.is_set():
@@ -134,8 +187,10 @@ class StopRequest:
         _ACTIVE.append(self)
         return self
 
-    def restore(self) -> None:
-        """Stop the watcher, put back the signal mask and the handlers that were there before."""
+    def restore(self, ignore_later_signals: bool = False) -> None:
+        """Stop the watcher, put back the signal mask and the handlers that were there before; with
+        ``ignore_later_signals`` (a program whose work is done) the signals are ignored instead, so one that
+        arrives while the process exits cannot kill it."""
         if self._watcher is None:
             return
         self._closing.set()
@@ -143,10 +198,14 @@ class StopRequest:
         self._watcher = None
         if self in _ACTIVE:
             _ACTIVE.remove(self)
+        if ignore_later_signals:
+            for sig in self.signals:
+                signal.signal(sig, signal.SIG_IGN)  # pending ones are discarded when unblocked below
         if self._previous_mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
-        for sig, previous in self._previous_handlers.items():
-            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        if not ignore_later_signals:
+            for sig, previous in self._previous_handlers.items():
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         self._previous_handlers.clear()
 
     def __enter__(self) -> StopRequest:
