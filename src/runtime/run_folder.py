@@ -21,7 +21,7 @@ from typing import Iterable
 
 from src.errors import DropCovError
 
-from .files import check_writable_directory
+from .files import check_writable_directory, missing_folders
 from .log import DeferredLogFile
 
 logger = logging.getLogger(__name__)
@@ -29,15 +29,6 @@ logger = logging.getLogger(__name__)
 LOCK_FILE = ".lock"
 RUN_FILES = ("config.yaml", "class_indices.json", "train.log", "metrics.jsonl", "metrics.png")
 """What a training run writes into its folder besides the checkpoints."""
-
-
-def _created_folders(path: Path) -> list[Path]:
-    """The folders ``path.mkdir(parents=True)`` would create, outermost first."""
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return list(reversed(missing))
 
 
 class RunFolder:
@@ -48,7 +39,9 @@ class RunFolder:
         self.log = DeferredLogFile() if is_main else None
         self.committed = False
         self._created: list[Path] = []
-        self._lock_handle = None
+        self._locks: list = []
+        # a --checkpoint_path outside the output folder is locked too (two runs must not share it either)
+        self._separate_checkpoints = output.resolve() not in (checkpoint_dir.resolve(), *checkpoint_dir.resolve().parents)
 
     def open(self, resume: bool, overwrite: bool, checkpoint_prefix: str) -> None:
         """Check, lock and (for ``overwrite``) clear the folder; refuse to mix two runs in it."""
@@ -56,34 +49,43 @@ class RunFolder:
             return
         check_writable_directory(self.output, "output_path")
         check_writable_directory(self.checkpoint_dir, "checkpoint_path")
-        self._lock()
+        self._lock(self.output, "output_path")
+        if self._separate_checkpoints:
+            self._lock(self.checkpoint_dir, "checkpoint_path")
         earlier = self._earlier_run(checkpoint_prefix)
         if earlier and not resume:
             if not overwrite:
-                raise DropCovError(f"output_path {self.output} holds the checkpoints of an earlier run "
-                                   f"({earlier[-1].name}, ...): continue it with --resume auto, choose a new "
-                                   "--output_path, or start over with --overwrite (deletes them)")
+                where, option = ((f"checkpoint_path {self.checkpoint_dir}", "--checkpoint_path")
+                                 if self._separate_checkpoints else (f"output_path {self.output}", "--output_path"))
+                raise DropCovError(f"{where} holds the checkpoints of an earlier run ({earlier[-1].name}, ...): continue "
+                                   f"it with --resume auto, choose a new {option}, or start over with --overwrite "
+                                   "(deletes them)")
             self._delete(earlier + [self.output / name for name in RUN_FILES])
             logger.warning("--overwrite: deleted the earlier run's %d checkpoint(s) and files in %s", len(earlier),
                            self.output)
 
-    def _lock(self) -> None:
-        self._created = _created_folders(self.output)
-        self.output.mkdir(parents=True, exist_ok=True)
-        handle = open(self.output / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until close()
+    def _lock(self, folder: Path, option: str) -> None:
+        """Create ``folder`` if needed (remembering what was created) and hold ``folder/.lock``."""
+        self._created += missing_folders(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until close()
+        except OSError as error:
+            raise DropCovError(f"{option} {str(folder)!r} cannot be written ({error.strerror or error}); choose a "
+                               f"writable folder with --{option}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise DropCovError(f"output_path {self.output} is in use by another training run ({holder}); wait for it "
-                               "to end or choose another --output_path") from None
+            raise DropCovError(f"{option} {folder} is in use by another training run ({holder}); wait for it to "
+                               f"end or choose another --{option}") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
         handle.flush()
-        self._lock_handle = handle
+        self._locks.append(handle)
 
     def _earlier_run(self, checkpoint_prefix: str) -> list[Path]:
         if not self.checkpoint_dir.is_dir():
@@ -107,14 +109,14 @@ class RunFolder:
         """Release the lock; for a run that did not start, drop its held log and the folders it created."""
         if self.log is not None and not self.committed:
             self.log.discard()
-        if self._lock_handle is not None:
-            Path(self._lock_handle.name).unlink(missing_ok=True)  # while still held: no other run can have it
-            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
-            self._lock_handle.close()
-            self._lock_handle = None
+        for handle in self._locks:
+            Path(handle.name).unlink(missing_ok=True)  # while still held: no other run can have it
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        self._locks.clear()
         if not self.committed:
             for folder in reversed(self._created):
                 try:
                     folder.rmdir()  # only if empty
                 except OSError:
-                    break
+                    continue
