@@ -108,18 +108,11 @@ def main(argv: Sequence[str]) -> int:
 
     from src.data import create_dataset, pipeline_errors_as_dropcov
     from src.data.labels import find_training_classes
+    from src.engine.checkpoint_network import load_checkpoint_network
     from src.engine.evaluate import evaluate
-    from src.models import create_model_from_config
-    from src.models.ema_weights import select_weights
-    from src.models.weights import (
-        adopt_checkpoint_widths,
-        describe_checkpoint,
-        format_description,
-        load_network_weights,
-    )
-    from src.runtime.checkpoint import load_checkpoint_file
     from src.runtime.context import start_run
     from src.runtime.files import check_writable_directory
+    from src.runtime.signals import deferred_stop
 
     parallel = start_run(config, conv_backend).parallel
     output_file = Path(args.output_file or Path(config.output_path) / RESULTS_FILE).expanduser()
@@ -127,14 +120,7 @@ def main(argv: Sequence[str]) -> int:
         check_writable_directory(output_file.parent, "output_file" if args.output_file else "output_path")
 
     checkpoint = config.checkpoint_file_path
-    params = load_checkpoint_file(checkpoint, option="checkpoint_file_path")
-    params, weights = select_weights(params, config.eval_weights, checkpoint)
-    config = adopt_checkpoint_widths(config, params, checkpoint)
-    net = create_model_from_config(config, conv_backend)
-    load_network_weights(net, params, strict=True, source=checkpoint)
-    logger.info("loaded the %s weights of %s (%s)", "EMA" if weights == "ema" else "raw", checkpoint,
-                format_description(describe_checkpoint(params)))
-    del params
+    config, net, weights = load_checkpoint_network(config, conv_backend)
 
     shards = {"num_shards": parallel.group_size, "shard_id": parallel.rank} if parallel.group_size > 1 else {}
     training_classes = find_training_classes(checkpoint, config.data_path)
@@ -153,9 +139,14 @@ def main(argv: Sequence[str]) -> int:
     logger.info("evaluating %s on %d images of %s (%d per batch, %d rank(s))", config.net_name,
                 bundle.total_images, bundle.source, config.batch_size, parallel.group_size)
 
-    progress = progress_logger(bundle.total_images, config.batch_size * parallel.group_size, config.log_interval,
-                               bundle.steps_per_epoch)
-    with pipeline_errors_as_dropcov():
+    log_progress = progress_logger(bundle.total_images, config.batch_size * parallel.group_size,
+                                   config.log_interval, bundle.steps_per_epoch)
+    # a signal during graph compilation or a batch stops at the next batch boundary, not inside MindSpore
+    with pipeline_errors_as_dropcov(), deferred_stop() as check_stop:
+        def progress(done: int) -> None:
+            log_progress(done)
+            check_stop()
+
         metrics = evaluate(net, bundle, parallel, progress=progress)
     record = results_record(config, metrics, bundle.source, parallel.group_size, weights)
     if parallel.is_main:

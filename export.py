@@ -37,20 +37,15 @@ def main(argv: Sequence[str]) -> int:
     check_writable_directory(destination.parent, "file_name")  # before the checkpoint is read
     configure_cpu_environment(config.device_target)  # MindSpore's own ops export; ops.Custom ones do not
 
-    from src.models import create_model_from_config
-    from src.models.ema_weights import select_weights
-    from src.models.weights import adopt_checkpoint_widths, load_network_weights
-    from src.runtime.checkpoint import load_checkpoint_file
+    from src.engine.checkpoint_network import load_checkpoint_network
     from src.runtime.context import start_run
+    from src.runtime.signals import deferred_stop
 
     start_run(config, "stock", distributed=False)
-    params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
-    params, _ = select_weights(params, config.eval_weights, config.checkpoint_file_path)
-    config = adopt_checkpoint_widths(config, params, config.checkpoint_file_path)
-    net = create_model_from_config(config, conv_backend="stock")
-    load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
-    del params
-    written = export_network(net, destination, config.file_format, config.eval_image_size, batch_size)
+    config, net, _ = load_checkpoint_network(config, conv_backend="stock")
+    with deferred_stop() as check_stop:  # a signal stops before the file is put in place, not inside MindSpore
+        written = export_network(net, destination, config.file_format, config.eval_image_size, batch_size,
+                                 before_commit=check_stop)
     print(f"exported {config.net_name} {config.head} ({config.file_format}, input {batch_size}x3x"
           f"{config.eval_image_size}x{config.eval_image_size} float32) to {written}", flush=True)
     return 0

@@ -63,27 +63,22 @@ def main(argv: Sequence[str]) -> int:
 
     conv_backend = settle_conv_backend(config)  # before MindSpore is imported
 
+    from src.engine.checkpoint_network import load_checkpoint_network
     from src.engine.predict import eval_image_transform, format_table, predict_files, write_predictions
-    from src.models import create_model_from_config
-    from src.models.ema_weights import select_weights
-    from src.models.weights import adopt_checkpoint_widths, load_network_weights
-    from src.runtime.checkpoint import load_checkpoint_file
     from src.runtime.context import start_run
+    from src.runtime.signals import deferred_stop
 
     start_run(config, conv_backend, distributed=False)
     if names_warning:
         logger.warning(names_warning)
-    params = load_checkpoint_file(config.checkpoint_file_path, option="checkpoint_file_path")
-    params, _ = select_weights(params, config.eval_weights, config.checkpoint_file_path)
-    config = adopt_checkpoint_widths(config, params, config.checkpoint_file_path)
-    net = create_model_from_config(config, conv_backend)
-    load_network_weights(net, params, strict=True, source=config.checkpoint_file_path)
-    del params
+    config, net, _ = load_checkpoint_network(config, conv_backend)
     logger.info("predicting %d image(s) with %s; class names: %s", len(files), config.checkpoint_file_path,
                 names_source or "none (indices only)")
     transform = eval_image_transform(config.eval_image_size, config.eval_resize_library, config.eval_crop_pct,
                                      config.eval_interpolation)
-    predictions = predict_files(net, files, config.eval_image_size, config.batch_size, args.top_k, transform=transform)
+    with deferred_stop() as check_stop:  # a signal stops at the next batch boundary, not inside MindSpore
+        predictions = predict_files(net, files, config.eval_image_size, config.batch_size, args.top_k,
+                                    transform=transform, progress=lambda done, total: check_stop())
     written = write_predictions(predictions, output_file, class_names)
     print(format_table(predictions, class_names), flush=True)
     print(f"{len(predictions)} image(s); top-{min(args.top_k, config.class_num)} predictions written to {written}",

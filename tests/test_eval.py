@@ -6,6 +6,7 @@ maps each one to a constant tensor the test computes itself, independently of th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -285,3 +286,31 @@ def test_eval_weights_picks_the_ema_copy_and_auto_follows_best_weights(workspace
         record = json.loads(output_file.read_text())
         assert record["top1"] == pytest.approx(expected_top1), (which, best)
         assert record["weights"] == ("ema" if expected_top1 == VAL_COUNTS["n02"] / n else "raw")
+
+
+def test_a_structure_key_unlike_the_checkpoints_saved_config_is_warned(workspace, tmp_path, caplog):
+    """arch_style (like post_norm, isqrt_iters, layer4_stride) leaves every parameter shape alone, so the
+    weights load either way; the checkpoint's saved config tells, and the loader says so. The same config
+    loads silently."""
+    import dataclasses
+
+    from src.config import load_config
+    from src.engine.checkpoint_network import load_checkpoint_network
+    from src.runtime.checkpoint import load_checkpoint_file, save_checkpoint_atomic
+
+    trained, _ = load_config([f"--config_path={CONFIG}", "--net_name=resnet18", "--class_num=10",
+                              "--arch_style=mindspore", "--device_target=CPU"])
+    checkpoint = tmp_path / "with_config.ckpt"
+    save_checkpoint_atomic(load_checkpoint_file(workspace["root"] / "r18_c10.ckpt"), checkpoint,
+                           {"config": trained.to_yaml()})
+    same = dataclasses.replace(trained, checkpoint_file_path=str(checkpoint), eval_image_size=IMAGE_SIZE)
+    with caplog.at_level(logging.WARNING):
+        load_checkpoint_network(same, "stock")
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    other = dataclasses.replace(same, arch_style="torch")
+    with caplog.at_level(logging.WARNING):
+        built = load_checkpoint_network(other, "stock")
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and built.config.arch_style == "torch" and built.weights == "raw"
+    assert warnings[0].startswith(f"{checkpoint}: this config builds another network")
+    assert "arch_style: 'mindspore' -> 'torch'" in warnings[0]

@@ -147,3 +147,40 @@ def test_unsupported_onnx_operator_is_named(tmp_path):
         export_network(_NoOnnxConverter(), tmp_path / "erfinv", "ONNX", image_size=8)
     message = str(caught.value)
     assert "MindSpore has no ONNX converter for the Erfinv operator" in message and "\n" not in message
+
+
+def test_a_failed_export_keeps_the_earlier_file_and_leaves_nothing_behind(tmp_path):
+    """The export is written under a temporary name and renamed into place: a failure (here an operator
+    without an ONNX converter) leaves an earlier file whole, no partial file, and no folder it created."""
+    earlier = tmp_path / "erfinv.onnx"
+    earlier.write_bytes(b"an earlier export")
+    with pytest.raises(DropCovError, match="Erfinv"):
+        export_network(_NoOnnxConverter(), tmp_path / "erfinv", "ONNX", image_size=8)
+    assert earlier.read_bytes() == b"an earlier export"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["erfinv.onnx"]
+
+    with pytest.raises(DropCovError, match="Erfinv"):
+        export_network(_NoOnnxConverter(), tmp_path / "new" / "deeper" / "erfinv", "ONNX", image_size=8)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_stop_before_the_rename_leaves_no_file(tmp_path):
+    """What ``before_commit`` raises (export.py's stop check) leaves neither the file nor its partial twin."""
+
+    class Stopped(Exception):
+        pass
+
+    def stop():
+        assert [path.name for path in tmp_path.iterdir()] == [f".tiny.{os.getpid()}.partial.mindir"]
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        export_network(_Flatten(), tmp_path / "tiny", "MINDIR", image_size=8, before_commit=stop)
+    assert list(tmp_path.iterdir()) == []
+    path = export_network(_Flatten(), tmp_path / "tiny", "MINDIR", image_size=8)
+    assert path == tmp_path / "tiny.mindir" and path.is_file() and os.access(path, os.W_OK)
+
+
+class _Flatten(ms.nn.Cell):
+    def construct(self, x):
+        return x.reshape(x.shape[0], -1).sum(axis=1)

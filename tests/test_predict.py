@@ -159,6 +159,25 @@ def test_class_names_must_fit_the_outputs(count, outputs, explicit, fragment):
         check_class_names(gappy, "SOURCE", 3, explicit=True)
 
 
+def test_explicit_names_must_name_every_class_of_the_run(tmp_path):
+    """The all-but-the-last allowance is for the published 1001-output layout: when the checkpoint's run
+    says it trained 3 classes, a names file with 2 leaves a real class unnamed and is refused."""
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    write_class_indices(str(run / "class_indices.json"), ["a", "b", "c"])
+    two, three = tmp_path / "two.txt", tmp_path / "three.txt"
+    two.write_text("x\ny\n")
+    three.write_text("x\ny\nz\n")
+    with pytest.raises(DropCovError) as caught:
+        find_class_names(checkpoint, str(two), "", "", num_outputs=3)
+    assert str(caught.value) == (f"--class_names_file {two} has 2 names but the checkpoint was trained on 3 "
+                                 f"classes ({run / 'class_indices.json'}): give a name for each of them")
+    assert find_class_names(checkpoint, str(three), "", "", num_outputs=3).names == {0: "x", 1: "y", 2: "z"}
+    unknown_run = tmp_path / "published.ckpt"  # no class_indices.json: the K-1 allowance applies
+    assert find_class_names(unknown_run, str(two), "", "", num_outputs=3).names == {0: "x", 1: "y"}
+
+
 def test_collect_images(tmp_path):
     (tmp_path / "imgs" / "sub").mkdir(parents=True)
     (tmp_path / "imgs" / ".ipynb_checkpoints").mkdir()

@@ -354,8 +354,15 @@ def test_eval_with_only_val_and_no_class_indices_labels_by_its_folders_with_one_
 
 
 def test_predict_class_names_file_with_too_few_names_names_both_counts(data, tmp_path):
+    """With the run's classes known (DATA/train) the names must cover them; without, the network's outputs."""
     names = write(tmp_path / "names.txt", "cat\ndog\n")
     result = run("predict.py", data / "val", *eval_args(data, tmp_path / "unused.ckpt", device_target="CPU",
+                                                        class_num=4), "--class_names_file", names)
+    assert_one_line_error(result, "predict.py", f"--class_names_file {names} has 2 names but the checkpoint was "
+                          f"trained on 3 classes ({data / 'train'}): give a name for each of them")
+    no_train = tmp_path / "no_train"
+    no_train.mkdir()
+    result = run("predict.py", data / "val", *eval_args(no_train, tmp_path / "unused.ckpt", device_target="CPU",
                                                         class_num=4), "--class_names_file", names)
     assert_one_line_error(result, "predict.py", f"--class_names_file {names} has 2 names but the network has 4 "
                           "outputs (class_num 4)", "1000 names for the 1001-output ImageNet checkpoints")

@@ -5,15 +5,18 @@ BatchNorm uses its moving statistics, so the file computes exactly the logits ``
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 
 from src.errors import DropCovError
+from src.runtime.files import missing_folders
+from src.runtime.signals import removed_if_forced_out
 
 if TYPE_CHECKING:
     from mindspore import Tensor, nn
@@ -49,7 +52,8 @@ def export_path(file_name: Union[str, os.PathLike], file_format: str) -> Path:
 
 
 def export_network(net: nn.Cell, file_name: Union[str, os.PathLike], file_format: str = "MINDIR",
-                   image_size: int = 224, batch_size: int = 1) -> Path:
+                   image_size: int = 224, batch_size: int = 1,
+                   before_commit: Callable[[], None] | None = None) -> Path:
     """Write ``net`` in evaluation mode for inputs ``(batch_size, 3, image_size, image_size)``.
 
     Args:
@@ -58,6 +62,11 @@ def export_network(net: nn.Cell, file_name: Union[str, os.PathLike], file_format
         file_format: ``MINDIR``, ``ONNX`` or ``AIR`` (AIR needs an Ascend build of MindSpore).
         image_size: height and width of the input (the config's ``eval_image_size``).
         batch_size: batch dimension of the input; the exported graph has a fixed shape.
+        before_commit: called after the file is written and before it replaces ``file_name`` (e.g. a stop
+            check: whatever it raises leaves no file behind).
+
+    The file is written under a hidden temporary name in the same folder and renamed into place, so an
+    earlier export is replaced whole or not at all; a folder this call created is removed again on failure.
 
     Returns:
         The path written (``<file_name>.mindir`` / ``.onnx`` / ``.air``), readable by everyone.
@@ -72,28 +81,38 @@ def export_network(net: nn.Cell, file_name: Union[str, os.PathLike], file_format
 
     path = export_path(file_name, file_format)
     file_format = file_format.upper()
+    suffix = EXPORT_SUFFIXES[file_format]
     example = export_input(batch_size, image_size)
+    created = missing_folders(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DropCovError(f"cannot create the export folder {path.parent}: {error.strerror}; "
                            "choose another --file_name") from error
-    if path.exists() and not os.access(path, os.W_OK):
-        # MindSpore writes its files read-only; replacing one needs the old file out of the way.
-        path.unlink()
     net.set_train(False)
-    stem = str(path)[: -len(EXPORT_SUFFIXES[file_format])]
+    partial = path.with_name(f".{path.name[: -len(suffix)]}.{os.getpid()}.partial{suffix}")
     try:
-        with exportable_max_pools(net):
-            ms.export(net, example, file_name=stem, file_format=file_format)
-    except (RuntimeError, TypeError, ValueError) as error:
-        raise DropCovError(_export_failure(file_format, error)) from error
-    except OSError as error:
-        raise DropCovError(f"cannot write {path}: {error}; choose another --file_name") from error
-    if not path.is_file():
-        raise DropCovError(f"MindSpore {ms.__version__} reported no error but wrote no {path}; "
-                           f"{file_format} export may need another device target")
-    os.chmod(path, 0o644)
+        with removed_if_forced_out(partial):
+            try:
+                with exportable_max_pools(net):
+                    ms.export(net, example, file_name=str(partial)[: -len(suffix)], file_format=file_format)
+            except (RuntimeError, TypeError, ValueError) as error:
+                raise DropCovError(_export_failure(file_format, error)) from error
+            except OSError as error:
+                raise DropCovError(f"cannot write {path}: {error}; choose another --file_name") from error
+            if not partial.is_file():
+                raise DropCovError(f"MindSpore {ms.__version__} reported no error but wrote no {path}; "
+                                   f"{file_format} export may need another device target")
+            os.chmod(partial, 0o644)  # MindSpore writes its files read-only
+            if before_commit is not None:
+                before_commit()
+            os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        for folder in reversed(created):  # deepest first; only folders this call made, and only if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     return path
 
 

@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -238,24 +238,29 @@ def find_class_names(checkpoint_path: Union[str, os.PathLike] = "", class_names_
     it: see :func:`check_class_names`.
     """
     found = FoundClassNames(None, "")
+    training = find_training_classes(checkpoint_path, data_path)
     if class_names_file:
         found = FoundClassNames(read_class_names(class_names_file), f"--class_names_file {class_names_file}")
-    elif (training := find_training_classes(checkpoint_path, data_path)) is not None:
+    elif training is not None:
         found = FoundClassNames(dict(enumerate(training.names)), training.source)
     elif val_folder and os.path.isdir(val_folder) and (names := class_folder_names(str(val_folder))):
         found = FoundClassNames(dict(enumerate(names)), str(val_folder), eval_folder_labels_note(str(val_folder)))
     if num_outputs is not None and found.names is not None:
-        check_class_names(found.names, found.source, num_outputs, explicit=bool(class_names_file))
+        check_class_names(found.names, found.source, num_outputs, explicit=bool(class_names_file),
+                          training=training)
     return found
 
 
-def check_class_names(names: Dict[int, str], source: str, num_outputs: int, explicit: bool) -> None:
+def check_class_names(names: Dict[int, str], source: str, num_outputs: int, explicit: bool,
+                      training: Any = None) -> None:
     """Raise :class:`DropCovError` naming both counts when ``names`` cannot name the network's outputs.
 
     An index outside ``0..num_outputs-1`` is always an error (names of another dataset). Names given
-    explicitly must also cover every output, or all but the last: the published ImageNet checkpoints have
-    1001 outputs for 1000 classes, the last never a target. Names of the training classes found on their
-    own may cover fewer (train.py allows more outputs than classes; the extra ones are never targets).
+    explicitly must also cover every training class when those are known (``training``, a
+    :class:`src.data.labels.TrainingClasses`), else every output or all but the last: the published
+    ImageNet checkpoints have 1001 outputs for 1000 classes, the last never a target. Names of the
+    training classes found on their own may cover fewer outputs (train.py allows more outputs than
+    classes; the extra ones are never targets).
     """
     outside = sorted(index for index in names if not 0 <= index < num_outputs)
     covered = next((index for index in range(num_outputs) if index not in names), num_outputs)
@@ -263,7 +268,11 @@ def check_class_names(names: Dict[int, str], source: str, num_outputs: int, expl
         raise DropCovError(f"{source} has {len(names)} names (up to index {outside[-1]}) but the network has "
                            f"{num_outputs} outputs (class_num {num_outputs}): use the names of the classes this "
                            "checkpoint was trained on")
-    if explicit and covered < num_outputs - 1:
+    if explicit and training is not None and covered < len(training.names):
+        gap = f" (none for index {covered})" if covered < len(names) else ""
+        raise DropCovError(f"{source} has {len(names)} names{gap} but the checkpoint was trained on "
+                           f"{len(training.names)} classes ({training.source}): give a name for each of them")
+    if explicit and training is None and covered < num_outputs - 1:
         gap = f" (none for index {covered})" if covered < len(names) else ""
         raise DropCovError(f"{source} has {len(names)} names{gap} but the network has {num_outputs} outputs "
                            f"(class_num {num_outputs}): give a name for each output, or "
