@@ -13,6 +13,7 @@ checkpoints/ (rank 0 only). SIGTERM or Ctrl-C saves a checkpoint and stops; --re
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def build_datasets(config: Config, parallel: Any, run_classes: Sequence[str] | N
     :class:`src.data.recipe.AugmentSettings`) and, with run_eval, the validation bundle (labelled by the
     training classes; each rank scores a disjoint share; :func:`src.engine.evaluate.evaluate` sums the counts).
     ``run_classes``: a resumed run's own classes, so a changed ``train/`` cannot shift labels."""
-    from src.data import create_dataset
+    from src.data import create_dataset, resolve_split_folder
 
     common = dict(num_parallel_workers=config.num_parallel_workers, num_shards=parallel.group_size,
                   shard_id=parallel.rank, seed=config.seed, safe_decode=config.safe_decode,
@@ -59,6 +60,11 @@ def build_datasets(config: Config, parallel: Any, run_classes: Sequence[str] | N
                            f"set --class_num {len(train.class_names)} (or more)")
     val = None
     if config.run_eval:
+        val_folder = resolve_split_folder(config.data_path, "val", config.eval_dataset_path)
+        if os.path.realpath(val_folder) == os.path.realpath(train.source):
+            raise DropCovError(f"data_path {config.data_path} has no val/ folder, so validation would score the "
+                               f"training images of {train.source}; give the validation images with "
+                               "--eval_dataset_path FOLDER, or train without validation: --run_eval False")
         val = create_dataset(config.dataset, config.data_path, "val", config.batch_size, config.eval_image_size,
                              eval_dataset_path=config.eval_dataset_path, class_names=train.class_names,
                              eval_resize_library=config.eval_resize_library, **common)

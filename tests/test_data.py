@@ -207,6 +207,12 @@ def bad_layout(tmp_path, case: str) -> tuple[str, str]:
     if case == "link loop class":
         os.symlink("loop", root / "val" / "loop")
         return str(root), str(root / "val" / "loop")
+    if case == "class links back to split":
+        os.symlink(".", root / "val" / "loop")
+        return str(root), str(root / "val" / "loop")
+    if case == "only a sub-folder":
+        solid_png(str(root / "val" / "b" / "deeper" / "x.png"), 0)
+        return str(root), str(root / "val" / "b")
     if case == "link loop image":
         os.symlink("x.jpg", root / "val" / "a" / "x.jpg")
         return str(root), str(root / "val" / "a" / "x.jpg")
@@ -233,6 +239,8 @@ def bad_layout(tmp_path, case: str) -> tuple[str, str]:
     ("empty class folder", "is empty"),
     ("only non-image files", "holds no image, only 1 other file(s)"),
     ("link loop class", "is a symbolic link loop"),
+    ("class links back to split", "(a loop): remove the link"),
+    ("only a sub-folder", "holds no image, only 1 sub-folder(s) (not searched)"),
     ("link loop image", "is a symbolic link loop"),
     ("link loop split", "is a symbolic link loop"),
     ("broken link", "is a broken symbolic link"),
@@ -361,6 +369,20 @@ def test_hidden_and_os_files_are_skipped_and_other_files_said_once(tmp_path, cap
     assert str(a / "labels.csv") in warnings[0] and str(a / "notes.txt") in warnings[0]
     assert "DS_Store" not in warnings[0] and "verify_dataset" in warnings[0]
     assert scan_image_folder(str(tmp_path / "train")).files == tuple(files)
+
+
+def test_images_in_sub_folders_of_class_folders_are_named_in_one_warning(tmp_path, caplog):
+    """ImageNet's class folders hold images only; a nested folder is not searched, and the user is told."""
+    files = make_image_folder(str(tmp_path / "train"), {"a": 2, "b": 1})
+    solid_png(str(tmp_path / "train" / "a" / "more" / "deep.png"), 9)
+    with caplog.at_level(logging.INFO):
+        bundle = create_dataset("imagenet", str(tmp_path), "train", batch_size=1, image_size=8)
+    assert bundle.total_images == 3 and scan_image_folder(str(tmp_path / "train")).files == tuple(files)
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"skipped 1 sub-folder(s) of the class folders of {tmp_path / 'train'} "
+                                  "(not searched")
+    assert str(tmp_path / "train" / "a" / "more") + os.sep in warnings[0]
 
 
 def test_real_world_image_files_go_through_the_pipelines(tmp_path):

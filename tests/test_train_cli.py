@@ -138,6 +138,17 @@ def test_unwritable_output_folder_is_one_line(image_folder, tmp_path):
     assert f"output_path '{blocker / 'out'}' cannot be written" in line
 
 
+def test_a_data_path_without_val_is_not_scored_on_its_training_images(image_folder, tmp_path):
+    """data_path pointing at train/ itself: both splits would be that folder; refused before anything is written."""
+    output = tmp_path / "out"
+    result = run_train(tiny_run_options(image_folder / "train", output, run_eval=True), timeout=120)
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert line.startswith(f"train.py: error: data_path {image_folder / 'train'} has no val/ folder")
+    assert "--eval_dataset_path" in line and "--run_eval False" in line
+    assert not output.exists()
+
+
 def test_help_lists_the_config_keys():
     result = run_train(["--help"], timeout=60)
     assert result.returncode == 0 and "--resume" in result.stdout and "--train_steps_per_epoch" in result.stdout

@@ -44,7 +44,8 @@ class ImageFolderListing:
 
     ``files`` are sorted by class (sorted folder names) then by file name; ``labels[i]`` is the class
     index of ``files[i]`` in ``class_names``. ``skipped`` holds the files of the class folders that have
-    no image extension (hidden and operating-system files are not counted).
+    no image extension and, ending in ``os.sep``, their sub-folders, which are not searched (hidden and
+    operating-system entries are not counted).
     """
 
     folder: str
@@ -195,7 +196,8 @@ def survey_image_folder(folder: str) -> tuple[ImageFolderListing, list[FolderPro
     """List the images of a split folder and every structural problem found on the way (no file is opened).
 
     Problems: the folder has no class folders; a class folder holds no image; an entry cannot be followed
-    (symbolic link loop, broken link) or listed. Sub-folders inside class folders are ignored.
+    (symbolic link loop, broken link) or listed. Sub-folders inside class folders are not searched; they
+    are named in ``skipped``.
     """
     if not os.path.isdir(folder):
         raise DropCovError(f"dataset folder {folder} does not exist")
@@ -207,20 +209,32 @@ def survey_image_folder(folder: str) -> tuple[ImageFolderListing, list[FolderPro
     files: list[str] = []
     labels: list[int] = []
     skipped: list[str] = []
+    nested: list[str] = []  # sub-folders of class folders: not searched (ImageNet has none), but named
+    real_folder = os.path.realpath(folder)
     for label, name in enumerate(class_names):
         class_folder = os.path.join(folder, name)
-        names = [item for item, is_folder in _visible_entries(class_folder, problems) if not is_folder]
+        target = os.path.realpath(class_folder)
+        if real_folder == target or real_folder.startswith(target + os.sep):
+            problems.append(FolderProblem(class_folder, "symbolic link loop", f"class folder {class_folder} is a "
+                                          f"symbolic link back to {target} (a loop): remove the link"))
+            continue
+        entries = _visible_entries(class_folder, problems)
+        names = [item for item, is_folder in entries if not is_folder]
         images = [os.path.join(class_folder, item) for item in names if is_image_name(item)]
         others = [os.path.join(class_folder, item) for item in names if not is_image_name(item)]
+        nested.extend(os.path.join(class_folder, item) + os.sep for item, is_folder in entries if is_folder)
         if not images:
-            reason, state = ("no images in class folder", f"holds no image, only {len(others)} other file(s)") \
-                if others else ("empty class folder", "is empty")
+            sub_folders = len(entries) - len(names)
+            contents = [f"{len(others)} other file(s)"] * bool(others) + \
+                [f"{sub_folders} sub-folder(s) (not searched)"] * bool(sub_folders)
+            reason, state = ("no images in class folder", f"holds no image, only {' and '.join(contents)}") \
+                if contents else ("empty class folder", "is empty")
             problems.append(FolderProblem(class_folder, reason, f"class folder {class_folder} {state}: add its "
                                           "images or remove the folder"))
         files.extend(images)
         labels.extend([label] * len(images))
         skipped.extend(others)
-    listing = ImageFolderListing(folder, tuple(class_names), tuple(files), tuple(labels), tuple(skipped))
+    listing = ImageFolderListing(folder, tuple(class_names), tuple(files), tuple(labels), tuple(skipped + nested))
     return listing, problems
 
 
@@ -242,9 +256,15 @@ def skipped_files_note(listing: ImageFolderListing) -> str | None:
     """One line on the non-image files a listing skipped (count and the first few), or None when none."""
     if not listing.skipped:
         return None
+    folders = sum(1 for path in listing.skipped if path.endswith(os.sep))
+    files = len(listing.skipped) - folders
+    what = f"{files} file(s) of {listing.folder} without an image extension ({', '.join(IMAGE_EXTENSIONS)})" \
+        if files else ""
+    if folders:
+        what += (" and " if files else "") + f"{folders} sub-folder(s) of the class folders of {listing.folder} " \
+            "(not searched: images sit directly in their class folder)"
     named = ", ".join(listing.skipped[:SKIPPED_NAMED]) + (", ..." if len(listing.skipped) > SKIPPED_NAMED else "")
-    return (f"skipped {len(listing.skipped)} file(s) of {listing.folder} without an image extension "
-            f"({', '.join(IMAGE_EXTENSIONS)}): {named}; python -m src.tools.verify_dataset lists them all")
+    return f"skipped {what}: {named}; python -m src.tools.verify_dataset lists them all"
 
 
 def image_header_problem(path: str) -> str | None:

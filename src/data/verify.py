@@ -69,7 +69,8 @@ def collect_images(path: str) -> tuple[list[str], list[tuple[str, str]]]:
         listing, found = survey_image_folder(root)
         images.extend(listing.files)
         problems.extend((problem.path, problem.reason) for problem in found)
-        problems.extend((skipped, "not an image (extension)") for skipped in listing.skipped)
+        problems.extend((skipped, "sub-folder of a class folder (not searched)" if skipped.endswith(os.sep)
+                         else "not an image (extension)") for skipped in listing.skipped)
     return images, problems
 
 
