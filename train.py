@@ -161,7 +161,8 @@ def train(config: Config, argv: Sequence[str], conv_backend: str, parallel: Any,
     from src.data import pipeline_errors_as_dropcov, write_class_indices
     from src.engine.metrics import MetricsWriter
     from src.engine.resume import check_ranks_agree, resume_or_initialise
-    from src.engine.trainer import Trainer, TrainSettings
+    from src.engine.train_settings import TrainSettings
+    from src.engine.trainer import Trainer
     from src.runtime.checkpoint import CheckpointManager
     from src.runtime.signals import StopRequest, active_stop_request
 

@@ -2,7 +2,7 @@
 
 ``python -m bench.train_step '{"net_name": "resnet18", "head": "dropcov", "mode_name": "GRAPH_MODE", ...}'``
 
-The step is the one ``train.py`` runs (:func:`src.engine.trainer.build_train_step`: label-smoothed CE,
+The step is the one ``train.py`` runs (:func:`src.engine.train_step.build_train_step`: label-smoothed CE,
 Momentum with weight-decay groups, fixed loss scale) on one fixed random batch (the input pipeline is
 measured apart, in :mod:`bench.pipeline`), so the figure is the model's own speed. Warm-up steps (the
 first compiles the graph) are not timed; the median of the timed steps gives images/s. Evaluation is
@@ -53,7 +53,7 @@ def measure_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
                        seed: int = 0, conv_backend: str = "stock") -> dict[str, Any]:
     """Time ``warmup + steps`` training steps (and ``eval_steps`` forward passes if > 0).
 
-    Args mirror the config keys (the train step is :func:`src.engine.trainer.build_train_step` with a
+    Args mirror the config keys (the train step is :func:`src.engine.train_step.build_train_step` with a
     fixed loss scale, as ``train.py`` builds it); ``threads_num`` > 0 sets MindSpore's CPU kernel thread count
     (``mindspore.device_context.cpu.op_tuning.threads_num``), 0 keeps MindSpore's default.
 

@@ -10,7 +10,7 @@ Per side: the whole network's training step (label-smoothed CE, SGD momentum 0.9
 batch), its evaluation forward, and the head alone as a training step on the final tokens
 ``(B, 197, 384)`` (forward, backward, update of the head's parameters) -- the DropCov head and the
 plain class-token head, so the DropCov head's share of the step can be read. MindSpore's step is the
-engine's (:func:`src.engine.trainer.build_train_step`, Momentum, fixed loss scale 1); PyTorch's network is
+engine's (:func:`src.engine.train_step.build_train_step`, Momentum, fixed loss scale 1); PyTorch's network is
 torch_reference/vit.py. Results go to ``bench/results/vit_<time>.json`` and a table on stdout.
 """
 from __future__ import annotations

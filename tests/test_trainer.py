@@ -22,8 +22,9 @@ from src.engine.metrics import MetricsWriter, ThroughputMeter, format_duration, 
 from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
 from src.engine.plots import plot_training_curves
 from src.engine.resume import TrainState, restore_training_state
+from src.engine.train_settings import TrainSettings, batch_stream
 from src.engine.train_step import build_train_step
-from src.engine.trainer import Trainer, TrainSettings, batch_stream
+from src.engine.trainer import Trainer
 from src.errors import DropCovError
 from src.runtime.checkpoint import CheckpointManager, load_checkpoint_file, read_extra
 from src.runtime.files import ensure_writable_directory

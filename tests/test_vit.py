@@ -153,8 +153,9 @@ def test_tiny_network_trains_with_the_engine_in_graph_mode(tmp_path):
     from src.engine.lr_schedule import create_lr_schedule
     from src.engine.metrics import MetricsWriter, latest_per_epoch, read_metrics
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
+    from src.engine.train_settings import TrainSettings
     from src.engine.train_step import build_train_step
-    from src.engine.trainer import Trainer, TrainSettings
+    from src.engine.trainer import Trainer
 
     assert ms.get_context("mode") == ms.GRAPH_MODE
     ms.set_seed(10)
