@@ -41,39 +41,46 @@ shopt -s nullglob
 
 MSRUN_PID=""
 STOP_SIGNAL=""  # the first SIGTERM/SIGINT received
+WORKER_PIDS=()  # the workers, once msrun has started them all (they may outlive msrun: see on_signal)
 
 # msrun's worker processes: its children that lead a session of their own (msrun starts each with setsid; its
 # scheduler, train.py too, stays in msrun's session and ends by itself once the workers have).
 workers() { ps -o pid=,sid= --ppid "$MSRUN_PID" | awk '$1 == $2 { print $1 }'; }
 
+# Whether process PID still runs (not a zombie).
+running() { local state; state="$(ps -o stat= -p "$1")" && [ "${state:0:1}" != Z ]; }
+
+# shellcheck disable=SC2317  # kill_job and on_signal run from the traps
 # Every process of the job at once: the workers' process groups (with their children), msrun's (its scheduler).
 kill_job() {
   local pid
-  for pid in $(workers) "$MSRUN_PID"; do kill -KILL -- "-$pid" 2>/dev/null; done
+  for pid in $(workers) "${WORKER_PIDS[@]}" "$MSRUN_PID"; do kill -KILL -- "-$pid" 2>/dev/null; done
 }
 
-# The first signal asks the workers for their graceful stop; a second one stops everything at once. One worker's
-# request is enough (the ranks agree on a stop at each stop check), but none may be missed while msrun starts them.
+# The first signal asks the workers for their graceful stop (one worker's request is enough: the ranks agree on a
+# stop at each stop check); a second one stops everything at once, as does a signal while msrun starts them.
+# shellcheck disable=SC2317
 on_signal() {
-  local sig="$1" number started
+  local sig="$1" number
   number="$(kill -l "$sig")"
   [ -n "$MSRUN_PID" ] || exit $((128 + number))
-  if [ -n "$STOP_SIGNAL" ]; then
+  if [ -n "$STOP_SIGNAL" ] || [ ${#WORKER_PIDS[@]} -lt "$WORKER_NUM" ]; then
     kill_job
-    echo "$SCRIPT_NAME: received SIG$sig again: the workers were stopped at once, without a checkpoint" >&2
-    exit $((128 + number))
-  fi
-  started=("$LOG_DIR"/worker_*.log)  # msrun opens a worker's log just before it starts the worker
-  if [ ${#started[@]} -lt "$WORKER_NUM" ]; then
-    kill_job
-    echo "$SCRIPT_NAME: interrupted by SIG$sig before the $WORKER_NUM workers had started; nothing was saved" >&2
+    if [ -n "$STOP_SIGNAL" ]; then
+      echo "$SCRIPT_NAME: received SIG$sig again: the workers were stopped at once, without a checkpoint" >&2
+    else
+      echo "$SCRIPT_NAME: interrupted by SIG$sig before the $WORKER_NUM workers had started; nothing was saved" >&2
+    fi
     exit $((128 + number))
   fi
   STOP_SIGNAL="$sig"
-  mapfile -t started < <(workers)
-  [ ${#started[@]} -eq 0 ] || kill -TERM "${started[@]}" 2>/dev/null  # none: they have just ended
   echo "$SCRIPT_NAME: received SIG$sig: the workers save a checkpoint at their next stop check and stop" \
     "(send it again to stop at once)"
+  # systemd (KillMode=control-group) or Slurm may have signalled every process of the job already, msrun too: a
+  # second signal would stop a worker at once, without its checkpoint
+  sleep 1
+  grep -qsE '(received|interrupted by) SIG(TERM|INT)' "$LOG_DIR"/worker_*.log && return
+  kill -TERM "${WORKER_PIDS[@]}" 2>/dev/null
 }
 trap 'on_signal TERM' TERM
 trap 'on_signal INT' INT
@@ -86,12 +93,13 @@ worker_errors() {
   done | awk '!seen[$0]++'
 }
 
-# The first line of a worker log that starts with PATTERN (rank 0's first), without "train.py: ".
-worker_line() {
+# Rank 0's (else the first rank's) line "train.py: (stopped|interrupted) by SIG... ..." without "train.py: ", naming
+# the signal this script received (the workers got SIGTERM).
+stop_line() {
   local rank line
   for ((rank = 0; rank < WORKER_NUM; rank++)); do
-    line="$(grep -m 1 -E "^train\.py: $1" "$LOG_DIR/worker_$rank.log" 2>/dev/null)"
-    if [ -n "$line" ]; then echo "${line#train.py: }"; return; fi
+    line="$(grep -m 1 -E "^train\.py: $1 by SIG" "$LOG_DIR/worker_$rank.log" 2>/dev/null)"
+    if [ -n "$line" ]; then sed -E "s/^train\.py: $1 by SIG[A-Z]+/$1 by SIG$STOP_SIGNAL/" <<<"$line"; return; fi
   done
 }
 
@@ -107,10 +115,17 @@ MSRUN_PID=$!
 tail -n +1 -F --pid="$MSRUN_PID" "$LOG_DIR/worker_0.log" 2>/dev/null \
   | grep --line-buffered -v -E '^(train\.py: (error|stopped by|interrupted by)|received SIG)' &
 
+while [ ${#WORKER_PIDS[@]} -lt "$WORKER_NUM" ] && running "$MSRUN_PID"; do  # msrun starts the workers
+  sleep 0.2
+  mapfile -t WORKER_PIDS < <(workers)
+done
 # wait returns early (status > 128) when a trap ran; msrun still exists then (a zombie at worst): wait again
 while :; do
   wait "$MSRUN_PID"; MSRUN_STATUS=$?
-  [ "$MSRUN_STATUS" -gt 128 ] && kill -0 "$MSRUN_PID" 2>/dev/null || break
+  if [ "$MSRUN_STATUS" -le 128 ] || ! kill -0 "$MSRUN_PID" 2>/dev/null; then break; fi
+done
+for pid in "${WORKER_PIDS[@]}"; do  # workers that outlived msrun (signalled by a service manager) finish their stop
+  while [ -n "$STOP_SIGNAL" ] && running "$pid"; do sleep 0.2; done
 done
 trap - TERM INT  # the job has ended
 wait  # the console tail ends with msrun
@@ -127,15 +142,15 @@ if [ -z "$STOP_SIGNAL" ]; then
   exit 1
 fi
 NUMBER="$(kill -l "$STOP_SIGNAL")"
-if [ "$MSRUN_STATUS" -eq 0 ]; then  # the graceful stop: rank 0 says where the checkpoint is and how to continue
-  LINE="$(worker_line 'stopped by ')"
-  [ -z "$LINE" ] || echo "$SCRIPT_NAME: stopped by SIG$STOP_SIGNAL${LINE#stopped by SIGTERM}" >&2
+LINE="$(stop_line stopped)"  # the graceful stop: rank 0 says where the checkpoint is and how to continue
+if [ -n "$LINE" ] || [ "$MSRUN_STATUS" -eq 0 ]; then  # (no line: the job had just ended by itself)
+  [ -z "$LINE" ] || echo "$SCRIPT_NAME: $LINE" >&2
   [ "$STOP_SIGNAL" = INT ] && exit 130
   exit 0
 fi
-LINE="$(worker_line 'interrupted by ')"  # before the training loop: "interrupted by SIGTERM; nothing was saved"
+LINE="$(stop_line interrupted)"  # before the training loop: "interrupted by SIGTERM; nothing was saved"
 if [ -n "$LINE" ]; then
-  echo "$SCRIPT_NAME: interrupted by SIG$STOP_SIGNAL${LINE#interrupted by SIGTERM}" >&2
+  echo "$SCRIPT_NAME: $LINE" >&2
 else
   echo "$SCRIPT_NAME: error: the job failed after SIG$STOP_SIGNAL (msrun exit status $MSRUN_STATUS); see the logs" \
     "in $LOG_DIR (worker_<rank>.log, scheduler.log, msrun.log)" >&2
