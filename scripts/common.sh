@@ -1,8 +1,10 @@
-# Shared helpers of the launch scripts (sourced, not run). Each check prints "error: ..." and exits 2.
+# Shared helpers of the launch scripts (sourced, not run). Each check prints "SCRIPT_NAME: error: ..." and exits 2,
+# as the entry points print "train.py: error: ...".
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPT_NAME="$(basename "$0")"
 
-die() { echo "error: $*" >&2; exit 2; }
+die() { echo "$SCRIPT_NAME: error: $*" >&2; exit 2; }
 
 # The calling script's header comment (lines 2-7) as its usage text.
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }

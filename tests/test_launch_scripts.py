@@ -1,13 +1,16 @@
-"""The mpirun launch scripts (scripts/common.sh) with stand-ins on PATH: a fake nvidia-smi that lists GPUs (and
-MIG slices), a fake mpirun that records its argv. What each rank receives is read from that argv."""
+"""The launch scripts (scripts/common.sh). mpirun's with stand-ins on PATH: a fake nvidia-smi that lists GPUs (and
+MIG slices), a fake mpirun that records its argv; what each rank receives is read from that argv. msrun's for real,
+two CPU workers: a signal's graceful stop and a worker's user error."""
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO_ROOT, subprocess_env
+from train_helpers import REPO_ROOT, free_port, make_image_folder, subprocess_env, tiny_run_options, wait_for
 
 NVIDIA_SMI_TWO_GPUS_WITH_MIG = """\
 GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-11111111-2222-3333-4444-555555555555)
@@ -86,7 +89,7 @@ def test_gpu_count_follows_cuda_visible_devices_then_nvidia_smi_without_mig(stub
         assert result.returncode == 2 and argv == []
         expected = "nvidia-smi -L" if visible is None else f"CUDA_VISIBLE_DEVICES='{visible}'"
         count = {None: 2, "0": 1, "": 0}[visible]
-        assert result.stderr.strip() == (f"error: DEVICE_NUM={device_num} but this machine shows {count} GPU(s) "
+        assert result.stderr.strip() == (f"run_distribute_train_gpu.sh: error: DEVICE_NUM={device_num} but this machine shows {count} GPU(s) "
                                          f"({expected})")
 
 
@@ -130,3 +133,70 @@ def test_gpu_smoke_stops_at_once_with_one_line_where_mindspore_sees_no_gpu(tmp_p
     assert lines[0].startswith("gpu_smoke.sh: error: device_target GPU: MindSpore sees no usable GPU here: "
                                "CUDA_HOME is not set")
     assert sorted(p.name for p in (tmp_path / "smoke").rglob("*")) == ["logs"]  # no other step ran
+
+
+MSRUN_SCRIPT = "run_distribute_train_msrun.sh"
+
+
+def msrun_command(data: Path, output: Path, *options: str) -> list[str]:
+    return ["bash", str(REPO_ROOT / "scripts" / MSRUN_SCRIPT), "2", str(REPO_ROOT / "config" / "digits_demo_cpu.yaml"),
+            str(data), str(output), "--", *options]
+
+
+def records(output: Path, kind: str) -> list[dict]:
+    path = output / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [record for record in map(json.loads, lines) if record["kind"] == kind]
+
+
+@pytest.mark.slow
+def test_msrun_script_sigterm_saves_a_checkpoint_exits_0_and_resume_auto_continues(tmp_path):
+    data = make_image_folder(tmp_path / "data")
+    output = tmp_path / "out"
+    options = tiny_run_options(data, output, epoch_size=4, save_checkpoint_epochs=2)  # 8 steps
+    env = subprocess_env(MASTER_PORT=str(free_port()))
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        launcher = subprocess.Popen(msrun_command(data, output, *options), cwd=tmp_path, env=env, stdout=stdout,
+                                    stderr=stderr)
+    try:
+        wait_for(lambda: records(output, "step"), launcher, timeout=150, what="the first training step")
+        launcher.send_signal(signal.SIGTERM)  # to the script only: it must pass it on to msrun's workers
+        status = launcher.wait(timeout=90)
+    finally:
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGTERM)  # the second signal stops everything at once
+            launcher.wait(timeout=30)
+    stderr_lines = (tmp_path / "stderr").read_text().splitlines()
+    assert status == 0, stderr_lines
+    (stop,) = records(output, "stop")
+    assert stop["reason"] == "SIGTERM" and stop["global_step"] < 8
+    checkpoint = output / "checkpoints" / f"resnet18_dropcov-{stop['epoch']}_{stop['global_step']}.ckpt"
+    assert checkpoint.is_file()
+    assert stderr_lines == [f"{MSRUN_SCRIPT}: stopped by SIGTERM at global step {stop['global_step']}; "
+                            f"checkpoint {checkpoint}; continue with --resume auto"]
+    assert "received SIGTERM: the workers save a checkpoint" in (tmp_path / "stdout").read_text()
+
+    env["MASTER_PORT"] = str(free_port())
+    resumed = subprocess.run(msrun_command(data, output, *options, "--resume", "auto"), cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=150)
+    assert resumed.returncode == 0, resumed.stderr
+    (resume,) = records(output, "resume")
+    assert resume["global_step"] == stop["global_step"] and resume["checkpoint"] == str(checkpoint)
+    steps = [record["global_step"] for record in records(output, "step")]
+    assert steps == list(range(1, 9))  # every step once: the resumed run went on from the stop to the end
+    assert (output / "checkpoints" / "resnet18_dropcov-4_8.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_msrun_script_gives_a_workers_user_error_as_one_line_and_status_2(tmp_path):
+    data = make_image_folder(tmp_path / "data")
+    config = tmp_path / "typo.yaml"
+    config.write_text((REPO_ROOT / "config" / "digits_demo_cpu.yaml").read_text() + "epoch_sise: 3\n")
+    command = msrun_command(data, tmp_path / "out", "--device_target", "CPU")
+    command[3] = str(config)
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(MASTER_PORT=str(free_port())),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"{MSRUN_SCRIPT}: error: {config}: unknown key 'epoch_sise'; "
+                                        "did you mean 'epoch_size'?"]
+    assert "RuntimeError" in (tmp_path / "out" / "msrun_log" / "msrun.log").read_text()  # msrun's noise stays there
