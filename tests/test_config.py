@@ -184,7 +184,8 @@ def test_shipped_configs_build_their_model(path):
         assert weights[0].shape[1] == config.cov_dim * (config.cov_dim + 1) // 2
 
 
-RECIPE_CONFIGS = ("resnet50_dropcov_a3_config.yaml", "deit_small_dropcov_config.yaml")
+RECIPE_CONFIGS = ("resnet50_dropcov_a3_config.yaml", "deit_small_dropcov_config.yaml", "t2t_vit_14_dropcov_config.yaml",
+                  "vit_digits_demo_cpu.yaml")
 
 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p.name not in RECIPE_CONFIGS],
@@ -223,10 +224,13 @@ def test_recipe_keys_are_checked_when_loaded(option, value, message):
         load_config([option, value])
 
 
-def test_the_transformer_config_is_the_authors_recipe():
+@pytest.mark.parametrize("name, net_name", [("deit_small_dropcov_config.yaml", "deit_small_dropcov"),
+                                            ("t2t_vit_14_dropcov_config.yaml", "t2t_vit_14_dropcov")])
+def test_the_transformer_configs_are_the_authors_recipe(name, net_name):
     from src.data.recipe import AugmentSettings
 
-    config, _ = load_config(["--config_path", str(CONFIG_DIR / "deit_small_dropcov_config.yaml")])
+    config, _ = load_config(["--config_path", str(CONFIG_DIR / name)])
+    assert (config.net_name, config.eval_crop_pct, config.eval_interpolation) == (net_name, 0.875, "bicubic")
     augment = AugmentSettings.from_config(config)
     assert (augment.interpolation, augment.auto_augment, augment.random_erase_prob) == \
         ("random", "rand-m9-mstd0.5-inc1", 0.25)

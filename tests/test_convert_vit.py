@@ -166,3 +166,84 @@ def test_cli_refuses_cov_dim_for_a_transformer(tmp_path, capsys):
     assert main(["--net_name", "deit_small_dropcov", "--cov_dim", "256", str(path), str(tmp_path / "o.ckpt")]) == 2
     error = capsys.readouterr().err
     assert "cov_dim does not apply to deit_small_dropcov" in error and error.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- README's transformer commands
+def readme_transformer_commands(repo_root) -> list[str]:
+    """The commands of the bash block under README's "The authors' transformers" (continuations joined)."""
+    import re
+
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The authors' transformers", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    return [" ".join(line.split()) for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def timm_eval_batch(files) -> np.ndarray:
+    """timm's evaluation transform at its defaults (the authors' scoring): shorter side to int(224 / 0.875) = 256
+    with Pillow's bicubic filter, centre crop 224, ToTensor, ImageNet Normalize; (N, 3, 224, 224)."""
+    from PIL import Image
+
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    batch = []
+    for path in files:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            width, height = image.size
+            size = (256, int(256 * height / width)) if width <= height else (int(256 * width / height), 256)
+            pixels = np.asarray(image.resize(size, Image.BICUBIC), dtype=np.float64) / 255.0
+        top, left = int(round((pixels.shape[0] - 224) / 2.0)), int(round((pixels.shape[1] - 224) / 2.0))
+        batch.append(((pixels[top:top + 224, left:left + 224] - mean) / std).transpose(2, 0, 1))
+    return np.stack(batch).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_readme_commands_convert_and_evaluate_deit_small(repo_root, tmp_path):
+    """README's convert + eval commands for DeiT-S + DropCov (on CPU) with a training checkpoint as the authors'
+    code saves it: eval.py's mean cross entropy and top-1 equal their network's (EMA weights) on the same
+    images, preprocessed as timm does."""
+    import json
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    commands = readme_transformer_commands(repo_root)
+    assert len(commands) == 2 and "src.tools.convert_torch" in commands[0] and "eval.py" in commands[1]
+    pth, ckpt, data = tmp_path / "deit_small_dropcov.pth", tmp_path / "deit_small_dropcov.ckpt", tmp_path / "imagenet"
+    model = randomise(build_reference("deit_small"), seed=21).eval()
+    ema = randomise(build_reference("deit_small"), seed=22).eval()
+    torch.save(authors_training_checkpoint(model, ema, wrapped=True), pth)
+    rng = np.random.default_rng(23)
+    files, labels = [], []
+    for label, (height, width) in enumerate([(300, 260), (260, 333)]):
+        for index in range(2):
+            path = data / "val" / f"n0{label}" / f"{index}.JPEG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (height + 9 * index, width, 3), dtype=np.uint8)).save(path, quality=90)
+            files.append(path)
+            labels.append(label)
+
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    for command in commands:
+        command = command.replace('--device_target="GPU"', '--device_target="CPU"').replace("IMAGENET", str(data))
+        command = command.replace(" deit_small_dropcov.pth", f" {pth}").replace(" deit_small_dropcov.ckpt", f" {ckpt}")
+        command = command.replace("=deit_small_dropcov.ckpt", f"={ckpt}")
+        argv = shlex.split(command)
+        assert argv[0] == "python"
+        argv = [sys.executable] + argv[1:] + (["--output_path", str(tmp_path / "run")] if "eval.py" in command else [])
+        result = subprocess.run(argv, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (command, result.stderr[-3000:])
+
+    results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert results["count"] == 4
+    with torch.no_grad():
+        logits = ema(torch.from_numpy(timm_eval_batch(files))).double()
+    expected_loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(labels)))
+    expected_top1 = float((logits.argmax(dim=1) == torch.tensor(labels)).double().mean())
+    print(f"DeiT-S + DropCov: eval loss {results['loss']:.6f}, PyTorch {expected_loss:.6f}")
+    assert results["loss"] == pytest.approx(expected_loss, rel=1e-4)
+    assert results["top1"] == expected_top1

@@ -85,6 +85,19 @@ class Config:
                             group=MODEL, maximum=0.99)
     cov_drop: float = key(0.5, "dropout on the transformers' cross-covariance representation while training",
                           minimum=0.0, group=MODEL, maximum=0.99)
+    embed_dim: int = key(0, "transformers: token width; 0 = the network's own (384)", minimum=0, group=MODEL)
+    depth: int = key(0, "transformers: number of blocks; 0 = the network's own (12 DeiT-S, 14 T2T-ViT-14)",
+                     minimum=0, group=MODEL)
+    num_heads: int = key(0, "transformers: attention heads per block; 0 = the network's own (6)", minimum=0,
+                         group=MODEL)
+    mlp_ratio: float = key(0.0, "transformers: MLP width / token width; 0 = the network's own (4 DeiT-S, "
+                           "3 T2T-ViT-14)", minimum=0.0, group=MODEL)
+    wr_heads: int = key(0, "transformers' DropCov head: cross-covariance heads; 0 = the network's own (6)",
+                        minimum=0, group=MODEL)
+    wr_dim: int = key(0, "transformers' DropCov head: width of each cross-covariance; 0 = the network's own (24)",
+                      minimum=0, group=MODEL)
+    token_dim: int = key(0, "transformers: channels of the convolutional token stem's first layer; 0 = the "
+                         "network's own (64)", minimum=0, group=MODEL)
     # data
     dataset: str = key("imagenet", "dataset format: ImageNet-style class folders, or CIFAR-10 binary",
                        list_datasets, group=DATA)

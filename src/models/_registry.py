@@ -121,10 +121,14 @@ def config_key(option: str) -> str:
 
 def model_options(config: Any) -> dict[str, Any]:
     """:func:`create_model` keyword arguments (all but the name) read from a config object: the network's
-    options that are config keys (architecture overrides such as ``depth`` are not)."""
+    options that are config keys. An architecture override left at 0 (``depth: 0``) is not passed: the
+    network keeps its own value."""
+    from .specs import VIT_ARCH_FIELDS
+
     spec = model_spec(config.net_name)
-    return {option: getattr(config, config_key(option)) for option in spec.options
-            if hasattr(config, config_key(option))}
+    options = {option: getattr(config, config_key(option)) for option in spec.options
+               if hasattr(config, config_key(option))}
+    return {option: value for option, value in options.items() if not (option in VIT_ARCH_FIELDS and value == 0)}
 
 
 def create_model_from_config(config: Any, conv_backend: str | None = None) -> Any:
