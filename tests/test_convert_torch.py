@@ -12,6 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from readme_helpers import readme_commands  # noqa: E402
+
 from src.errors import DropCovError  # noqa: E402
 from src.models.torch_mapping import (  # noqa: E402
     convert_torch_state_dict,
@@ -383,16 +385,6 @@ def test_mindspore_style_config_is_refused(repo_root, tmp_path, capsys):
 
 # ---------------------------------------------------------------- README's two commands, either head width
 
-def readme_pytorch_commands(repo_root) -> list[str]:
-    """The commands of the bash block under README's "The authors' PyTorch checkpoints" (continuations joined)."""
-    import re
-
-    readme = (repo_root / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### The authors' PyTorch checkpoints", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
-    return [" ".join(line.split()) for line in block.splitlines() if line.strip() and not line.startswith("#")]
-
-
 def torchvision_eval_batch(files) -> np.ndarray:
     """torchvision's Resize(256) + CenterCrop(224) + ToTensor + Normalize of image files, (N, 3, 224, 224)."""
     from PIL import Image
@@ -426,7 +418,7 @@ def test_readme_commands_convert_and_evaluate_either_head_width(repo_root, tmp_p
 
     from PIL import Image
 
-    commands = readme_pytorch_commands(repo_root)
+    commands = readme_commands("### The authors' PyTorch checkpoints")
     assert len(commands) == 2 and "src.tools.convert_torch" in commands[0] and "eval.py" in commands[1]
     pth, ckpt, data = tmp_path / "r34_dropcov.pth.tar", tmp_path / "resnet34_dropcov_torch.ckpt", tmp_path / "imagenet"
     reference = randomise(build_reference("resnet34", num_classes=1000, cov_dim=cov_dim), seed=cov_dim).eval()

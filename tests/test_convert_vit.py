@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import mindspore as ms  # noqa: E402
+from readme_helpers import readme_commands  # noqa: E402
 
 from src.errors import DropCovError  # noqa: E402
 from src.models import create_model  # noqa: E402
@@ -169,16 +170,6 @@ def test_cli_refuses_cov_dim_for_a_transformer(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- README's transformer commands
-def readme_transformer_commands(repo_root) -> list[str]:
-    """The commands of the bash block under README's "The authors' transformers" (continuations joined)."""
-    import re
-
-    readme = (repo_root / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### The authors' transformers", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
-    return [" ".join(line.split()) for line in block.splitlines() if line.strip() and not line.startswith("#")]
-
-
 def timm_eval_batch(files) -> np.ndarray:
     """timm's evaluation transform at its defaults (the authors' scoring): shorter side to int(224 / 0.875) = 256
     with Pillow's bicubic filter, centre crop 224, ToTensor, ImageNet Normalize; (N, 3, 224, 224)."""
@@ -210,7 +201,7 @@ def test_readme_commands_convert_and_evaluate_deit_small(repo_root, tmp_path):
 
     from PIL import Image
 
-    commands = readme_transformer_commands(repo_root)
+    commands = readme_commands("### The authors' transformers")
     assert len(commands) == 2 and "src.tools.convert_torch" in commands[0] and "eval.py" in commands[1]
     pth, ckpt, data = tmp_path / "deit_small_dropcov.pth", tmp_path / "deit_small_dropcov.ckpt", tmp_path / "imagenet"
     model = randomise(build_reference("deit_small"), seed=21).eval()

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from readme_helpers import readme_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -14,9 +15,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 def fresh_machine_commands() -> list[str]:
     """The commands of the first code block under 'Two commands on a fresh machine'."""
-    section = README.split("## Two commands on a fresh machine", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+    return readme_commands("## Two commands on a fresh machine")
 
 
 def test_readme_has_two_commands_near_the_top():
