@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from readme_helpers import readme_commands  # noqa: E402
+from readme_helpers import assert_eval_results_equal_pytorch, readme_commands  # noqa: E402
 
 from src.errors import DropCovError  # noqa: E402
 from src.models.torch_mapping import (  # noqa: E402
@@ -458,8 +458,4 @@ def test_readme_commands_convert_and_evaluate_either_head_width(repo_root, tmp_p
     assert results["count"] == 4
     with torch.no_grad():
         logits = reference(torch.from_numpy(torchvision_eval_batch(files))).double()
-    expected_loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(labels)))
-    expected_top1 = float((logits.argmax(dim=1) == torch.tensor(labels)).double().mean())
-    print(f"cov_dim {cov_dim}: eval loss {results['loss']:.6f}, PyTorch {expected_loss:.6f}")
-    assert results["loss"] == pytest.approx(expected_loss, rel=1e-4)
-    assert results["top1"] == expected_top1
+    assert_eval_results_equal_pytorch(results, logits, labels, f"cov_dim {cov_dim}")

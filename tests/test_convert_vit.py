@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import mindspore as ms  # noqa: E402
-from readme_helpers import readme_commands  # noqa: E402
+from readme_helpers import assert_eval_results_equal_pytorch, readme_commands  # noqa: E402
 
 from src.errors import DropCovError  # noqa: E402
 from src.models import create_model  # noqa: E402
@@ -233,8 +233,4 @@ def test_readme_commands_convert_and_evaluate_deit_small(repo_root, tmp_path):
     assert results["count"] == 4
     with torch.no_grad():
         logits = ema(torch.from_numpy(timm_eval_batch(files))).double()
-    expected_loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(labels)))
-    expected_top1 = float((logits.argmax(dim=1) == torch.tensor(labels)).double().mean())
-    print(f"DeiT-S + DropCov: eval loss {results['loss']:.6f}, PyTorch {expected_loss:.6f}")
-    assert results["loss"] == pytest.approx(expected_loss, rel=1e-4)
-    assert results["top1"] == expected_top1
+    assert_eval_results_equal_pytorch(results, logits, labels, "DeiT-S + DropCov")

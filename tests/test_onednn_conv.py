@@ -6,8 +6,8 @@ import sys
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Tensor, nn, ops
-from numpy.lib.stride_tricks import sliding_window_view
+from mindspore import Tensor, nn
+from onednn_helpers import GradOfProbe, numpy_conv2d
 
 from src.errors import DropCovError
 from src.kernels import backend, build
@@ -23,38 +23,11 @@ def library() -> str:
     return str(build.build_library())
 
 
-def numpy_conv2d(x, w, stride, dilation, pads):
-    """Direct convolution in float64: pads = (top, bottom, left, right)."""
-    top, bottom, left, right = pads
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
-    kh, kw = w.shape[2:]
-    extent_h, extent_w = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-    windows = sliding_window_view(xp, (extent_h, extent_w), axis=(2, 3))
-    windows = windows[:, :, ::stride[0], ::stride[1], ::dilation[0], ::dilation[1]]
-    return np.einsum("nchwij,ocij->nohw", windows, w.astype(np.float64))
-
-
 def same_pads(size, kernel, stride, dilation):
     """MindSpore/TF 'same' padding of one axis: (before, after), the extra one after."""
     out = -(-size // stride)
     total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
     return total // 2, total - total // 2
-
-
-class GradOfSum(nn.Cell):
-    """Gradients of sum(conv(x) * probe) w.r.t. the input and the weight."""
-
-    def __init__(self, conv):
-        super().__init__()
-        self.conv = conv
-        self.grad = ops.GradOperation(get_all=True, get_by_list=True)
-        self.weights = ms.ParameterTuple([conv.weight])
-
-    def loss(self, x, probe):
-        return (self.conv(x) * probe).sum()
-
-    def construct(self, x, probe):
-        return self.grad(self.loss, self.weights)(x, probe)
 
 
 CASES = {
@@ -103,8 +76,8 @@ def test_forward_matches_numpy_and_gradients_match_stock_conv(name, library):
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 
     probe = Tensor(rng.standard_normal(y.shape).astype(np.float32))
-    (dx_fast, _), (dw_fast,) = GradOfSum(fast)(Tensor(x), probe)
-    (dx_stock, _), (dw_stock,) = GradOfSum(stock)(Tensor(x), probe)
+    (dx_fast, _), (dw_fast,) = GradOfProbe(fast)(Tensor(x), probe)
+    (dx_stock, _), (dw_stock,) = GradOfProbe(stock)(Tensor(x), probe)
     np.testing.assert_allclose(dx_fast.asnumpy(), dx_stock.asnumpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(dw_fast.asnumpy(), dw_stock.asnumpy(), rtol=1e-4, atol=1e-3)
 
@@ -118,8 +91,8 @@ def test_conv1d_runs_as_a_1xk_convolution(library):
     expected = numpy_conv2d(x[:, :, None], stock.weight.asnumpy(), (1, 1), (1, 1), (0, 0, 1, 1))[:, :, 0]
     np.testing.assert_allclose(fast(Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)
     probe = Tensor(np.random.default_rng(9).standard_normal(expected.shape).astype(np.float32))
-    (dx_fast, _), (dw_fast,) = GradOfSum(fast)(Tensor(x), probe)
-    (dx_stock, _), (dw_stock,) = GradOfSum(stock)(Tensor(x), probe)
+    (dx_fast, _), (dw_fast,) = GradOfProbe(fast)(Tensor(x), probe)
+    (dx_stock, _), (dw_stock,) = GradOfProbe(stock)(Tensor(x), probe)
     np.testing.assert_allclose(dx_fast.asnumpy(), dx_stock.asnumpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dw_fast.asnumpy(), dw_stock.asnumpy(), rtol=1e-5, atol=1e-4)
 
@@ -131,7 +104,7 @@ def test_backward_data_is_the_adjoint_of_the_forward(library):
     x = rng.standard_normal((3, 4, 11, 11)).astype(np.float32)
     y = fast(Tensor(x)).asnumpy()
     g = rng.standard_normal(y.shape).astype(np.float32)
-    (dx, _), _ = GradOfSum(fast)(Tensor(x), Tensor(g))
+    (dx, _), _ = GradOfProbe(fast)(Tensor(x), Tensor(g))
     lhs = float((y.astype(np.float64) * g).sum())
     rhs = float((x.astype(np.float64) * dx.asnumpy()).sum())
     assert abs(lhs - rhs) <= 1e-4 * max(1.0, abs(lhs))

@@ -5,10 +5,10 @@ import shutil
 import subprocess
 import sys
 
-import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, nn
+from onednn_helpers import GradOfProbe, numpy_conv2d
 
 from src.kernels import build
 from src.kernels.onednn_conv import OneDNNConv2d
@@ -27,31 +27,6 @@ def _has_avx512() -> bool:
 @pytest.fixture(scope="module")
 def library() -> str:
     return str(build.build_library())
-
-
-def numpy_conv2d(x, w, stride, pads):
-    """Direct float64 convolution; pads = (top, bottom, left, right)."""
-    top, bottom, left, right = pads
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
-    kh, kw = w.shape[2:]
-    windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
-    return np.einsum("nchwij,ocij->nohw", windows, w.astype(np.float64))
-
-
-class GradOfProbe(nn.Cell):
-    """Gradients of sum(conv(x) * probe) with respect to x and the weight."""
-
-    def __init__(self, conv):
-        super().__init__()
-        self.conv = conv
-        self.grad = ops.GradOperation(get_all=True, get_by_list=True)
-        self.weights = ms.ParameterTuple([conv.weight])
-
-    def loss(self, x, probe):
-        return (self.conv(x) * probe).sum()
-
-    def construct(self, x, probe):
-        return self.grad(self.loss, self.weights)(x, probe)
 
 
 GEOMETRIES = {  # (in, out, kernel, stride, padding, input size)
@@ -74,7 +49,7 @@ def test_each_layout_matches_numpy_and_the_stock_gradients(name, layout, library
     fast = OneDNNConv2d(stock, library)
     x = rng.standard_normal((3, cin, size, size)).astype(np.float32)
     y = fast(Tensor(x)).asnumpy()
-    np.testing.assert_allclose(y, numpy_conv2d(x, stock.weight.asnumpy(), stride, (padding,) * 4),
+    np.testing.assert_allclose(y, numpy_conv2d(x, stock.weight.asnumpy(), stride, pads=(padding,) * 4),
                                rtol=1e-4, atol=1e-4)
     probe = Tensor(rng.standard_normal(y.shape).astype(np.float32))
     (dx_fast, _), (dw_fast,) = GradOfProbe(fast)(Tensor(x), probe)
