@@ -35,12 +35,16 @@ def test_a_separate_checkpoint_path_is_locked_too(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_checkpoints_inside_the_output_folder_take_one_lock(tmp_path):
-    folder = _opened(tmp_path / "out", tmp_path / "out" / "checkpoints")
+def test_the_default_checkpoint_folder_is_locked_for_a_run_that_names_it(tmp_path):
+    """The first run writes OUT/checkpoints; a second run with another output folder but
+    --checkpoint_path OUT/checkpoints would rotate the first run's checkpoints away."""
+    first = _opened(tmp_path / "out", tmp_path / "out" / "checkpoints")
     try:
-        assert len(folder._locks) == 1
+        with pytest.raises(DropCovError, match=r"checkpoint_path .*/out/checkpoints is in use by another training run"):
+            _opened(tmp_path / "other", tmp_path / "out" / "checkpoints")
     finally:
-        folder.close()
+        first.close()
+    assert not (tmp_path / "other").exists()
 
 
 def test_an_earlier_run_in_a_separate_checkpoint_path_names_that_option(tmp_path):

@@ -40,8 +40,9 @@ class RunFolder:
         self.committed = False
         self._created: list[Path] = []
         self._locks: list = []
-        # a --checkpoint_path outside the output folder is locked too (two runs must not share it either)
-        self._separate_checkpoints = output.resolve() not in (checkpoint_dir.resolve(), *checkpoint_dir.resolve().parents)
+        # the checkpoint folder is locked too: a second run may name it as its --checkpoint_path
+        self._checkpoints_locked = checkpoint_dir.resolve() != output.resolve()
+        self._separate_checkpoints = output.resolve() not in checkpoint_dir.resolve().parents
 
     def open(self, resume: bool, overwrite: bool, checkpoint_prefix: str) -> None:
         """Check, lock and (for ``overwrite``) clear the folder; refuse to mix two runs in it."""
@@ -50,7 +51,7 @@ class RunFolder:
         check_writable_directory(self.output, "output_path")
         check_writable_directory(self.checkpoint_dir, "checkpoint_path")
         self._lock(self.output, "output_path")
-        if self._separate_checkpoints:
+        if self._checkpoints_locked:
             self._lock(self.checkpoint_dir, "checkpoint_path")
         earlier = self._earlier_run(checkpoint_prefix)
         if earlier and not resume:
