@@ -23,8 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.common import REPO_ROOT, run_worker, step_statistics, time_calls, worker_main
-from bench.machine import cpu_busy_fraction, describe_machine, summary_line, usable_cores
+if __package__ in (None, ""):  # run as a script: make `bench` and `src` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO_ROOT, run_worker, step_statistics, time_calls, worker_main  # noqa: E402
+from bench.machine import cpu_busy_fraction, describe_machine, summary_line, usable_cores  # noqa: E402
 
 HEADS = ("dropcov", "class_token")
 
