@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from .random_weights import seeded_draws
+
 BLOCKS = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
@@ -171,13 +173,7 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     Convs: He-normal (fan_in); BN: gamma ~ U(0.5, 1.5), beta ~ N(0, 0.2), running_mean ~ N(0, 0.2),
     running_var ~ U(0.5, 2); ECA conv and fc: N(0, 0.1) / N(0, 1/sqrt(fan_in)), fc bias ~ N(0, 0.1).
     """
-    generator = torch.Generator().manual_seed(seed)
-
-    def normal(shape: torch.Size, std: float) -> torch.Tensor:
-        return torch.randn(shape, generator=generator) * std
-
-    def uniform(shape: torch.Size, low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(shape, generator=generator)
+    normal, uniform = seeded_draws(seed)
 
     with torch.no_grad():
         for module in model.modules():

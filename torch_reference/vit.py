@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from .random_weights import seeded_draws
+
 #: embed_dim, depth, num_heads, mlp_ratio, wr_dim of the authors' networks.
 ARCHITECTURES = {
     "deit_small": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0, wr_dim=24),
@@ -235,13 +237,7 @@ def build_reference(name: str, num_classes: int = 1000, img_size: int = 224, rep
 def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights that keep activations O(1): He-normal convs, N(0, 1/fan_in) linears, non-trivial
     LayerNorm/BatchNorm affine parameters and BatchNorm statistics, a random class token."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def normal(shape: torch.Size, std: float) -> torch.Tensor:
-        return torch.randn(shape, generator=generator) * std
-
-    def uniform(shape: torch.Size, low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(shape, generator=generator)
+    normal, uniform = seeded_draws(seed)
 
     with torch.no_grad():
         for module in model.modules():
