@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from readme_helpers import assert_eval_results_equal_pytorch, readme_commands  # noqa: E402
+from readme_helpers import assert_eval_results_equal_pytorch, readme_commands, resize_256_crop_224_batch  # noqa: E402
 
 from src.errors import DropCovError  # noqa: E402
 from src.models.torch_mapping import (  # noqa: E402
@@ -385,26 +385,6 @@ def test_mindspore_style_config_is_refused(repo_root, tmp_path, capsys):
 
 # ---------------------------------------------------------------- README's two commands, either head width
 
-def torchvision_eval_batch(files) -> np.ndarray:
-    """torchvision's Resize(256) + CenterCrop(224) + ToTensor + Normalize of image files, (N, 3, 224, 224)."""
-    from PIL import Image
-
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    batch = []
-    for path in files:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            width, height = image.size
-            if width <= height:
-                size = (256, int(256 * height / width))
-            else:
-                size = (int(256 * width / height), 256)
-            pixels = np.asarray(image.resize(size, Image.BILINEAR), dtype=np.float64) / 255.0
-        top, left = int(round((pixels.shape[0] - 224) / 2.0)), int(round((pixels.shape[1] - 224) / 2.0))
-        batch.append(((pixels[top:top + 224, left:left + 224] - mean) / std).transpose(2, 0, 1))
-    return np.stack(batch).astype(np.float32)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("cov_dim", [128, 256])
 def test_readme_commands_convert_and_evaluate_either_head_width(repo_root, tmp_path, cov_dim):
@@ -457,5 +437,5 @@ def test_readme_commands_convert_and_evaluate_either_head_width(repo_root, tmp_p
     assert results["net"]["cov_dim"] == cov_dim and results["net"]["widths_from_checkpoint"] is True
     assert results["count"] == 4
     with torch.no_grad():
-        logits = reference(torch.from_numpy(torchvision_eval_batch(files))).double()
+        logits = reference(torch.from_numpy(resize_256_crop_224_batch(files, "bilinear"))).double()
     assert_eval_results_equal_pytorch(results, logits, labels, f"cov_dim {cov_dim}")

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import mindspore as ms  # noqa: E402
-from readme_helpers import assert_eval_results_equal_pytorch, readme_commands  # noqa: E402
+from readme_helpers import assert_eval_results_equal_pytorch, readme_commands, resize_256_crop_224_batch  # noqa: E402
 
 from src.errors import DropCovError  # noqa: E402
 from src.models import create_model  # noqa: E402
@@ -170,24 +170,6 @@ def test_cli_refuses_cov_dim_for_a_transformer(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- README's transformer commands
-def timm_eval_batch(files) -> np.ndarray:
-    """timm's evaluation transform at its defaults (the authors' scoring): shorter side to int(224 / 0.875) = 256
-    with Pillow's bicubic filter, centre crop 224, ToTensor, ImageNet Normalize; (N, 3, 224, 224)."""
-    from PIL import Image
-
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    batch = []
-    for path in files:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            width, height = image.size
-            size = (256, int(256 * height / width)) if width <= height else (int(256 * width / height), 256)
-            pixels = np.asarray(image.resize(size, Image.BICUBIC), dtype=np.float64) / 255.0
-        top, left = int(round((pixels.shape[0] - 224) / 2.0)), int(round((pixels.shape[1] - 224) / 2.0))
-        batch.append(((pixels[top:top + 224, left:left + 224] - mean) / std).transpose(2, 0, 1))
-    return np.stack(batch).astype(np.float32)
-
-
 @pytest.mark.slow
 def test_readme_commands_convert_and_evaluate_deit_small(repo_root, tmp_path):
     """README's convert + eval commands for DeiT-S + DropCov (on CPU) with a training checkpoint as the authors'
@@ -232,5 +214,5 @@ def test_readme_commands_convert_and_evaluate_deit_small(repo_root, tmp_path):
     results = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert results["count"] == 4
     with torch.no_grad():
-        logits = ema(torch.from_numpy(timm_eval_batch(files))).double()
+        logits = ema(torch.from_numpy(resize_256_crop_224_batch(files, "bicubic"))).double()
     assert_eval_results_equal_pytorch(results, logits, labels, "DeiT-S + DropCov")
