@@ -38,14 +38,13 @@ def measure(side: str, net_name: str = "resnet18", batch_size: int = 8, image_si
     if side == "pytorch":
         import torch
 
+        from bench.pytorch_ref import torch_eval_timings
         from torch_reference.resnet import build_reference
 
         torch.set_num_threads(threads)
-        model = build_reference(net_name, cov_dim=cov_dim).eval()
-        batch = torch.from_numpy(images)
-        with torch.no_grad():
-            warm, timed = time_calls(lambda: model(batch).sum().item(), warmup, steps)
-        return {"side": side, "torch": torch.__version__, **step_statistics(timed, batch_size)}
+        model = build_reference(net_name, cov_dim=cov_dim)
+        return {"side": side, "torch": torch.__version__,
+                **torch_eval_timings(model, torch.from_numpy(images), warmup, steps)}
 
     from bench.train_step import backend_record, prepare_cpu_environment
 

@@ -31,6 +31,36 @@ def load_reference() -> ModuleType:
     return resnet
 
 
+def torch_train_timings(model: Any, inputs: Any, labels: Any, warmup: int, steps: int) -> dict[str, Any]:
+    """Seconds per eager training step of ``model`` on one fixed batch: label-smoothed (0.1) cross entropy,
+    SGD momentum 0.9, weight decay 1e-4 (the authors' recipe); median statistics plus the warm-up times."""
+    import torch
+
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    warm, timed = time_calls(step, warmup, steps)
+    return {**step_statistics(timed, len(inputs)), "warmup_s": [round(t, 3) for t in warm]}
+
+
+def torch_eval_timings(model: Any, inputs: Any, warmup: int, steps: int) -> dict[str, Any]:
+    """Seconds per eager evaluation forward of ``model`` (``no_grad``) on one fixed batch."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        warm, timed = time_calls(lambda: model(inputs).sum().item(), warmup, steps)
+    return {**step_statistics(timed, len(inputs)), "warmup_s": [round(t, 3) for t in warm]}
+
+
 def measure_pytorch(net_names: tuple[str, ...] = ("resnet18",), batch_size: int = 8, image_size: int = 224,
                     warmup: int = 2, steps: int = 5, eval_steps: int = 0, num_classes: int = 1000,
                     cov_dim: int = 128, threads: int = 0, peak: bool = True, quick: bool = False,
@@ -51,24 +81,9 @@ def measure_pytorch(net_names: tuple[str, ...] = ("resnet18",), batch_size: int 
     labels = torch.randint(0, num_classes, (batch_size,), generator=generator)
     for net_name in net_names:
         model = reference.build_reference(net_name, num_classes=num_classes, cov_dim=cov_dim)
-        model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-
-        def step(model=model, optimizer=optimizer, loss_fn=loss_fn) -> None:
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(images), labels)
-            loss.backward()
-            optimizer.step()
-            loss.item()
-
-        warm, timed = time_calls(step, warmup, steps)
-        entry = {"train": {**step_statistics(timed, batch_size), "warmup_s": [round(t, 3) for t in warm]}}
+        entry = {"train": torch_train_timings(model, images, labels, warmup, steps)}
         if eval_steps > 0:
-            model.eval()
-            with torch.no_grad():
-                warm, timed = time_calls(lambda model=model: model(images).sum().item(), 1, eval_steps)
-            entry["eval"] = {**step_statistics(timed, batch_size), "warmup_s": [round(t, 3) for t in warm]}
+            entry["eval"] = torch_eval_timings(model, images, 1, eval_steps)
         result["nets"][net_name] = entry
     return result
 

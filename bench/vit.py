@@ -86,6 +86,7 @@ def measure_pytorch(net_name: str, batch_size: int, image_size: int, warmup: int
     """The same measurements on the authors' network rebuilt in PyTorch (eager, ``<cores>`` threads)."""
     import torch
 
+    from bench.pytorch_ref import torch_eval_timings, torch_train_timings
     from torch_reference import vit as reference
 
     torch.set_num_threads(usable_cores())
@@ -93,31 +94,16 @@ def measure_pytorch(net_name: str, batch_size: int, image_size: int, warmup: int
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
     labels = torch.randint(0, num_classes, (batch_size,), generator=generator)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
 
     def train_timings(module: torch.nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
-        module.train()
-        optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(module(inputs), labels)
-            loss.backward()
-            optimizer.step()
-            loss.item()
-
-        warm, timed = time_calls(step, warmup, steps)
-        return {**step_statistics(timed, batch_size), "warmup_s": [round(t, 3) for t in warm]}
+        return torch_train_timings(module, inputs, labels, warmup, steps)
 
     backbone = net_name.removesuffix("_dropcov")
     model = reference.build_reference(backbone, num_classes=num_classes, img_size=image_size,
                                       representation=net_name.endswith("_dropcov"), **_options(quick))
     result: dict[str, Any] = {"side": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
                               "train": train_timings(model, images)}
-    model.eval()
-    with torch.no_grad():
-        warm, timed = time_calls(lambda: model(images).sum().item(), 1, steps)
-    result["eval"] = {**step_statistics(timed, batch_size), "warmup_s": [round(t, 3) for t in warm]}
+    result["eval"] = torch_eval_timings(model, images, 1, steps)
     tokens = torch.randn(batch_size, model.pos_embed.shape[1], model.pos_embed.shape[2], generator=generator)
     dim, wr_dim = model.pos_embed.shape[2], reference.ARCHITECTURES[backbone]["wr_dim"]
     heads = {name: reference.Classifier(num_classes, dim, 6, wr_dim, name == "dropcov") for name in HEADS}
