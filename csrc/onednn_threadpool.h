@@ -2,9 +2,10 @@
 // DNNL_CPU_RUNTIME=THREADPOOL): whoever executes a oneDNN primitive supplies the threads.
 // Included by onednn_kernels.cc only (one translation unit), hence the definitions in a header.
 //
-// MakePool() returns MindSpore's own pool (MindSporePool) when it can be found, else a pool of our own
-// (WorkerPool); DROPCOV_ONEDNN_THREADPOOL=own forces the latter, DROPCOV_ONEDNN_THREADS sets the thread
-// count oneDNN plans for (default: the usable cores).
+// MakePool() returns MindSpore's own pool (MindSporePool; kernels called from threads outside it run on a
+// pool of our own) when it can be found, else a pool of our own (WorkerPool); DROPCOV_ONEDNN_THREADPOOL=own
+// forces the latter, DROPCOV_ONEDNN_THREADS sets the thread count oneDNN plans for (default: the usable
+// cores).
 
 #pragma once
 
@@ -24,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -90,57 +92,9 @@ double CpuMillisecondsOf(Work &&work) {
   return static_cast<double>(own + meter.nanoseconds.load()) / 1e6;
 }
 
-// oneDNN's parallel loops on MindSpore's own thread pool: the one its stock oneDNN kernels use
-// (mindspore::kernel::GetActorMgrInnerThreadPool(), see MindSpore's mkl_cpu_kernel.h). One set of threads
-// serves every kernel of the process. A pool of our own would sit next to MindSpore's, whose workers keep
-// spinning for a while after each of MindSpore's kernels (BatchNorm, ReLU, ...): on a small machine they
-// take cores from our threads, and a busy machine makes it worse. MindSpore's plug-in is loaded with
-// RTLD_LOCAL, so its two entry points are looked up by name in the already loaded libraries.
-class MindSporePool : public dnnl::threadpool_interop::threadpool_iface {
- public:
-  using Func = std::function<int(void *, int, float, float)>;  // mindspore::Func (thread/threadpool.h)
-  using GetPool = void *(*)();
-  // ThreadPool::ParallelLaunch(const Func &, Content, int): a non-virtual call with `this` first (Itanium
-  // C++ ABI); MindSpore's ActorThreadPool does not override it.
-  using Launch = int (*)(void *pool, const Func &func, void *content, int task_num);
-
-  // The pool, or nullptr when this MindSpore does not have the two entry points.
-  static MindSporePool *Find(int threads) {
-    void *ops = dlopen("libmindspore_ops_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
-    void *core = dlopen("libmindspore_core.so", RTLD_LAZY | RTLD_NOLOAD);
-    if (ops == nullptr || core == nullptr) return nullptr;
-    auto get_pool = reinterpret_cast<GetPool>(dlsym(ops, "_ZN9mindspore6kernel26GetActorMgrInnerThreadPoolEv"));
-    auto launch = reinterpret_cast<Launch>(
-        dlsym(core, "_ZN9mindspore10ThreadPool14ParallelLaunchERKSt8functionIFiPviffEES2_i"));
-    if (get_pool == nullptr || launch == nullptr || get_pool() == nullptr) return nullptr;
-    return new MindSporePool(get_pool, launch, threads);
-  }
-
-  int get_num_threads() const override { return threads_; }
-  bool get_in_parallel() const override { return in_parallel_job; }
-  uint64_t get_flags() const override { return 0; }
-  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
-    void *pool = n > 1 && !in_parallel_job ? get_pool_() : nullptr;
-    if (pool == nullptr) {
-      for (int i = 0; i < n; ++i) RunTask(fn, i, n);
-      return;
-    }
-    const Func task = [&fn, n](void *, int i, float, float) {
-      RunTask(fn, i, n);
-      return 0;
-    };
-    if (launch_(pool, task, nullptr, n) != 0) throw std::runtime_error("MindSpore's thread pool failed a job");
-  }
-
- private:
-  MindSporePool(GetPool get_pool, Launch launch, int threads) : get_pool_(get_pool), launch_(launch), threads_(threads) {}
-  const GetPool get_pool_;
-  const Launch launch_;
-  const int threads_;
-};
-
-// A pool of worker threads of our own, for a MindSpore without the entry points MindSporePool needs (or
-// DROPCOV_ONEDNN_THREADPOOL=own). The calling thread takes part in every job. A job ends only when its
+// A pool of worker threads of our own: for calls from threads outside MindSpore's pool (see MindSporePool),
+// for a MindSpore without the entry points MindSporePool needs, or with DROPCOV_ONEDNN_THREADPOOL=own. Its
+// workers sleep on a condition variable between jobs; the calling thread takes part in every job. A job ends only when its
 // closures have all run *and* every worker that joined it has left it, so no worker can ever pick up
 // an index of the next job while still holding the previous job's closure.
 class WorkerPool : public dnnl::threadpool_interop::threadpool_iface {
@@ -225,6 +179,83 @@ class WorkerPool : public dnnl::threadpool_interop::threadpool_iface {
   const std::function<void(int, int)> *fn_ = nullptr;
   int n_ = 0;
   std::atomic<int> next_{0}, done_{0}, joined_{0};
+};
+
+// Whether the calling thread is one of MindSpore's pool threads (named ActorThread_<i> and
+// KernelThread_<i> by MindSpore's ThreadPool).
+inline bool OnMindSporePoolThread() {
+  thread_local const bool on_pool = [] {
+    char name[16] = {0};
+    if (pthread_getname_np(pthread_self(), name, sizeof(name)) != 0) return false;
+    return std::strncmp(name, "KernelThread_", 13) == 0 || std::strncmp(name, "ActorThread_", 12) == 0;
+  }();
+  return on_pool;
+}
+
+// oneDNN's parallel loops on MindSpore's own thread pool: the one its stock oneDNN kernels use
+// (mindspore::kernel::GetActorMgrInnerThreadPool(), see MindSpore's mkl_cpu_kernel.h), when the kernel is
+// called from one of that pool's threads, as a training step's kernels are: the calling worker takes a
+// share of the tasks, the other workers the rest, and no thread is added. MindSpore's plug-in is loaded
+// with RTLD_LOCAL, so its two entry points are looked up by name in the already loaded libraries.
+//
+// A kernel called from any other thread (an evaluation forward's kernels run on the Python thread) runs
+// on a WorkerPool instead. ParallelLaunch from a thread outside the pool hands every task to the pool's
+// workers and spins (sched_yield) until they finish: on 2 cores, 2 workers and the spinning caller share
+// the cores, and a convolution took 2x its time in about one call in five (measured with per-thread CPU
+// time: the Python thread burned 179 ms of CPU per ResNet-18 forward of 387 ms, doing no work). The
+// WorkerPool's caller does a share of the work itself.
+class MindSporePool : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  using Func = std::function<int(void *, int, float, float)>;  // mindspore::Func (thread/threadpool.h)
+  using GetPool = void *(*)();
+  // ThreadPool::ParallelLaunch(const Func &, Content, int): a non-virtual call with `this` first (Itanium
+  // C++ ABI); MindSpore's ActorThreadPool does not override it.
+  using Launch = int (*)(void *pool, const Func &func, void *content, int task_num);
+
+  // The pool, or nullptr when this MindSpore does not have the two entry points.
+  static MindSporePool *Find(int threads) {
+    void *ops = dlopen("libmindspore_ops_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+    void *core = dlopen("libmindspore_core.so", RTLD_LAZY | RTLD_NOLOAD);
+    if (ops == nullptr || core == nullptr) return nullptr;
+    auto get_pool = reinterpret_cast<GetPool>(dlsym(ops, "_ZN9mindspore6kernel26GetActorMgrInnerThreadPoolEv"));
+    auto launch = reinterpret_cast<Launch>(
+        dlsym(core, "_ZN9mindspore10ThreadPool14ParallelLaunchERKSt8functionIFiPviffEES2_i"));
+    if (get_pool == nullptr || launch == nullptr || get_pool() == nullptr) return nullptr;
+    return new MindSporePool(get_pool, launch, threads);
+  }
+
+  int get_num_threads() const override { return threads_; }
+  bool get_in_parallel() const override { return in_parallel_job; }
+  uint64_t get_flags() const override { return 0; }
+  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+    if (n > 1 && !in_parallel_job && !OnMindSporePoolThread()) {
+      Outside().parallel_for(n, fn);
+      return;
+    }
+    void *pool = n > 1 && !in_parallel_job ? get_pool_() : nullptr;
+    if (pool == nullptr) {
+      for (int i = 0; i < n; ++i) RunTask(fn, i, n);
+      return;
+    }
+    const Func task = [&fn, n](void *, int i, float, float) {
+      RunTask(fn, i, n);
+      return 0;
+    };
+    if (launch_(pool, task, nullptr, n) != 0) throw std::runtime_error("MindSpore's thread pool failed a job");
+  }
+
+ private:
+  MindSporePool(GetPool get_pool, Launch launch, int threads) : get_pool_(get_pool), launch_(launch), threads_(threads) {}
+  // The pool for calls from threads outside MindSpore's pool, started at the first such call.
+  WorkerPool &Outside() {
+    std::call_once(outside_started_, [this] { outside_ = std::make_unique<WorkerPool>(threads_); });
+    return *outside_;
+  }
+  const GetPool get_pool_;
+  const Launch launch_;
+  const int threads_;
+  std::once_flag outside_started_;
+  std::unique_ptr<WorkerPool> outside_;
 };
 
 // DROPCOV_ONEDNN_THREADS, if set to a positive number.
