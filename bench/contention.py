@@ -7,6 +7,7 @@ scheduler from the benchmark. They are started before the first worker and stopp
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from types import TracebackType
@@ -35,6 +36,14 @@ def parse_contention(text: str) -> int:
     if count < 0:
         raise ValueError(f"--contention takes a number of busy processes (0, 1, 2, ...), not {count}")
     return count
+
+
+def contention_argument(text: str) -> int:
+    """:func:`parse_contention` as an argparse ``type``: a bad value is a one-line usage error with its reason."""
+    try:
+        return parse_contention(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class BusyProcesses:

@@ -1,13 +1,22 @@
 """Evaluation forward of a ResNet + DropCov: ours (GRAPH_MODE, ``conv_backend``) against the authors' PyTorch
-network, each side in fresh processes that time only the forward, alternated over several rounds.
+network and, if asked, MindSpore's stock kernels, each side in fresh processes that time only the forward,
+alternated over several rounds.
 
     python bench/eval_forward.py                       # ResNet-18 + DropCov, batch 8, 224, 3 rounds
     python bench/eval_forward.py --net_name resnet50 --isa AVX2 --rounds 5
+    python bench/eval_forward.py --sides ours,stock --contention 2 --rounds 4   # under 2 busy processes
 
-``bench/run_all.py`` times PyTorch's evaluation in the process that has just timed its training steps;
-this benchmark times nothing else in the process, and alternates the two sides (ours, PyTorch, ours, ...)
-so that both see the same machine. Each process builds the network with seeded random weights, runs
-``warmup`` forwards, then ``steps`` timed ones (median). Results: ``bench/results/eval_forward_<net>_<isa>.json``.
+Sides: ``ours`` (``--conv_backend``, default auto), ``stock`` (MindSpore's kernels), ``pytorch``, and
+``pytorch_kept_memory``: PyTorch with glibc told to keep freed memory (``MALLOC_MMAP_THRESHOLD_`` at its 32 MiB
+maximum, ``MALLOC_TRIM_THRESHOLD_`` 1 GiB). A fresh PyTorch process hands each forward's large activations
+back to the kernel and faults them in again on the next one; a process that has trained first (as in
+``bench/run_all.py``'s PyTorch worker) has raised glibc's thresholds and does not, and evaluates ~10% faster.
+MindSpore keeps its own memory pool either way. ``bench/run_all.py`` times PyTorch's evaluation in the process
+that has just timed its training steps; this benchmark times nothing else in the process, and alternates the
+sides (ours, PyTorch, ..., then the reverse order) so that they see the same machine. Each process builds the
+network with seeded random weights, runs ``warmup`` forwards, then ``steps`` timed ones (median).
+``--contention N`` runs N busy processes throughout (:mod:`bench.contention`). Results:
+``bench/results/eval_forward_<net>_<isa>[_contention<N>].json``.
 """
 from __future__ import annotations
 
@@ -23,19 +32,29 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `src` importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO_ROOT, run_worker, step_statistics, time_calls, worker_main  # noqa: E402
+from bench.contention import BusyProcesses, contention_argument  # noqa: E402
 from bench.isa import ISA_SETTINGS, cpu_kind, isa_environment  # noqa: E402
 from bench.machine import cpu_busy_fraction, describe_machine, summary_line, usable_cores  # noqa: E402
 
-SIDES = ("mindspore", "pytorch")
+#: What each side runs: the framework (its worker's ``side``) and, for MindSpore, the convolution backend
+#: (None: ``--conv_backend``), for PyTorch extra environment variables.
+SIDES = {
+    "ours": {"framework": "mindspore", "conv_backend": None},
+    "stock": {"framework": "mindspore", "conv_backend": "stock"},
+    "pytorch": {"framework": "pytorch", "env": {}},
+    "pytorch_kept_memory": {"framework": "pytorch",
+                            "env": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}},
+}
+DEFAULT_SIDES = ("ours", "pytorch", "pytorch_kept_memory")
 
 
-def measure(side: str, net_name: str = "resnet18", batch_size: int = 8, image_size: int = 224, warmup: int = 3,
+def measure(framework: str, net_name: str = "resnet18", batch_size: int = 8, image_size: int = 224, warmup: int = 3,
             steps: int = 20, conv_backend: str = "auto", cov_dim: int = 128, threads: int = 2) -> dict[str, Any]:
-    """One side's evaluation forward: seconds per batch of the timed forwards."""
+    """Evaluation forward on ``framework`` (``mindspore`` or ``pytorch``): seconds per batch of the timed forwards."""
     import numpy as np
 
     images = np.random.default_rng(0).standard_normal((batch_size, 3, image_size, image_size), dtype=np.float32)
-    if side == "pytorch":
+    if framework == "pytorch":
         import torch
 
         from bench.pytorch_ref import torch_eval_timings
@@ -43,7 +62,7 @@ def measure(side: str, net_name: str = "resnet18", batch_size: int = 8, image_si
 
         torch.set_num_threads(threads)
         model = build_reference(net_name, cov_dim=cov_dim)
-        return {"side": side, "torch": torch.__version__,
+        return {"framework": framework, "torch": torch.__version__,
                 **torch_eval_timings(model, torch.from_numpy(images), warmup, steps)}
 
     from bench.train_step import backend_record, prepare_cpu_environment
@@ -61,14 +80,26 @@ def measure(side: str, net_name: str = "resnet18", batch_size: int = 8, image_si
     net.set_train(False)
     batch = ms.Tensor(images)
     warm, timed = time_calls(lambda: net(batch).asnumpy(), warmup, steps)
-    return {"side": side, "mindspore": ms.__version__, **backend_record(conv_backend, used),
+    return {"framework": framework, "mindspore": ms.__version__, **backend_record(conv_backend, used),
             **step_statistics(timed, batch_size)}
 
 
 def summarise(rounds: list[dict[str, dict]]) -> dict[str, Any]:
-    """Per side: the median over rounds of each process's median seconds per batch; ours / PyTorch speed."""
-    medians = {side: statistics.median(r[side]["median_s"] for r in rounds) for side in SIDES}
-    return {"median_s": medians, "ours_over_pytorch": medians["pytorch"] / medians["mindspore"]}
+    """Per side, the median over rounds of each process's median seconds per batch; ours' speed over each other
+    side's (``ours_over_<side>``)."""
+    medians = {side: statistics.median(r[side]["median_s"] for r in rounds) for side in rounds[0]}
+    summary: dict[str, Any] = {"median_s": medians}
+    if "ours" in medians:
+        summary.update({f"ours_over_{side}": medians[side] / medians["ours"] for side in medians if side != "ours"})
+    return summary
+
+
+def _sides(text: str) -> list[str]:
+    sides = [side.strip() for side in text.split(",") if side.strip()]
+    unknown = [side for side in sides if side not in SIDES]
+    if unknown or len(set(sides)) != len(sides) or len(sides) < 2:
+        raise argparse.ArgumentTypeError(f"--sides takes two or more distinct of {', '.join(SIDES)}; got {text!r}")
+    return sides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,16 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--net_name", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet101"))
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two sides")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the sides")
     parser.add_argument("--steps", type=int, default=20, help="timed forwards per process")
-    parser.add_argument("--conv_backend", default="auto", help="our convolutions: auto, onednn or stock")
-    parser.add_argument("--isa", default="native", choices=ISA_SETTINGS, help="AVX2: cap both sides at AVX2")
+    parser.add_argument("--sides", type=_sides, default=list(DEFAULT_SIDES),
+                        help=f"comma-separated, of {', '.join(SIDES)} (default {','.join(DEFAULT_SIDES)})")
+    parser.add_argument("--conv_backend", default="auto", help="the ours side's convolutions: auto, onednn or stock")
+    parser.add_argument("--isa", default="native", choices=ISA_SETTINGS, help="AVX2: cap every side at AVX2")
+    parser.add_argument("--contention", type=contention_argument, default=0,
+                        help="busy processes competing for the CPUs throughout (default 0)")
     parser.add_argument("--quick", action="store_true", help="64 px, 2 steps, 1 round: checks the code runs")
     parser.add_argument("--output", type=Path, default=None,
-                        help="results JSON (bench/results/eval_forward_<net>_<isa>.json)")
+                        help="results JSON (bench/results/eval_forward_<net>_<isa>[_contention<N>].json)")
     args = parser.parse_args(argv)
     if args.output is None:
-        args.output = REPO_ROOT / "bench" / "results" / f"eval_forward_{args.net_name}_{args.isa}.json"
+        load = f"_contention{args.contention}" if args.contention else ""
+        args.output = REPO_ROOT / "bench" / "results" / f"eval_forward_{args.net_name}_{args.isa}{load}.json"
     if args.quick:
         args.image_size, args.steps, args.rounds = 64, 2, 1
     machine = describe_machine()
@@ -94,24 +130,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     record: dict[str, Any] = {"kind": "eval_forward", "settings": {**vars(args), "output": str(args.output)},
                               "machine": machine, "cpu_kind": cpu_kind(machine["isa_flags"], args.isa),
                               "busy_before": cpu_busy_fraction(), "rounds": []}
+    load = f"; {args.contention} competing busy processes" if args.contention else ""
     print(f"{args.net_name} + DropCov evaluation forward, batch {args.batch_size}, {args.image_size} px; "
-          f"{summary_line(machine)}; CPU kind {record['cpu_kind']['label']}", flush=True)
-    for number in range(1, args.rounds + 1):
-        results = {}
-        for side in SIDES:
-            params = {"side": side, **settings, **({"conv_backend": args.conv_backend} if side == "mindspore" else {})}
-            results[side] = run_worker("eval_forward", params, env=isa_environment(args.isa, side))
-            if not results[side]["ok"]:
-                print(f"{side} failed: {results[side]['error']}", file=sys.stderr)
-                return 1
-            print(f"round {number}: {side:9s} {results[side]['median_s']:.4f} s per batch", flush=True)
-        record["rounds"].append(results)
+          f"{summary_line(machine)}; CPU kind {record['cpu_kind']['label']}{load}", flush=True)
+    with BusyProcesses(args.contention):
+        for number in range(1, args.rounds + 1):
+            results = {}
+            for side in args.sides if number % 2 else reversed(args.sides):  # ABC, CBA, ...
+                spec = SIDES[side]
+                params = {"framework": spec["framework"], **settings}
+                if spec["framework"] == "mindspore":
+                    params["conv_backend"] = spec["conv_backend"] or args.conv_backend
+                env = {**isa_environment(args.isa, spec["framework"]), **spec.get("env", {})}
+                results[side] = run_worker("eval_forward", params, env=env)
+                if not results[side]["ok"]:
+                    print(f"{side} failed: {results[side]['error']}", file=sys.stderr)
+                    return 1
+                print(f"round {number}: {side:19s} {results[side]['median_s']:.4f} s per batch", flush=True)
+            record["rounds"].append({side: results[side] for side in args.sides})
     record["busy_after"] = cpu_busy_fraction()
     record["summary"] = summarise(record["rounds"])
-    medians = record["summary"]["median_s"]
-    print(f"median over rounds: ours {medians['mindspore']:.4f} s, PyTorch {medians['pytorch']:.4f} s per batch: "
-          f"ours / PyTorch speed {record['summary']['ours_over_pytorch']:.3f}x; other jobs' CPU share "
-          f"{record['busy_before']} before, {record['busy_after']} after")
+    medians = ", ".join(f"{side} {value:.4f}" for side, value in record["summary"]["median_s"].items())
+    speeds = ", ".join(f"{key[len('ours_over_'):]} {value:.3f}x" for key, value in record["summary"].items()
+                       if key.startswith("ours_over_"))
+    print(f"median over rounds, s per batch: {medians}" + (f"; ours' speed over {speeds}" if speeds else "") +
+          f"; other jobs' CPU share {record['busy_before']} before, {record['busy_after']} after")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.output} at {time.strftime('%Y-%m-%dT%H:%M:%S')}")

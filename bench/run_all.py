@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `src` importa
 
 from bench import report, sections  # noqa: E402
 from bench.common import REPO_ROOT  # noqa: E402
-from bench.contention import BusyProcesses, parse_contention  # noqa: E402
+from bench.contention import BusyProcesses, contention_argument  # noqa: E402
 from bench.docs_block import section_text, update_docs  # noqa: E402
 from bench.isa import ISA_SETTINGS, cpu_kind  # noqa: E402
 from bench.machine import cpu_busy_fraction, describe_machine, load_average, summary_line, usable_cores  # noqa: E402
@@ -59,13 +59,6 @@ def _csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
             raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; choose from {', '.join(choices)}")
         return values
     return parse
-
-
-def _contention(text: str) -> int:
-    try:
-        return parse_contention(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -90,7 +83,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--isa", choices=ISA_SETTINGS, default="native",
                         help="native: the CPU as it is; AVX2: an AVX2-only CPU, emulated by capping oneDNN "
                              "(MindSpore, our kernels, PyTorch), ATen and MKL at AVX2 (default native)")
-    parser.add_argument("--contention", type=_contention, default=0,
+    parser.add_argument("--contention", type=contention_argument, default=0,
                         help="competing busy processes (one core each) started before the first worker and "
                              "stopped after the last (default 0)")
     parser.add_argument("--pipeline_images", type=int, default=None, help="generated JPEGs (96; quick: 16)")
