@@ -21,22 +21,20 @@ network with seeded random weights, runs ``warmup`` forwards, then ``steps`` tim
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 if __package__ in (None, ""):  # run as a script: make `bench` and `src` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.alternation import Runner, measure_alternated, sides_argument  # noqa: E402
 from bench.common import REPO_ROOT, run_worker, step_statistics, time_calls, worker_main  # noqa: E402
-from bench.contention import BusyProcesses, contention_argument  # noqa: E402
-from bench.isa import ISA_SETTINGS, cpu_kind, isa_environment  # noqa: E402
-from bench.machine import cpu_busy_fraction, describe_machine, summary_line, usable_cores  # noqa: E402
+from bench.contention import contention_argument  # noqa: E402
+from bench.isa import ISA_SETTINGS, isa_environment  # noqa: E402
+from bench.machine import usable_cores  # noqa: E402
 
-#: What each side runs: the framework (its worker's ``side``) and, for MindSpore, the convolution backend
+#: What each side runs: the framework (its worker's ``framework``) and, for MindSpore, the convolution backend
 #: (None: ``--conv_backend``), for PyTorch extra environment variables.
 SIDES = {
     "ours": {"framework": "mindspore", "conv_backend": None},
@@ -84,24 +82,6 @@ def measure(framework: str, net_name: str = "resnet18", batch_size: int = 8, ima
             **step_statistics(timed, batch_size)}
 
 
-def summarise(rounds: list[dict[str, dict]]) -> dict[str, Any]:
-    """Per side, the median over rounds of each process's median seconds per batch; ours' speed over each other
-    side's (``ours_over_<side>``)."""
-    medians = {side: statistics.median(r[side]["median_s"] for r in rounds) for side in rounds[0]}
-    summary: dict[str, Any] = {"median_s": medians}
-    if "ours" in medians:
-        summary.update({f"ours_over_{side}": medians[side] / medians["ours"] for side in medians if side != "ours"})
-    return summary
-
-
-def _sides(text: str) -> list[str]:
-    sides = [side.strip() for side in text.split(",") if side.strip()]
-    unknown = [side for side in sides if side not in SIDES]
-    if unknown or len(set(sides)) != len(sides) or len(sides) < 2:
-        raise argparse.ArgumentTypeError(f"--sides takes two or more distinct of {', '.join(SIDES)}; got {text!r}")
-    return sides
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--net_name", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet101"))
@@ -109,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the sides")
     parser.add_argument("--steps", type=int, default=20, help="timed forwards per process")
-    parser.add_argument("--sides", type=_sides, default=list(DEFAULT_SIDES),
+    parser.add_argument("--sides", type=sides_argument(tuple(SIDES)), default=list(DEFAULT_SIDES),
                         help=f"comma-separated, of {', '.join(SIDES)} (default {','.join(DEFAULT_SIDES)})")
     parser.add_argument("--conv_backend", default="auto", help="the ours side's convolutions: auto, onednn or stock")
     parser.add_argument("--isa", default="native", choices=ISA_SETTINGS, help="AVX2: cap every side at AVX2")
@@ -124,41 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output = REPO_ROOT / "bench" / "results" / f"eval_forward_{args.net_name}_{args.isa}{load}.json"
     if args.quick:
         args.image_size, args.steps, args.rounds = 64, 2, 1
-    machine = describe_machine()
     settings = {"net_name": args.net_name, "batch_size": args.batch_size, "image_size": args.image_size,
                 "steps": args.steps, "threads": usable_cores()}
-    record: dict[str, Any] = {"kind": "eval_forward", "settings": {**vars(args), "output": str(args.output)},
-                              "machine": machine, "cpu_kind": cpu_kind(machine["isa_flags"], args.isa),
-                              "busy_before": cpu_busy_fraction(), "rounds": []}
-    load = f"; {args.contention} competing busy processes" if args.contention else ""
-    print(f"{args.net_name} + DropCov evaluation forward, batch {args.batch_size}, {args.image_size} px; "
-          f"{summary_line(machine)}; CPU kind {record['cpu_kind']['label']}{load}", flush=True)
-    with BusyProcesses(args.contention):
-        for number in range(1, args.rounds + 1):
-            results = {}
-            for side in args.sides if number % 2 else reversed(args.sides):  # ABC, CBA, ...
-                spec = SIDES[side]
-                params = {"framework": spec["framework"], **settings}
-                if spec["framework"] == "mindspore":
-                    params["conv_backend"] = spec["conv_backend"] or args.conv_backend
-                env = {**isa_environment(args.isa, spec["framework"]), **spec.get("env", {})}
-                results[side] = run_worker("eval_forward", params, env=env)
-                if not results[side]["ok"]:
-                    print(f"{side} failed: {results[side]['error']}", file=sys.stderr)
-                    return 1
-                print(f"round {number}: {side:19s} {results[side]['median_s']:.4f} s per batch", flush=True)
-            record["rounds"].append({side: results[side] for side in args.sides})
-    record["busy_after"] = cpu_busy_fraction()
-    record["summary"] = summarise(record["rounds"])
-    medians = ", ".join(f"{side} {value:.4f}" for side, value in record["summary"]["median_s"].items())
-    speeds = ", ".join(f"{key[len('ours_over_'):]} {value:.3f}x" for key, value in record["summary"].items()
-                       if key.startswith("ours_over_"))
-    print(f"median over rounds, s per batch: {medians}" + (f"; ours' speed over {speeds}" if speeds else "") +
-          f"; other jobs' CPU share {record['busy_before']} before, {record['busy_after']} after")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.output} at {time.strftime('%Y-%m-%dT%H:%M:%S')}")
-    return 0
+
+    def runner(side: str) -> Runner:
+        spec = SIDES[side]
+        params = {"framework": spec["framework"], **settings}
+        if spec["framework"] == "mindspore":
+            params["conv_backend"] = spec["conv_backend"] or args.conv_backend
+        env = {**isa_environment(args.isa, spec["framework"]), **spec.get("env", {})}
+        return lambda: run_worker("eval_forward", params, env=env)
+
+    title = f"{args.net_name} + DropCov evaluation forward, batch {args.batch_size}, {args.image_size} px"
+    return measure_alternated("eval_forward", title, {side: runner(side) for side in args.sides}, args.rounds,
+                              args.contention, args.isa, {**vars(args), "output": str(args.output)}, args.output,
+                              "s per batch")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""bench/eval_forward.py: the summary over rounds, the sides it accepts, and a tiny run of three sides."""
+"""bench/eval_forward.py and bench/alternation.py: the alternation and summary, the sides, a tiny run of three."""
 import json
 import subprocess
 import sys
 
 import pytest
 
-from bench.eval_forward import DEFAULT_SIDES, SIDES, main, summarise
+from bench.alternation import measure_alternated, summarise
+from bench.eval_forward import DEFAULT_SIDES, SIDES, main
 
 
 def test_summary_is_the_median_of_the_rounds_per_side_and_ours_speed_over_each_other():
@@ -16,6 +17,37 @@ def test_summary_is_the_median_of_the_rounds_per_side_and_ours_speed_over_each_o
     assert summary["ours_over_pytorch"] == pytest.approx(0.30 / 0.29)
     assert summary["ours_over_stock"] == pytest.approx(0.45 / 0.29)
     assert "ours_over_ours" not in summary
+
+
+def test_sides_alternate_their_order_every_round_and_the_record_is_written(tmp_path, capsys):
+    calls = []
+
+    def runner(name, seconds):
+        def run():
+            calls.append(name)
+            return {"ok": True, "median_s": seconds}
+        return run
+
+    output = tmp_path / "record.json"
+    status = measure_alternated("test", "a title", {"ours": runner("ours", 0.2), "stock": runner("stock", 0.3),
+                                                    "pytorch": runner("pytorch", 0.25)},
+                                rounds=3, contention=0, isa="native", settings={"k": 1}, output=output,
+                                unit="s per batch")
+    assert status == 0
+    assert calls == ["ours", "stock", "pytorch", "pytorch", "stock", "ours", "ours", "stock", "pytorch"]
+    record = json.loads(output.read_text())
+    assert record["kind"] == "test" and record["settings"] == {"k": 1} and len(record["rounds"]) == 3
+    assert record["summary"]["ours_over_stock"] == pytest.approx(1.5)
+    assert "ours' speed over stock 1.500x, pytorch 1.250x" in capsys.readouterr().out
+
+
+def test_a_failed_side_stops_the_run_with_its_error(tmp_path, capsys):
+    status = measure_alternated("test", "t", {"ours": lambda: {"ok": True, "median_s": 0.1},
+                                              "stock": lambda: {"ok": False, "error": "exit code 1: boom"}},
+                                rounds=2, contention=0, isa="native", settings={}, output=tmp_path / "r.json",
+                                unit="s")
+    assert status == 1 and not (tmp_path / "r.json").exists()
+    assert "stock failed: exit code 1: boom" in capsys.readouterr().err
 
 
 def test_pytorch_kept_memory_keeps_freed_memory_within_glibcs_limits():
