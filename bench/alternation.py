@@ -24,6 +24,19 @@ from bench.machine import cpu_busy_fraction, describe_machine, summary_line
 Runner = Callable[[], dict[str, Any]]
 
 
+def count_argument(least: int) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number of at least ``least`` (rounds, steps, sizes)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {least} or more, not {value}")
+        return value
+    return parse
+
+
 def sides_argument(known: Sequence[str]) -> Callable[[str], list[str]]:
     """An argparse ``type`` for ``--sides``: two or more distinct names among ``known``, comma-separated."""
     def parse(text: str) -> list[str]:

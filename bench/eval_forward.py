@@ -28,7 +28,7 @@ from typing import Any, Sequence
 if __package__ in (None, ""):  # run as a script: make `bench` and `src` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.alternation import Runner, measure_alternated, sides_argument  # noqa: E402
+from bench.alternation import Runner, count_argument, measure_alternated, sides_argument  # noqa: E402
 from bench.common import REPO_ROOT, run_worker, step_statistics, time_calls, worker_main  # noqa: E402
 from bench.contention import contention_argument  # noqa: E402
 from bench.isa import ISA_SETTINGS, isa_environment  # noqa: E402
@@ -85,10 +85,10 @@ def measure(framework: str, net_name: str = "resnet18", batch_size: int = 8, ima
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--net_name", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet101"))
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of the sides")
-    parser.add_argument("--steps", type=int, default=20, help="timed forwards per process")
+    parser.add_argument("--batch_size", type=count_argument(1), default=8)
+    parser.add_argument("--image_size", type=count_argument(1), default=224)
+    parser.add_argument("--rounds", type=count_argument(1), default=3, help="alternations of the sides")
+    parser.add_argument("--steps", type=count_argument(1), default=20, help="timed forwards per process")
     parser.add_argument("--sides", type=sides_argument(tuple(SIDES)), default=list(DEFAULT_SIDES),
                         help=f"comma-separated, of {', '.join(SIDES)} (default {','.join(DEFAULT_SIDES)})")
     parser.add_argument("--conv_backend", default="auto", help="the ours side's convolutions: auto, onednn or stock")

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 if __package__ in (None, ""):  # run as a script: make `bench` and `src` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.alternation import Runner, measure_alternated, sides_argument  # noqa: E402
+from bench.alternation import Runner, count_argument, measure_alternated, sides_argument  # noqa: E402
 from bench.common import REPO_ROOT, run_worker  # noqa: E402
 from bench.contention import contention_argument  # noqa: E402
 from bench.isa import ISA_SETTINGS, isa_environment  # noqa: E402
@@ -43,11 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--net_name", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet101"))
     parser.add_argument("--head", default="dropcov", choices=("dropcov", "gap"))
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=4, help="alternations of the sides")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per process")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per process")
+    parser.add_argument("--batch_size", type=count_argument(1), default=8)
+    parser.add_argument("--image_size", type=count_argument(1), default=224)
+    parser.add_argument("--rounds", type=count_argument(1), default=4, help="alternations of the sides")
+    parser.add_argument("--warmup", type=count_argument(0), default=2, help="untimed steps per process")
+    parser.add_argument("--steps", type=count_argument(1), default=8, help="timed steps per process")
     parser.add_argument("--sides", type=sides_argument(tuple(SIDES)), default=list(DEFAULT_SIDES),
                         help=f"comma-separated, of {', '.join(SIDES)} (default {','.join(DEFAULT_SIDES)})")
     parser.add_argument("--isa", default="native", choices=ISA_SETTINGS, help="AVX2: cap every side at AVX2")

@@ -34,3 +34,13 @@ def test_quick_run_alternates_ours_and_stock_and_writes_its_record(repo_root, tm
     assert round_["ours"]["median_s"] == round_["ours"]["train"]["median_s"] > 0
     assert record["summary"]["ours_over_stock"] == pytest.approx(
         round_["stock"]["median_s"] / round_["ours"]["median_s"])
+
+
+@pytest.mark.parametrize("option,value,message", [("--rounds", "0", "expected 1 or more, not 0"),
+                                                  ("--steps", "x", "expected a whole number, not 'x'"),
+                                                  ("--warmup", "-1", "expected 0 or more, not -1")])
+def test_counts_below_their_least_are_a_one_line_usage_error(option, value, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([option, value])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"argument {option}: {message}")
