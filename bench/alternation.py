@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from bench.contention import BusyProcesses
-from bench.isa import cpu_kind
+from bench.contention import BusyProcesses, contention_argument
+from bench.isa import ISA_SETTINGS, cpu_kind
 from bench.machine import cpu_busy_fraction, describe_machine, summary_line
 
 #: A side: runs one fresh worker process and returns its result, with ``ok`` and ``median_s``.
@@ -46,6 +46,24 @@ def sides_argument(known: Sequence[str]) -> Callable[[str], list[str]]:
                                              f"got {text!r}")
         return sides
     return parse
+
+
+def add_alternation_arguments(parser: argparse.ArgumentParser, sides: Sequence[str],
+                              default_sides: Sequence[str], output_pattern: str) -> None:
+    """The options every alternated benchmark takes: ``--sides``, ``--isa``, ``--contention`` and ``--output``
+    (default: ``bench/results/<output_pattern>[_contention<N>].json``, filled in by :func:`default_output`)."""
+    parser.add_argument("--sides", type=sides_argument(tuple(sides)), default=list(default_sides),
+                        help=f"comma-separated, of {', '.join(sides)} (default {','.join(default_sides)})")
+    parser.add_argument("--isa", default="native", choices=ISA_SETTINGS, help="AVX2: cap every side at AVX2")
+    parser.add_argument("--contention", type=contention_argument, default=0,
+                        help="busy processes competing for the CPUs throughout (default 0)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"results JSON (bench/results/{output_pattern}[_contention<N>].json)")
+
+
+def default_output(results_dir: Path, stem: str, contention: int) -> Path:
+    """``<results_dir>/<stem>[_contention<N>].json``."""
+    return results_dir / f"{stem}{f'_contention{contention}' if contention else ''}.json"
 
 
 def summarise(rounds: list[dict[str, dict]]) -> dict[str, Any]:

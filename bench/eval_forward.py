@@ -28,10 +28,15 @@ from typing import Any, Sequence
 if __package__ in (None, ""):  # run as a script: make `bench` and `src` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.alternation import Runner, count_argument, measure_alternated, sides_argument  # noqa: E402
+from bench.alternation import (  # noqa: E402
+    Runner,
+    add_alternation_arguments,
+    count_argument,
+    default_output,
+    measure_alternated,
+)
 from bench.common import REPO_ROOT, run_worker, step_statistics, time_calls, worker_main  # noqa: E402
-from bench.contention import contention_argument  # noqa: E402
-from bench.isa import ISA_SETTINGS, isa_environment  # noqa: E402
+from bench.isa import isa_environment  # noqa: E402
 from bench.machine import usable_cores  # noqa: E402
 
 #: What each side runs: the framework (its worker's ``framework``) and, for MindSpore, the convolution backend
@@ -89,19 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image_size", type=count_argument(1), default=224)
     parser.add_argument("--rounds", type=count_argument(1), default=3, help="alternations of the sides")
     parser.add_argument("--steps", type=count_argument(1), default=20, help="timed forwards per process")
-    parser.add_argument("--sides", type=sides_argument(tuple(SIDES)), default=list(DEFAULT_SIDES),
-                        help=f"comma-separated, of {', '.join(SIDES)} (default {','.join(DEFAULT_SIDES)})")
     parser.add_argument("--conv_backend", default="auto", help="the ours side's convolutions: auto, onednn or stock")
-    parser.add_argument("--isa", default="native", choices=ISA_SETTINGS, help="AVX2: cap every side at AVX2")
-    parser.add_argument("--contention", type=contention_argument, default=0,
-                        help="busy processes competing for the CPUs throughout (default 0)")
     parser.add_argument("--quick", action="store_true", help="64 px, 2 steps, 1 round: checks the code runs")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="results JSON (bench/results/eval_forward_<net>_<isa>[_contention<N>].json)")
+    add_alternation_arguments(parser, tuple(SIDES), DEFAULT_SIDES, "eval_forward_<net>_<isa>")
     args = parser.parse_args(argv)
     if args.output is None:
-        load = f"_contention{args.contention}" if args.contention else ""
-        args.output = REPO_ROOT / "bench" / "results" / f"eval_forward_{args.net_name}_{args.isa}{load}.json"
+        args.output = default_output(REPO_ROOT / "bench" / "results", f"eval_forward_{args.net_name}_{args.isa}",
+                                     args.contention)
     if args.quick:
         args.image_size, args.steps, args.rounds = 64, 2, 1
     settings = {"net_name": args.net_name, "batch_size": args.batch_size, "image_size": args.image_size,

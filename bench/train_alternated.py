@@ -20,10 +20,15 @@ from typing import Any, Sequence
 if __package__ in (None, ""):  # run as a script: make `bench` and `src` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.alternation import Runner, count_argument, measure_alternated, sides_argument  # noqa: E402
+from bench.alternation import (  # noqa: E402
+    Runner,
+    add_alternation_arguments,
+    count_argument,
+    default_output,
+    measure_alternated,
+)
 from bench.common import REPO_ROOT, run_worker  # noqa: E402
-from bench.contention import contention_argument  # noqa: E402
-from bench.isa import ISA_SETTINGS, isa_environment  # noqa: E402
+from bench.isa import isa_environment  # noqa: E402
 
 #: Each side's convolution backend and extra environment.
 SIDES = {
@@ -48,19 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=count_argument(1), default=4, help="alternations of the sides")
     parser.add_argument("--warmup", type=count_argument(0), default=2, help="untimed steps per process")
     parser.add_argument("--steps", type=count_argument(1), default=8, help="timed steps per process")
-    parser.add_argument("--sides", type=sides_argument(tuple(SIDES)), default=list(DEFAULT_SIDES),
-                        help=f"comma-separated, of {', '.join(SIDES)} (default {','.join(DEFAULT_SIDES)})")
-    parser.add_argument("--isa", default="native", choices=ISA_SETTINGS, help="AVX2: cap every side at AVX2")
-    parser.add_argument("--contention", type=contention_argument, default=0,
-                        help="busy processes competing for the CPUs throughout (default 0)")
     parser.add_argument("--quick", action="store_true", help="64 px, 1 + 2 steps, 1 round: checks the code runs")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="results JSON (bench/results/train_alternated_<net>_<head>_<isa>[_contention<N>].json)")
+    add_alternation_arguments(parser, tuple(SIDES), DEFAULT_SIDES, "train_alternated_<net>_<head>_<isa>")
     args = parser.parse_args(argv)
     if args.output is None:
-        load = f"_contention{args.contention}" if args.contention else ""
-        args.output = (REPO_ROOT / "bench" / "results" /
-                       f"train_alternated_{args.net_name}_{args.head}_{args.isa}{load}.json")
+        args.output = default_output(REPO_ROOT / "bench" / "results",
+                                     f"train_alternated_{args.net_name}_{args.head}_{args.isa}", args.contention)
     if args.quick:
         args.image_size, args.warmup, args.steps, args.rounds = 64, 1, 2, 1
     settings = {"net_name": args.net_name, "head": args.head, "batch_size": args.batch_size,
