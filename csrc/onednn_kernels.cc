@@ -14,6 +14,9 @@
 //   dropcov_conv2d_forward        (x NCHW, w OIHW, cfg int64[7]) -> y NCHW
 //   dropcov_conv2d_backward_data  (dy, w, x, cfg)                -> dx (shape of x)
 //   dropcov_conv2d_backward_filter(dy, x, w, cfg)                -> dw (shape of w)
+//   dropcov_conv2d_batch_norm_inference(x, w, cfg int64[8], gamma, beta, mean, var, eps float32[1]) -> y
+//                                 the convolution with the evaluation-mode batch norm after it (and, when
+//                                 cfg[7] is 1, a ReLU) applied to each output as oneDNN writes it (post-ops)
 //   dropcov_max_pool2d_forward    (x, cfg)                       -> y, workspace (uint8, shape of y)
 //   dropcov_max_pool2d_backward   (dy, workspace, x, cfg)        -> dx (shape of x)
 //   dropcov_batch_norm_inference  (x, gamma, beta, mean, var, eps float32[1]) -> y (evaluation mode)
@@ -186,7 +189,72 @@ struct Kernel {
   Operand a, b, out;  // two inputs and the output, in the entry point's order
   int arg_a = 0, arg_b = 0, arg_out = 0;
   memory::desc scratchpad;
+  memory::desc per_channel;  // of the folded batch norm's scale and shift as post-ops; zero-sized without
+  bool affine_pass = false;  // the folded batch norm as a pass over the output instead (plain layout)
+  bool relu = false;         // of the folded batch norm
 };
+
+// Directions of GetKernel: the three passes of a convolution, and the forward with an evaluation-mode
+// batch norm (and a ReLU) folded in.
+enum Direction { kForward, kBackwardData, kBackwardFilter, kForwardBatchNorm, kForwardBatchNormReLU };
+
+// The per-output-channel affine map of an evaluation-mode batch norm, y = x * scale[c] + shift[c].
+struct Affine {
+  const float *scale = nullptr, *shift = nullptr;
+};
+
+// scale = gamma / sqrt(var + eps), shift = beta - mean * scale: the batch norm's map, into `scale`/`shift`.
+void FoldBatchNorm(const float *gamma, const float *beta, const float *mean, const float *variance, float eps,
+                   int64_t channels, std::vector<float> &scale, std::vector<float> &shift) {
+  scale.resize(channels);
+  shift.resize(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    scale[c] = gamma[c] / std::sqrt(variance[c] + eps);
+    shift[c] = beta[c] - mean[c] * scale[c];
+  }
+}
+
+// y = x * scale[c] + shift[c] (then max(y, 0) with `relu`) on NCHW planes [first, last); x and y may be
+// one buffer. Compiled for AVX-512, AVX2 and a baseline, picked at load time for the CPU (memory-bound:
+// the ONEDNN_MAX_CPU_ISA cap does not matter here).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void ScaleShiftPlanes(const float *x, float *y, const float *scale, const float *shift, bool relu, int64_t first,
+                      int64_t last, int64_t channels, int64_t plane) {
+  for (int64_t p = first; p < last; ++p) {
+    const float a = scale[p % channels], b = shift[p % channels];
+    const float *in = x + p * plane;
+    float *out = y + p * plane;
+    if (relu) {
+      for (int64_t i = 0; i < plane; ++i) out[i] = std::max(in[i] * a + b, 0.f);
+    } else {
+      for (int64_t i = 0; i < plane; ++i) out[i] = in[i] * a + b;
+    }
+  }
+}
+
+// `affine` (and a ReLU) over the NCHW tensor x of `shape` into y, in one pass on the kernels' thread pool.
+void ApplyAffine(const float *x, float *y, const Affine &affine, bool relu, const int64_t *shape) {
+  const int64_t channels = shape[1], plane = shape[2] * shape[3], planes = shape[0] * channels;
+  auto *pool = GetRuntime().pool;
+  const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool->get_num_threads(), planes)));
+  pool->parallel_for(tasks, [&](int task, int n) {
+    ScaleShiftPlanes(x, y, affine.scale, affine.shift, relu, planes * task / n, planes * (task + 1) / n, channels,
+                     plane);
+  });
+}
+
+// Post-ops of a forward convolution that apply `Affine` per output channel (binary multiply, binary add
+// of 1 x C x 1 x 1 tensors) and, with `relu`, a ReLU.
+dnnl::primitive_attr BatchNormPostOps(const memory::desc &per_channel, bool relu) {
+  dnnl::post_ops post_ops;
+  post_ops.append_binary(dnnl::algorithm::binary_mul, per_channel);
+  post_ops.append_binary(dnnl::algorithm::binary_add, per_channel);
+  if (relu) post_ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  attr.set_post_ops(post_ops);
+  return attr;
+}
 
 dnnl::primitive_attr UserScratchpad() {
   dnnl::primitive_attr attr;
@@ -194,8 +262,8 @@ dnnl::primitive_attr UserScratchpad() {
   return attr;
 }
 
-// The convolution of `direction` (0 forward, 1 backward-data, 2 backward-filter) on `layout`; nullptr
-// when `reject_reference` and oneDNN has nothing better than its reference implementation for it.
+// The convolution of `direction` on `layout`; nullptr when `reject_reference` and oneDNN has nothing
+// better than its reference implementation for it.
 std::unique_ptr<Kernel> BuildKernel(int direction, const ConvGeometry &g, Layout layout, bool reject_reference) {
   auto k = std::make_unique<Kernel>();
   const auto &eng = GetRuntime().engine;
@@ -207,7 +275,36 @@ std::unique_ptr<Kernel> BuildKernel(int direction, const ConvGeometry &g, Layout
       eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_any, wei_any, dst_any,
       g.strides, g.dilates, g.pad_l, g.pad_r, UserScratchpad());
   std::string implementation;
-  if (direction == 0) {
+  if (direction == kForwardBatchNorm || direction == kForwardBatchNormReLU) {
+    // Blocked: the batch norm and ReLU as post-ops, on the layouts oneDNN picks for the convolution alone
+    // (left free, the post-ops send it to channels-last kernels whose reorders from and to NCHW cost more:
+    // ResNet-18 at AVX2, 26 ms of reorders per forward against 14). Plain: oneDNN's plain kernels apply
+    // post-ops element by element after a GEMM (at AVX2 ~20x the time of the JIT ones), so the convolution
+    // alone, then one pass over its output.
+    k->relu = direction == kForwardBatchNormReLU;
+    k->affine_pass = !blocked;
+    if (blocked) k->per_channel = Plain({1, g.dst[1], 1, 1}, tag::nchw);
+    auto inference = [&](const memory::desc &s, const memory::desc &w, const memory::desc &d) {
+      return dnnl::convolution_forward::primitive_desc(
+          eng, dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, s, w, d, g.strides, g.dilates,
+          g.pad_l, g.pad_r, BatchNormPostOps(k->per_channel, k->relu));
+    };
+    dnnl::convolution_forward::primitive_desc pd = fwd;  // plain: the very kernel of the convolution alone
+    if (blocked) {
+      try {
+        pd = inference(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc());
+      } catch (const dnnl::error &) {  // no kernel with post-ops on those layouts: let oneDNN choose
+        pd = inference(src_any, wei_any, dst_any);
+      }
+    }
+    implementation = pd.impl_info_str();
+    k->primitive = dnnl::convolution_forward(pd);
+    k->a.Init(src, pd.src_desc(), false);
+    k->b.Init(wei, pd.weights_desc(), false);
+    k->out.Init(dst, pd.dst_desc(), true);
+    k->arg_a = DNNL_ARG_SRC; k->arg_b = DNNL_ARG_WEIGHTS; k->arg_out = DNNL_ARG_DST;
+    k->scratchpad = pd.scratchpad_desc();
+  } else if (direction == kForward) {
     implementation = fwd.impl_info_str();
     k->primitive = dnnl::convolution_forward(fwd);
     k->a.Init(src, fwd.src_desc(), false);
@@ -215,7 +312,7 @@ std::unique_ptr<Kernel> BuildKernel(int direction, const ConvGeometry &g, Layout
     k->out.Init(dst, fwd.dst_desc(), true);
     k->arg_a = DNNL_ARG_SRC; k->arg_b = DNNL_ARG_WEIGHTS; k->arg_out = DNNL_ARG_DST;
     k->scratchpad = fwd.scratchpad_desc();
-  } else if (direction == 1) {
+  } else if (direction == kBackwardData) {
     dnnl::convolution_backward_data::primitive_desc pd(
         eng, dnnl::algorithm::convolution_direct, src_any, wei_any, dst_any, g.strides, g.dilates, g.pad_l,
         g.pad_r, fwd, UserScratchpad());
@@ -242,18 +339,31 @@ std::unique_ptr<Kernel> BuildKernel(int direction, const ConvGeometry &g, Layout
   return k;
 }
 
-// Runs `k` on MindSpore's buffers: inputs reordered in, the primitive, the output reordered back.
-void Execute(Kernel &k, void *a, void *b, void *out) {
+// Runs `k` on MindSpore's buffers: inputs reordered in, the primitive, the output reordered back;
+// `affine` feeds the post-ops of a folded batch norm.
+void Execute(Kernel &k, void *a, void *b, void *out, const Affine &affine) {
+  const auto &eng = GetRuntime().engine;
   const std::vector<char *> working = ThreadArena().Carve(
       {k.a.WorkingBytes(), k.b.WorkingBytes(), k.out.WorkingBytes(), k.scratchpad.get_size()});
   dnnl::stream &s = ThreadStream();
   memory written = k.out.Output(out, working[2]);
-  k.primitive.execute(s, {{k.arg_a, k.a.Input(a, working[0], s)},
-                          {k.arg_b, k.b.Input(b, working[1], s)},
-                          {k.arg_out, written},
-                          {DNNL_ARG_SCRATCHPAD, memory(k.scratchpad, GetRuntime().engine, working[3])}});
+  std::unordered_map<int, memory> args{{k.arg_a, k.a.Input(a, working[0], s)},
+                                       {k.arg_b, k.b.Input(b, working[1], s)},
+                                       {k.arg_out, written},
+                                       {DNNL_ARG_SCRATCHPAD, memory(k.scratchpad, eng, working[3])}};
+  if (k.per_channel.get_size() != 0) {
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                 memory(k.per_channel, eng, const_cast<float *>(affine.scale)));
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1,
+                 memory(k.per_channel, eng, const_cast<float *>(affine.shift)));
+  }
+  k.primitive.execute(s, args);
   k.out.Finish(written, out, s);
   s.wait();
+  if (k.affine_pass) {
+    const memory::dims shape = k.out.plain.get_dims();
+    ApplyAffine(static_cast<float *>(out), static_cast<float *>(out), affine, k.relu, shape.data());
+  }
 }
 
 // The faster of the blocked and plain kernels on this call's buffers (the output is overwritten, and
@@ -261,10 +371,11 @@ void Execute(Kernel &k, void *a, void *b, void *out) {
 // from other processes does not inflate: one untimed run of each, then the lower of two in the order
 // blocked, plain, plain, blocked.
 std::unique_ptr<Kernel> MeasureFaster(const std::string &key, std::unique_ptr<Kernel> blocked,
-                                      std::unique_ptr<Kernel> plain, void *a, void *b, void *out) {
-  auto cpu_ms = [&](Kernel &k) { return dropcov::CpuMillisecondsOf([&] { Execute(k, a, b, out); }); };
-  Execute(*blocked, a, b, out);
-  Execute(*plain, a, b, out);
+                                      std::unique_ptr<Kernel> plain, void *a, void *b, void *out,
+                                      const Affine &affine) {
+  auto cpu_ms = [&](Kernel &k) { return dropcov::CpuMillisecondsOf([&] { Execute(k, a, b, out, affine); }); };
+  Execute(*blocked, a, b, out, affine);
+  Execute(*plain, a, b, out, affine);
   double blocked_ms = cpu_ms(*blocked);
   double plain_ms = cpu_ms(*plain);
   plain_ms = std::min(plain_ms, cpu_ms(*plain));
@@ -277,10 +388,10 @@ std::unique_ptr<Kernel> MeasureFaster(const std::string &key, std::unique_ptr<Ke
 // The kernel of (direction, shape), built (and, the first time on this machine, measured) on first use.
 // The layout policy is read at each first use and is part of the cache key, so that a forced layout
 // (DROPCOV_ONEDNN_LAYOUT) takes effect for shapes already seen in the process.
-Kernel &GetKernel(int direction, const ConvGeometry &g, void *a, void *b, void *out) {
+Kernel &GetKernel(int direction, const ConvGeometry &g, void *a, void *b, void *out, const Affine &affine) {
   static std::mutex cache_mutex;
   static auto *cache = new std::unordered_map<std::string, std::unique_ptr<Kernel>>();
-  static const char *names[] = {"fwd", "bwd_data", "bwd_filter"};
+  static const char *names[] = {"fwd", "bwd_data", "bwd_filter", "fwd_bn", "fwd_bn_relu"};
   const LayoutPolicy policy = dropcov::PolicyFromEnvironment();
   const std::string key = Key(names[direction], g);
   const std::string cache_key = key + "," + std::to_string(static_cast<int>(policy));
@@ -299,16 +410,17 @@ Kernel &GetKernel(int direction, const ConvGeometry &g, void *a, void *b, void *
       } else {
         auto blocked = BuildKernel(direction, g, Layout::kBlocked, false);
         auto plain = BuildKernel(direction, g, Layout::kPlain, true);
-        kernel = plain ? MeasureFaster(key, std::move(blocked), std::move(plain), a, b, out) : std::move(blocked);
+        kernel = plain ? MeasureFaster(key, std::move(blocked), std::move(plain), a, b, out, affine)
+                       : std::move(blocked);
       }
       break;
   }
   return *cache->emplace(cache_key, std::move(kernel)).first->second;
 }
 
-int Run(int direction, void *a, void *b, void *out, const ConvGeometry &g) {
+int Run(int direction, void *a, void *b, void *out, const ConvGeometry &g, const Affine &affine = {}) {
   try {
-    Execute(GetKernel(direction, g, a, b, out), a, b, out);
+    Execute(GetKernel(direction, g, a, b, out, affine), a, b, out, affine);
     return 0;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "dropcov oneDNN convolution failed: %s\n", e.what());
@@ -434,37 +546,14 @@ int RunPool(bool backward, void *in, void *workspace, void *out, const PoolGeome
   }
 }
 
-// Evaluation-mode batch norm on NCHW: y = x * scale[c] + shift[c], with scale = gamma / sqrt(var + eps)
-// and shift = beta - mean * scale, in one pass over x. MindSpore's CPU kernel runs oneDNN's batch norm on
-// the plain layout (its generic "ncsp" implementation), several times slower than a memory pass. The
-// loop is compiled for AVX-512, AVX2 and a baseline, picked at load time for the CPU (memory-bound: the
-// ONEDNN_MAX_CPU_ISA cap does not matter here).
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void ScaleShiftPlanes(const float *x, float *y, const float *scale, const float *shift, int64_t first,
-                      int64_t last, int64_t channels, int64_t plane) {
-  for (int64_t p = first; p < last; ++p) {
-    const float a = scale[p % channels], b = shift[p % channels];
-    const float *in = x + p * plane;
-    float *out = y + p * plane;
-    for (int64_t i = 0; i < plane; ++i) out[i] = in[i] * a + b;
-  }
-}
-
+// Evaluation-mode batch norm on NCHW in one pass over x (ApplyAffine). MindSpore's CPU kernel runs oneDNN's
+// batch norm on the plain layout (its generic "ncsp" implementation), several times slower.
 int RunBatchNormInference(const float *x, const float *gamma, const float *beta, const float *mean,
                           const float *variance, float eps, float *y, const int64_t *shape) {
   try {
-    const int64_t channels = shape[1], plane = shape[2] * shape[3], planes = shape[0] * channels;
-    std::vector<float> scale(channels), shift(channels);
-    for (int64_t c = 0; c < channels; ++c) {
-      scale[c] = gamma[c] / std::sqrt(variance[c] + eps);
-      shift[c] = beta[c] - mean[c] * scale[c];
-    }
-    auto *pool = GetRuntime().pool;
-    const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool->get_num_threads(), planes)));
-    pool->parallel_for(tasks, [&](int task, int n) {
-      ScaleShiftPlanes(x, y, scale.data(), shift.data(), planes * task / n, planes * (task + 1) / n, channels,
-                       plane);
-    });
+    std::vector<float> scale, shift;
+    FoldBatchNorm(gamma, beta, mean, variance, eps, shape[1], scale, shift);
+    ApplyAffine(x, y, Affine{scale.data(), shift.data()}, false, shape);
     return 0;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "dropcov batch norm failed: %s\n", e.what());
@@ -482,21 +571,34 @@ DROPCOV_EXPORT int dropcov_conv2d_forward(int nparam, void **params, int *ndims,
                            void *stream, void *extra) {
   if (nparam != 4 || !Float32(dtypes[0]) || !Float32(dtypes[1])) return 1;
   const auto *cfg = static_cast<const int64_t *>(params[2]);
-  return Run(0, params[0], params[1], params[3], MakeGeometry(shapes[0], shapes[1], shapes[3], cfg));
+  return Run(kForward, params[0], params[1], params[3], MakeGeometry(shapes[0], shapes[1], shapes[3], cfg));
 }
 
 DROPCOV_EXPORT int dropcov_conv2d_backward_data(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                  void *stream, void *extra) {
   if (nparam != 5 || !Float32(dtypes[0]) || !Float32(dtypes[1])) return 1;
   const auto *cfg = static_cast<const int64_t *>(params[3]);
-  return Run(1, params[0], params[1], params[4], MakeGeometry(shapes[2], shapes[1], shapes[0], cfg));
+  return Run(kBackwardData, params[0], params[1], params[4], MakeGeometry(shapes[2], shapes[1], shapes[0], cfg));
 }
 
 DROPCOV_EXPORT int dropcov_conv2d_backward_filter(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                    void *stream, void *extra) {
   if (nparam != 5 || !Float32(dtypes[0]) || !Float32(dtypes[1])) return 1;
   const auto *cfg = static_cast<const int64_t *>(params[3]);
-  return Run(2, params[0], params[1], params[4], MakeGeometry(shapes[1], shapes[2], shapes[0], cfg));
+  return Run(kBackwardFilter, params[0], params[1], params[4], MakeGeometry(shapes[1], shapes[2], shapes[0], cfg));
+}
+
+DROPCOV_EXPORT int dropcov_conv2d_batch_norm_inference(int nparam, void **params, int *ndims, int64_t **shapes,
+                                                       const char **dtypes, void *stream, void *extra) {
+  if (nparam != 9 || ndims[0] != 4 || shapes[2][0] != 8) return 1;
+  for (int i : {0, 1, 3, 4, 5, 6, 7})
+    if (!Float32(dtypes[i])) return 1;
+  const auto *cfg = static_cast<const int64_t *>(params[2]);
+  const auto *f = reinterpret_cast<float *const *>(params);
+  thread_local std::vector<float> scale, shift;
+  FoldBatchNorm(f[3], f[4], f[5], f[6], f[7][0], shapes[1][0], scale, shift);
+  return Run(cfg[7] ? kForwardBatchNormReLU : kForwardBatchNorm, params[0], params[1], params[8],
+             MakeGeometry(shapes[0], shapes[1], shapes[8], cfg), Affine{scale.data(), shift.data()});
 }
 
 DROPCOV_EXPORT int dropcov_max_pool2d_forward(int nparam, void **params, int *ndims, int64_t **shapes,

@@ -52,8 +52,7 @@ class OneDNNConv2d(nn.Cell):
         # [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]: see csrc/onednn_kernels.cc
         self.kernel_config = Tensor(np.array([*self.stride, *self.dilation, same, self.padding[0],
                                               self.padding[2]], np.int64))
-        self.convolution = _custom_ops(library, _output_shape_function(self.stride, self.dilation, self.pad_mode,
-                                                                      self.padding))
+        self.convolution = _custom_ops(library, output_shape_function(self))
 
     def construct(self, x: Tensor) -> Tensor:
         if self.one_dimensional:
@@ -66,12 +65,13 @@ class OneDNNConv2d(nn.Cell):
                 f"dilation={self.dilation}, backend=onednn")
 
 
-def _output_shape_function(stride: tuple, dilation: tuple, pad_mode: str, padding: tuple) -> Callable:
-    """The forward ``ops.Custom``'s ``out_shape``: NCHW output shape from the input and weight shapes.
+def output_shape_function(conv: OneDNNConv2d) -> Callable:
+    """The forward ``ops.Custom``'s ``out_shape`` for ``conv``: NCHW output shape from the input and weight shapes.
 
     A plain function of exactly the op's inputs (no bound method, no ``*args``): MindSpore may compile it.
     """
-    top, bottom, left, right = padding
+    stride, dilation, pad_mode = conv.stride, conv.dilation, conv.pad_mode
+    top, bottom, left, right = conv.padding
 
     def output_shape(x_shape: Sequence[int], w_shape: Sequence[int], config_shape: Sequence[int]) -> list[int]:
         return [x_shape[0], w_shape[0],

@@ -25,11 +25,20 @@ def set_child(parent: nn.Cell, key: str, cell: nn.Cell) -> None:
         setattr(parent, key, cell)
 
 
+def child_cell(parent: nn.Cell, name: str) -> nn.Cell:
+    """The sub-cell of ``parent`` at the dotted ``name`` (``'layer1.0.conv1'``, ``'down_sample_layer.0'``)."""
+    cell = parent
+    for part in name.split("."):
+        cell = cell[int(part)] if part.isdigit() else getattr(cell, part)
+    return cell
+
+
 def replace_cells(net: nn.Cell, twin_of: Callable[[nn.Cell], nn.Cell | None]) -> Replacements:
     """Put ``twin_of(cell)`` in place of every sub-cell of ``net`` for which it is not None.
 
-    Parameters the twin takes over from the original keep their names (and so their checkpoint keys).
+    Parameters of ``net`` that a twin holds keep their names (and so their checkpoint keys).
     """
+    names = {id(param): param.name for param in net.get_parameters()}
     replaced: Replacements = []
     for name, cell in list(net.cells_and_names()):
         if not name:
@@ -37,15 +46,12 @@ def replace_cells(net: nn.Cell, twin_of: Callable[[nn.Cell], nn.Cell | None]) ->
         twin = twin_of(cell)
         if twin is None:
             continue
-        *parents, key = name.split(".")
-        parent = net
-        for part in parents:
-            parent = parent[int(part)] if part.isdigit() else getattr(parent, part)
-        original_names = {id(param): param.name for param in cell.get_parameters()}
+        parent_name, _, key = name.rpartition(".")
+        parent = child_cell(net, parent_name) if parent_name else net
         set_child(parent, key, twin)
         for param in twin.get_parameters():  # setattr re-prefixes them with the child key only
-            if id(param) in original_names:
-                param.name = original_names[id(param)]
+            if id(param) in names:
+                param.name = names[id(param)]
         replaced.append((parent, key, cell))
     return replaced
 
@@ -133,9 +139,40 @@ def use_inference_batch_norms(net: nn.Cell, library: str) -> int:
                              if can_replace_batch_norm(cell) else None))
 
 
+def fuse_conv_batch_norms(net: nn.Cell, library: str) -> int:
+    """Fold, for evaluation, each batch norm (and ReLU) into the oneDNN convolution before it, in every chain a
+    cell of ``net`` lists in ``conv_batch_norm_chains()``; returns how many chains.
+
+    Runs after :func:`use_onednn_convolutions` and :func:`use_inference_batch_norms`: a chain folds when its
+    convolution is a :class:`~src.kernels.onednn_conv.OneDNNConv2d` and its batch norm an
+    :class:`~src.kernels.batch_norm.InferenceBatchNorm2d` (moving statistics in evaluation).
+    """
+    from src.kernels.batch_norm import InferenceBatchNorm2d
+    from src.kernels.conv_batch_norm import EvaluationIdentity, OneDNNConvBatchNorm
+    from src.kernels.onednn_conv import OneDNNConv2d
+
+    twins: dict[int, nn.Cell] = {}
+    for _, cell in net.cells_and_names():
+        for conv_name, bn_name, relu_name in getattr(cell, "conv_batch_norm_chains", tuple)():
+            conv, bn = child_cell(cell, conv_name), child_cell(cell, bn_name)
+            if not (isinstance(conv, OneDNNConv2d) and not conv.one_dimensional
+                    and isinstance(bn, InferenceBatchNorm2d)):
+                continue
+            twins[id(conv)] = OneDNNConvBatchNorm(conv, bn.batch_norm, relu_name is not None, library)
+            twins[id(bn)] = EvaluationIdentity(bn)
+            if relu_name is not None:
+                relu = child_cell(cell, relu_name)
+                if not isinstance(relu, nn.ReLU):
+                    raise TypeError(f"{type(cell).__name__}.conv_batch_norm_chains(): {relu_name} is not a ReLU")
+                twins[id(relu)] = EvaluationIdentity(relu)
+    replace_cells(net, lambda cell: twins.get(id(cell)))
+    return sum(isinstance(twin, OneDNNConvBatchNorm) for twin in twins.values())
+
+
 def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_level: str) -> str:
     """Resolve ``conv_backend``; for ``onednn`` swap ``net``'s convolutions, padded max-pools and batch norms
-    (evaluation mode) to our kernels; return the backend."""
+    (evaluation mode) to our kernels, and fold batch norms and ReLUs into the convolutions before them
+    (evaluation mode); return the backend."""
     from src.kernels.backend import resolve_conv_backend
 
     backend, detail = resolve_conv_backend(requested, device_target, amp_level)
@@ -143,8 +180,10 @@ def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_lev
         convolutions = use_onednn_convolutions(net, detail)
         pools = use_onednn_max_pools(net, detail)
         batch_norms = use_inference_batch_norms(net, detail)
+        fused = fuse_conv_batch_norms(net, detail)
         logger.info("conv_backend=%s: %d convolutions, %d max-pools and %d batch norms (evaluation) run on our "
-                    "kernels (%s)", requested, convolutions, pools, batch_norms, detail)
+                    "kernels, %d batch norms folded into their convolutions in evaluation (%s)",
+                    requested, convolutions, pools, batch_norms, fused, detail)
     else:
         logger.info("conv_backend=%s: MindSpore's convolutions (%s)", requested, detail)
     return backend

@@ -115,6 +115,10 @@ class DropCovHead(nn.Cell):
         self.representation = CovarianceRepresentation(cov_dim, post_norm, isqrt_iters).to_float(ms.float32)
         self.set_train(False)  # a new Cell has phase 'train' with training False: keep them consistent
 
+    def conv_batch_norm_chains(self) -> tuple[tuple[str, str, str | None], ...]:
+        """(convolution, batch norm, ReLU) of :meth:`reduce`, each output read only by the next cell."""
+        return (("layer_reduce", "layer_reduce_bn", "relu"),)
+
     def reduce(self, x: Tensor) -> Tensor:
         """``(B, C5, H, W)`` -> ``X = ReLU(BN(conv1x1(x)))`` of shape ``(B, d, H, W)``."""
         return self.relu(self.layer_reduce_bn(self.layer_reduce(x)))

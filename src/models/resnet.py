@@ -78,6 +78,11 @@ def shortcut(in_channels: int, out_channels: int, stride: int, style: ArchStyle)
                               batch_norm(out_channels, *style.shortcut_bn)])
 
 
+def _shortcut_chain(block: nn.Cell) -> tuple[tuple[str, str, None], ...]:
+    """The projection shortcut's (convolution, batch norm) of ``block``, if it has one."""
+    return (("down_sample_layer.0", "down_sample_layer.1", None),) if block.down_sample else ()
+
+
 class BasicBlock(nn.Cell):
     """conv3x3(stride) -> ``bn1d`` -> ReLU -> conv3x3 -> ``bn2d`` -> + shortcut -> ReLU."""
 
@@ -90,13 +95,18 @@ class BasicBlock(nn.Cell):
         self.bn1d = batch_norm(width, *style.block_bn)
         self.conv2 = conv2d(width, width, 3, 1, style.same_padding)
         self.bn2d = batch_norm(width, *style.block_bn)
+        self.relu1 = nn.ReLU()
         self.relu = nn.ReLU()
         self.down_sample_layer = shortcut(in_channels, out_channels, stride, style)
         self.down_sample = self.down_sample_layer is not None
 
+    def conv_batch_norm_chains(self) -> tuple[tuple[str, str, str | None], ...]:
+        """(convolution, batch norm, ReLU or None) of ``construct``, each output read only by the next cell."""
+        return (("conv1", "bn1d", "relu1"), ("conv2", "bn2d", None)) + _shortcut_chain(self)
+
     def construct(self, x: Tensor) -> Tensor:
         identity = x
-        out = self.relu(self.bn1d(self.conv1(x)))
+        out = self.relu1(self.bn1d(self.conv1(x)))
         out = self.bn2d(self.conv2(out))
         if self.down_sample:
             identity = self.down_sample_layer(x)
@@ -117,14 +127,20 @@ class Bottleneck(nn.Cell):
         self.bn2 = batch_norm(width, *style.block_bn)
         self.conv3 = conv2d(width, out_channels, 1, 1, style.same_padding)
         self.bn3 = batch_norm(out_channels, *style.block_bn)
+        self.relu1 = nn.ReLU()
+        self.relu2 = nn.ReLU()
         self.relu = nn.ReLU()
         self.down_sample_layer = shortcut(in_channels, out_channels, stride, style)
         self.down_sample = self.down_sample_layer is not None
 
+    def conv_batch_norm_chains(self) -> tuple[tuple[str, str, str | None], ...]:
+        """(convolution, batch norm, ReLU or None) of ``construct``, each output read only by the next cell."""
+        return (("conv1", "bn1", "relu1"), ("conv2", "bn2", "relu2"), ("conv3", "bn3", None)) + _shortcut_chain(self)
+
     def construct(self, x: Tensor) -> Tensor:
         identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.down_sample:
             identity = self.down_sample_layer(x)
@@ -165,6 +181,10 @@ class ResNetBackbone(nn.Cell):
                 in_channels = width * block.expansion
             stages.append(nn.SequentialCell(blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
+
+    def conv_batch_norm_chains(self) -> tuple[tuple[str, str, str | None], ...]:
+        """(convolution, batch norm, ReLU) of the stem, each output read only by the next cell."""
+        return (("conv1", "bn1", "relu"),)
 
     def construct(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
