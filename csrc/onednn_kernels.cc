@@ -20,6 +20,7 @@
 //   dropcov_max_pool2d_forward    (x, cfg)                       -> y, workspace (uint8, shape of y)
 //   dropcov_max_pool2d_backward   (dy, workspace, x, cfg)        -> dx (shape of x)
 //   dropcov_batch_norm_inference  (x, gamma, beta, mean, var, eps float32[1]) -> y (evaluation mode)
+//   dropcov_add_relu              (x, identity)                  -> max(x + identity, 0) (same shapes)
 // Convolution cfg = [stride_h, stride_w, dilation_h, dilation_w, same, pad_top, pad_left]; with same=1
 // the padding is MindSpore's 'same' (extra row/column at the bottom/right), else the given top/left
 // padding and whatever bottom/right padding the output size implies. Pooling cfg = [kernel_h,
@@ -561,6 +562,36 @@ int RunBatchNormInference(const float *x, const float *gamma, const float *beta,
   }
 }
 
+// y = max(x + identity, 0) over elements [first, last): a residual block's addition and ReLU in one pass
+// (MindSpore runs them as two kernels, reading and writing the activation twice).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void AddReLURange(const float *x, const float *identity, float *y, int64_t first, int64_t last) {
+  for (int64_t i = first; i < last; ++i) y[i] = std::max(x[i] + identity[i], 0.f);
+}
+
+int RunAddReLU(const float *x, const float *identity, float *y, int64_t count) {
+  try {
+    constexpr int64_t kLine = 16;  // floats per 64-byte line: tasks start on line boundaries
+    auto *pool = GetRuntime().pool;
+    const int64_t lines = (count + kLine - 1) / kLine;
+    const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool->get_num_threads(), lines)));
+    pool->parallel_for(tasks, [&](int task, int n) {
+      AddReLURange(x, identity, y, std::min(count, lines * task / n * kLine),
+                   std::min(count, lines * (task + 1) / n * kLine));
+    });
+    return 0;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "dropcov add + ReLU failed: %s\n", e.what());
+    return 1;
+  }
+}
+
+int64_t ElementCount(int ndim, const int64_t *shape) {
+  int64_t count = 1;
+  for (int d = 0; d < ndim; ++d) count *= shape[d];
+  return count;
+}
+
 }  // namespace
 
 #define DROPCOV_EXPORT __attribute__((visibility("default")))
@@ -625,6 +656,15 @@ DROPCOV_EXPORT int dropcov_batch_norm_inference(int nparam, void **params, int *
                                static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
                                static_cast<const float *>(params[4]), eps[0], static_cast<float *>(params[6]),
                                shapes[0]);
+}
+
+DROPCOV_EXPORT int dropcov_add_relu(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                    void *stream, void *extra) {
+  if (nparam != 3 || !Float32(dtypes[0]) || !Float32(dtypes[1])) return 1;
+  const int64_t count = ElementCount(ndims[0], shapes[0]);
+  if (count != ElementCount(ndims[1], shapes[1])) return 1;
+  return RunAddReLU(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                    static_cast<float *>(params[2]), count);
 }
 
 }  // extern "C"

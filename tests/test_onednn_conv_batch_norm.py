@@ -1,4 +1,5 @@
-"""Batch norm and ReLU folded into the oneDNN convolution in evaluation (src/kernels/conv_batch_norm.py)."""
+"""Evaluation's fusions: batch norm and ReLU folded into the oneDNN convolution (src/kernels/conv_batch_norm.py),
+the residual addition and its ReLU in one pass (src/kernels/add_relu.py)."""
 import mindspore as ms
 import numpy as np
 import pytest
@@ -7,10 +8,12 @@ from onednn_helpers import numpy_conv2d
 
 from src.errors import DropCovError
 from src.kernels import build
+from src.kernels.add_relu import InferenceAddReLU
 from src.kernels.conv_batch_norm import EvaluationIdentity, OneDNNConvBatchNorm
 from src.kernels.onednn_conv import OneDNNConv2d
 from src.models import create_model
 from src.models.cell_surgery import apply_conv_backend, child_cell
+from src.models.layers import ResidualReLU
 
 GEOMETRIES = {  # (in, out, kernel, stride, pad_mode, padding, input size)
     "1x1 stride 1": (16, 24, 1, 1, "pad", 0, 9),
@@ -128,6 +131,19 @@ def _randomised_twins(net_name: str, head: str) -> tuple[nn.Cell, nn.Cell]:
     return stock, fast
 
 
+@pytest.mark.parametrize("shape", [(2, 16, 9, 9), (3, 5, 7, 3), (1, 1, 1, 1), (4, 64, 56, 56)])
+def test_add_relu_evaluation_is_one_pass_of_the_formula_and_training_is_the_cell(shape, library):
+    """Sizes that are and are not whole 64-byte lines, split over the threads or not."""
+    twin = InferenceAddReLU(ResidualReLU(), library)
+    rng = np.random.default_rng(len(shape))
+    x, identity = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    twin.set_train(False)
+    y = twin(Tensor(x), Tensor(identity)).asnumpy()
+    np.testing.assert_array_equal(y, np.maximum(x + identity, 0))
+    twin.set_train(True)
+    np.testing.assert_array_equal(twin(Tensor(x), Tensor(identity)).asnumpy(), np.maximum(x + identity, 0))
+
+
 @pytest.mark.parametrize("net_name, head, chains", [("resnet18", "dropcov", 21), ("resnet50", "gap", 53)])
 def test_fused_network_trains_and_evaluates_like_stock(net_name, head, chains, library):
     """apply_conv_backend folds every chain and keeps every parameter name; training mode normalises by the
@@ -143,6 +159,10 @@ def test_fused_network_trains_and_evaluates_like_stock(net_name, head, chains, l
     assert sum(isinstance(cell, OneDNNConvBatchNorm) for cell in cells) == chains
     relus = sum(cell.relu for cell in cells if isinstance(cell, OneDNNConvBatchNorm))
     assert sum(isinstance(cell, EvaluationIdentity) for cell in cells) == chains + relus
+    blocks = {"resnet18": 8, "resnet50": 16}[net_name]
+    assert sum(isinstance(cell, InferenceAddReLU) for cell in cells) == blocks
+    wrapped = {id(cell.cell) for cell in cells if isinstance(cell, InferenceAddReLU)}
+    assert {id(cell) for cell in cells if type(cell) is ResidualReLU} == wrapped
 
     before = {p.name: p.asnumpy().copy() for p in stock.get_parameters()}
     rng = np.random.default_rng(10)

@@ -139,6 +139,17 @@ def use_inference_batch_norms(net: nn.Cell, library: str) -> int:
                              if can_replace_batch_norm(cell) else None))
 
 
+def use_inference_add_relus(net: nn.Cell, library: str) -> int:
+    """Replace every :class:`src.models.layers.ResidualReLU` of ``net`` by a
+    :class:`src.kernels.add_relu.InferenceAddReLU` (one pass in evaluation); returns how many."""
+    from src.kernels.add_relu import InferenceAddReLU
+
+    from .layers import ResidualReLU
+
+    return len(replace_cells(net, lambda cell: InferenceAddReLU(cell, library)
+                             if isinstance(cell, ResidualReLU) else None))
+
+
 def fuse_conv_batch_norms(net: nn.Cell, library: str) -> int:
     """Fold, for evaluation, each batch norm (and ReLU) into the oneDNN convolution before it, in every chain a
     cell of ``net`` lists in ``conv_batch_norm_chains()``; returns how many chains.
@@ -171,8 +182,8 @@ def fuse_conv_batch_norms(net: nn.Cell, library: str) -> int:
 
 def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_level: str) -> str:
     """Resolve ``conv_backend``; for ``onednn`` swap ``net``'s convolutions, padded max-pools and batch norms
-    (evaluation mode) to our kernels, and fold batch norms and ReLUs into the convolutions before them
-    (evaluation mode); return the backend."""
+    (evaluation mode) to our kernels, and in evaluation fold batch norms and ReLUs into the convolutions
+    before them and run residual additions with their ReLU in one pass; return the backend."""
     from src.kernels.backend import resolve_conv_backend
 
     backend, detail = resolve_conv_backend(requested, device_target, amp_level)
@@ -181,9 +192,11 @@ def apply_conv_backend(net: nn.Cell, requested: str, device_target: str, amp_lev
         pools = use_onednn_max_pools(net, detail)
         batch_norms = use_inference_batch_norms(net, detail)
         fused = fuse_conv_batch_norms(net, detail)
+        add_relus = use_inference_add_relus(net, detail)
         logger.info("conv_backend=%s: %d convolutions, %d max-pools and %d batch norms (evaluation) run on our "
-                    "kernels, %d batch norms folded into their convolutions in evaluation (%s)",
-                    requested, convolutions, pools, batch_norms, fused, detail)
+                    "kernels; in evaluation %d batch norms folded into their convolutions and %d residual "
+                    "additions + ReLU in one pass (%s)", requested, convolutions, pools, batch_norms, fused,
+                    add_relus, detail)
     else:
         logger.info("conv_backend=%s: MindSpore's convolutions (%s)", requested, detail)
     return backend

@@ -1,4 +1,4 @@
-"""Building blocks shared by the networks: stochastic depth (drop path)."""
+"""Building blocks shared by the networks: stochastic depth (drop path), the residual addition and its ReLU."""
 from __future__ import annotations
 
 import mindspore as ms
@@ -40,3 +40,11 @@ class DropPath(nn.Cell):
         if self.training and self.rate > 0.0:
             return drop_path(x, self.rate)
         return x
+
+
+class ResidualReLU(nn.Cell):
+    """``relu(x + identity)``, the end of a residual block, as one cell so that one kernel can take its place
+    (:func:`src.models.cell_surgery.use_inference_add_relus`)."""
+
+    def construct(self, x: Tensor, identity: Tensor) -> Tensor:
+        return ops.relu(x + identity)

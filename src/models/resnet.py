@@ -33,6 +33,7 @@ from .init import (
     conv_initializer,
     initialize_weights,
 )
+from .layers import ResidualReLU
 from .specs import STAGE_WIDTHS, ResNetArch, resolve_layer4_stride, validate_model_options
 
 
@@ -96,7 +97,7 @@ class BasicBlock(nn.Cell):
         self.conv2 = conv2d(width, width, 3, 1, style.same_padding)
         self.bn2d = batch_norm(width, *style.block_bn)
         self.relu1 = nn.ReLU()
-        self.relu = nn.ReLU()
+        self.add_relu = ResidualReLU()
         self.down_sample_layer = shortcut(in_channels, out_channels, stride, style)
         self.down_sample = self.down_sample_layer is not None
 
@@ -110,7 +111,7 @@ class BasicBlock(nn.Cell):
         out = self.bn2d(self.conv2(out))
         if self.down_sample:
             identity = self.down_sample_layer(x)
-        return self.relu(out + identity)
+        return self.add_relu(out, identity)
 
 
 class Bottleneck(nn.Cell):
@@ -129,7 +130,7 @@ class Bottleneck(nn.Cell):
         self.bn3 = batch_norm(out_channels, *style.block_bn)
         self.relu1 = nn.ReLU()
         self.relu2 = nn.ReLU()
-        self.relu = nn.ReLU()
+        self.add_relu = ResidualReLU()
         self.down_sample_layer = shortcut(in_channels, out_channels, stride, style)
         self.down_sample = self.down_sample_layer is not None
 
@@ -144,7 +145,7 @@ class Bottleneck(nn.Cell):
         out = self.bn3(self.conv3(out))
         if self.down_sample:
             identity = self.down_sample_layer(x)
-        return self.relu(out + identity)
+        return self.add_relu(out, identity)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
