@@ -45,6 +45,30 @@ def backend_record(requested: str, used: str) -> dict[str, str]:
             "onednn_max_cpu_isa": os.environ.get(ISA_VARIABLE, "")}
 
 
+def build_bench_train_step(net_name: str, head: str, conv_backend: str, device_target: str = "CPU",
+                           amp_level: str = "O0", loss_scale: float = 1024.0, seed: int = 0,
+                           **model_options: Any) -> tuple[Any, Any, str]:
+    """The network (``create_model`` then ``apply_conv_backend``) and the training step ``train.py`` builds
+    for it (label-smoothed CE, Momentum with weight-decay groups, fixed loss scale), in training mode; returns
+    ``(net, train_step, backend used)``. MindSpore's device and mode must be set up already."""
+    import mindspore as ms
+
+    from src.engine.loss import create_loss
+    from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
+    from src.engine.train_step import build_train_step
+    from src.models import create_model
+    from src.models.cell_surgery import apply_conv_backend
+
+    ms.set_seed(seed)
+    net = create_model(net_name, head=head, **model_options)
+    used_backend = apply_conv_backend(net, conv_backend, device_target, amp_level)
+    loss_fn = create_loss(net.num_classes, 0.1)
+    optimizer = create_optimizer(net, "Momentum", 0.01, 0.9, 1e-4, optimizer_loss_scale("fixed", loss_scale))
+    train_step = build_train_step(net, loss_fn, optimizer, amp_level, create_loss_scale_manager("fixed", loss_scale))
+    train_step.set_train(True)
+    return net, train_step, used_backend
+
+
 def measure_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4_stride: int = 0,
                        mode_name: str = "GRAPH_MODE", batch_size: int = 8, image_size: int = 224,
                        warmup: int = 2, steps: int = 5, device_target: str = "CPU", num_classes: int = 1000,
@@ -66,27 +90,17 @@ def measure_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
     import mindspore as ms
     from mindspore import Tensor
 
-    from src.engine.loss import create_loss
-    from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
-    from src.engine.train_step import build_train_step
-    from src.models import create_model
-    from src.models.cell_surgery import apply_conv_backend
     from src.models.info import describe_model
     from src.runtime.device import setup_device
 
     setup_device(device_target, mode_name)
     if threads_num > 0:
         ms.device_context.cpu.op_tuning.threads_num(int(threads_num))
-    ms.set_seed(seed)
     options = {"num_classes": num_classes, "head": head, "layer4_stride": layer4_stride,
                "post_norm": post_norm, "adaptive_dropout": adaptive_dropout}
-    net = create_model(net_name, **options)
-    used_backend = apply_conv_backend(net, conv_backend, device_target, amp_level)
-    loss_fn = create_loss(num_classes, 0.1)
-    optimizer = create_optimizer(net, "Momentum", 0.01, 0.9, 1e-4, optimizer_loss_scale("fixed", loss_scale))
-    train_step = build_train_step(net, loss_fn, optimizer, amp_level,
-                                  create_loss_scale_manager("fixed", loss_scale))
-    train_step.set_train(True)
+    net, train_step, used_backend = build_bench_train_step(
+        net_name, head, conv_backend, device_target, amp_level, loss_scale, seed,
+        **{key: value for key, value in options.items() if key != "head"})
 
     rng = np.random.default_rng(seed)
     images = Tensor(rng.standard_normal((batch_size, 3, image_size, image_size), dtype=np.float32))
