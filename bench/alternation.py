@@ -37,6 +37,19 @@ def count_argument(least: int) -> Callable[[str], int]:
     return parse
 
 
+#: The networks the comparison benchmarks build.
+NET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+def add_network_arguments(parser: argparse.ArgumentParser, default_head: str | None) -> None:
+    """``--net_name``, ``--batch_size``, ``--image_size`` and, unless ``default_head`` is None, ``--head``."""
+    parser.add_argument("--net_name", default="resnet18", choices=NET_NAMES)
+    if default_head is not None:
+        parser.add_argument("--head", default=default_head, choices=("dropcov", "gap"))
+    parser.add_argument("--batch_size", type=count_argument(1), default=8)
+    parser.add_argument("--image_size", type=count_argument(1), default=224)
+
+
 def sides_argument(known: Sequence[str]) -> Callable[[str], list[str]]:
     """An argparse ``type`` for ``--sides``: two or more distinct names among ``known``, comma-separated."""
     def parse(text: str) -> list[str]:

@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `src` importa
 from bench.alternation import (  # noqa: E402
     Runner,
     add_alternation_arguments,
+    add_network_arguments,
     count_argument,
     default_output,
     measure_alternated,
@@ -89,9 +90,7 @@ def measure(framework: str, net_name: str = "resnet18", batch_size: int = 8, ima
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--net_name", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet101"))
-    parser.add_argument("--batch_size", type=count_argument(1), default=8)
-    parser.add_argument("--image_size", type=count_argument(1), default=224)
+    add_network_arguments(parser, None)
     parser.add_argument("--rounds", type=count_argument(1), default=3, help="alternations of the sides")
     parser.add_argument("--steps", type=count_argument(1), default=20, help="timed forwards per process")
     parser.add_argument("--conv_backend", default="auto", help="the ours side's convolutions: auto, onednn or stock")

@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `src` importa
 from bench.alternation import (  # noqa: E402
     Runner,
     add_alternation_arguments,
+    add_network_arguments,
     count_argument,
     default_output,
     measure_alternated,
@@ -46,10 +47,7 @@ def _train_seconds(result: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--net_name", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet101"))
-    parser.add_argument("--head", default="dropcov", choices=("dropcov", "gap"))
-    parser.add_argument("--batch_size", type=count_argument(1), default=8)
-    parser.add_argument("--image_size", type=count_argument(1), default=224)
+    add_network_arguments(parser, "dropcov")
     parser.add_argument("--rounds", type=count_argument(1), default=4, help="alternations of the sides")
     parser.add_argument("--warmup", type=count_argument(0), default=2, help="untimed steps per process")
     parser.add_argument("--steps", type=count_argument(1), default=8, help="timed steps per process")

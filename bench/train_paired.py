@@ -24,7 +24,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make `bench` and `src` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.alternation import count_argument, default_output  # noqa: E402
+from bench.alternation import add_network_arguments, count_argument, default_output  # noqa: E402
 from bench.common import REPO_ROOT, run_worker  # noqa: E402
 from bench.contention import BusyProcesses, contention_argument  # noqa: E402
 from bench.isa import cpu_kind, isa_environment  # noqa: E402
@@ -33,10 +33,7 @@ from bench.machine import cpu_busy_fraction, describe_machine, summary_line  # n
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--net_name", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet101"))
-    parser.add_argument("--head", default="gap", choices=("dropcov", "gap"))
-    parser.add_argument("--batch_size", type=count_argument(1), default=8)
-    parser.add_argument("--image_size", type=count_argument(1), default=224)
+    add_network_arguments(parser, "gap")
     parser.add_argument("--warmup", type=count_argument(1), default=2, help="untimed steps of each side")
     parser.add_argument("--pairs", type=count_argument(1), default=16, help="timed steps of each side")
     parser.add_argument("--contention", type=contention_argument, default=0,

@@ -276,26 +276,28 @@ std::unique_ptr<Kernel> BuildKernel(int direction, const ConvGeometry &g, Layout
       eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_any, wei_any, dst_any,
       g.strides, g.dilates, g.pad_l, g.pad_r, UserScratchpad());
   std::string implementation;
-  if (direction == kForwardBatchNorm || direction == kForwardBatchNormReLU) {
-    // Blocked: the batch norm and ReLU as post-ops, on the layouts oneDNN picks for the convolution alone
-    // (left free, the post-ops send it to channels-last kernels whose reorders from and to NCHW cost more:
-    // ResNet-18 at AVX2, 26 ms of reorders per forward against 14). Plain: oneDNN's plain kernels apply
-    // post-ops element by element after a GEMM (at AVX2 ~20x the time of the JIT ones), so the convolution
-    // alone, then one pass over its output.
-    k->relu = direction == kForwardBatchNormReLU;
-    k->affine_pass = !blocked;
-    if (blocked) k->per_channel = Plain({1, g.dst[1], 1, 1}, tag::nchw);
-    auto inference = [&](const memory::desc &s, const memory::desc &w, const memory::desc &d) {
-      return dnnl::convolution_forward::primitive_desc(
-          eng, dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, s, w, d, g.strides, g.dilates,
-          g.pad_l, g.pad_r, BatchNormPostOps(k->per_channel, k->relu));
-    };
-    dnnl::convolution_forward::primitive_desc pd = fwd;  // plain: the very kernel of the convolution alone
-    if (blocked) {
-      try {
-        pd = inference(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc());
-      } catch (const dnnl::error &) {  // no kernel with post-ops on those layouts: let oneDNN choose
-        pd = inference(src_any, wei_any, dst_any);
+  if (direction == kForward || direction == kForwardBatchNorm || direction == kForwardBatchNormReLU) {
+    dnnl::convolution_forward::primitive_desc pd = fwd;
+    if (direction != kForward) {
+      // Blocked: the batch norm and ReLU as post-ops, on the layouts oneDNN picks for the convolution alone
+      // (left free, the post-ops send it to channels-last kernels whose reorders from and to NCHW cost more:
+      // ResNet-18 at AVX2, 26 ms of reorders per forward against 14). Plain: oneDNN's plain kernels apply
+      // post-ops element by element after a GEMM (at AVX2 ~20x the time of the JIT ones), so the kernel of
+      // the convolution alone, then one pass over its output.
+      k->relu = direction == kForwardBatchNormReLU;
+      k->affine_pass = !blocked;
+      if (blocked) {
+        k->per_channel = Plain({1, g.dst[1], 1, 1}, tag::nchw);
+        auto inference = [&](const memory::desc &s, const memory::desc &w, const memory::desc &d) {
+          return dnnl::convolution_forward::primitive_desc(
+              eng, dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, s, w, d, g.strides,
+              g.dilates, g.pad_l, g.pad_r, BatchNormPostOps(k->per_channel, k->relu));
+        };
+        try {
+          pd = inference(fwd.src_desc(), fwd.weights_desc(), fwd.dst_desc());
+        } catch (const dnnl::error &) {  // no kernel with post-ops on those layouts: let oneDNN choose
+          pd = inference(src_any, wei_any, dst_any);
+        }
       }
     }
     implementation = pd.impl_info_str();
@@ -305,14 +307,6 @@ std::unique_ptr<Kernel> BuildKernel(int direction, const ConvGeometry &g, Layout
     k->out.Init(dst, pd.dst_desc(), true);
     k->arg_a = DNNL_ARG_SRC; k->arg_b = DNNL_ARG_WEIGHTS; k->arg_out = DNNL_ARG_DST;
     k->scratchpad = pd.scratchpad_desc();
-  } else if (direction == kForward) {
-    implementation = fwd.impl_info_str();
-    k->primitive = dnnl::convolution_forward(fwd);
-    k->a.Init(src, fwd.src_desc(), false);
-    k->b.Init(wei, fwd.weights_desc(), false);
-    k->out.Init(dst, fwd.dst_desc(), true);
-    k->arg_a = DNNL_ARG_SRC; k->arg_b = DNNL_ARG_WEIGHTS; k->arg_out = DNNL_ARG_DST;
-    k->scratchpad = fwd.scratchpad_desc();
   } else if (direction == kBackwardData) {
     dnnl::convolution_backward_data::primitive_desc pd(
         eng, dnnl::algorithm::convolution_direct, src_any, wei_any, dst_any, g.strides, g.dilates, g.pad_l,
