@@ -1,5 +1,7 @@
 // oneDNN kernels for MindSpore ops.Custom (func_type="aot", CPU): convolutions on the faster of two
-// memory layouts, max pooling, and evaluation-mode batch norm.
+// memory layouts (this file), max pooling (onednn_pooling.h), and the evaluation passes that need no
+// oneDNN primitive, batch norm and a residual addition with its ReLU (elementwise_kernels.h); what they
+// share (engine, thread pool, working memory, reorders) is in onednn_memory.h.
 //
 // MindSpore's stock CPU convolutions hand oneDNN plain NCHW/OIHW memory descriptors, which rules out
 // oneDNN's fastest (blocked-layout) kernels, and on AVX-512 sends some 3x3 convolutions to its reference
@@ -45,30 +47,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include "elementwise_kernels.h"
 #include "onednn_layout_choices.h"
+#include "onednn_memory.h"
+#include "onednn_pooling.h"
 #include "onednn_threadpool.h"
 
 namespace {
 
-using dnnl::memory;
-using dropcov::Layout;
-using dropcov::LayoutPolicy;
-using tag = dnnl::memory::format_tag;
-using dt = dnnl::memory::data_type;
-
-struct Runtime {
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::threadpool_interop::threadpool_iface *pool = dropcov::MakePool();
-  dropcov::LayoutChoices layouts{pool->get_num_threads()};
-};
-Runtime &GetRuntime() {
-  static Runtime *runtime = new Runtime();  // never destroyed: kernels may run during exit
-  return *runtime;
-}
-dnnl::stream &ThreadStream() {
-  thread_local dnnl::stream stream = dnnl::threadpool_interop::make_stream(GetRuntime().engine, GetRuntime().pool);
-  return stream;
-}
+using namespace dropcov;  // NOLINT: the kernels' own namespace, one translation unit
 
 struct ConvGeometry {
   memory::dims src, wei, dst, strides, dilates, pad_l, pad_r;
@@ -98,93 +85,6 @@ std::string Key(const char *direction, const ConvGeometry &g) {
   return key;
 }
 
-memory::desc Any(const memory::dims &d) { return memory::desc(d, dt::f32, tag::any); }
-memory::desc Plain(const memory::dims &d, tag t) { return memory::desc(d, dt::f32, t); }
-
-// Working memory of kernel calls: the blocked copies of the operands and the scratchpad. One buffer
-// per thread, as large as the largest call on it needs; a buffer per cached kernel would hold a blocked
-// copy of every activation shape of the network (for ResNet-50 at batch 32, about 4 GB more than
-// MindSpore's own kernels).
-class Arena {
- public:
-  Arena() = default;
-  Arena(const Arena &) = delete;
-  Arena &operator=(const Arena &) = delete;
-  ~Arena() { std::free(data_); }
-  // Room for `sizes` (bytes) one after the other, each 64-byte aligned; returns their addresses.
-  std::vector<char *> Carve(const std::vector<size_t> &sizes) {
-    size_t total = 0;
-    for (size_t size : sizes) total += Align(size);
-    if (total > capacity_) {
-      std::free(data_);
-      data_ = static_cast<char *>(std::aligned_alloc(kAlignment, Align(total)));
-      if (data_ == nullptr) {
-        capacity_ = 0;
-        throw std::runtime_error("cannot allocate " + std::to_string(total) + " bytes of working memory");
-      }
-      capacity_ = Align(total);
-    }
-    std::vector<char *> addresses;
-    size_t offset = 0;
-    for (size_t size : sizes) {
-      addresses.push_back(size ? data_ + offset : nullptr);
-      offset += Align(size);
-    }
-    return addresses;
-  }
-
- private:
-  static constexpr size_t kAlignment = 64;
-  static size_t Align(size_t size) { return (size + kAlignment - 1) / kAlignment * kAlignment; }
-  char *data_ = nullptr;
-  size_t capacity_ = 0;
-};
-
-// Each MindSpore thread that runs kernels has its own arena: calls on one thread run one after the
-// other, and oneDNN primitives may execute on several threads at once with different memory.
-Arena &ThreadArena() {
-  thread_local Arena arena;
-  return arena;
-}
-
-// One tensor argument: MindSpore's plain buffer, and, where oneDNN chose another layout, the reorder
-// between it and a blocked copy in the arena.
-struct Operand {
-  memory::desc plain, chosen;
-  dnnl::reorder to_internal, to_plain;
-  bool reordered = false;
-  void Init(const memory::desc &plain_desc, const memory::desc &chosen_desc, bool is_output) {
-    plain = plain_desc;
-    chosen = chosen_desc;
-    reordered = plain != chosen;
-    if (!reordered) return;
-    const auto &eng = GetRuntime().engine;
-    if (is_output)
-      to_plain = dnnl::reorder(dnnl::reorder::primitive_desc(eng, chosen, eng, plain));
-    else
-      to_internal = dnnl::reorder(dnnl::reorder::primitive_desc(eng, plain, eng, chosen));
-  }
-  // Bytes of arena this operand needs (0 when oneDNN works on MindSpore's buffer directly).
-  size_t WorkingBytes() const { return reordered ? chosen.get_size() : 0; }
-  // The memory the primitive reads; an input is reordered into `working` first.
-  memory Input(void *data, char *working, dnnl::stream &s) {
-    memory user(plain, GetRuntime().engine, data);
-    if (!reordered) return user;
-    memory internal(chosen, GetRuntime().engine, working);
-    to_internal.execute(s, user, internal);
-    return internal;
-  }
-  // The memory the primitive writes; Finish() reorders it into MindSpore's buffer.
-  memory Output(void *data, char *working) {
-    return reordered ? memory(chosen, GetRuntime().engine, working) : memory(plain, GetRuntime().engine, data);
-  }
-  void Finish(memory &written, void *data, dnnl::stream &s) {
-    if (!reordered) return;
-    memory user(plain, GetRuntime().engine, data);
-    to_plain.execute(s, written, user);
-  }
-};
-
 struct Kernel {
   dnnl::primitive primitive;
   Operand a, b, out;  // two inputs and the output, in the entry point's order
@@ -199,51 +99,6 @@ struct Kernel {
 // batch norm (and a ReLU) folded in.
 enum Direction { kForward, kBackwardData, kBackwardFilter, kForwardBatchNorm, kForwardBatchNormReLU };
 
-// The per-output-channel affine map of an evaluation-mode batch norm, y = x * scale[c] + shift[c].
-struct Affine {
-  const float *scale = nullptr, *shift = nullptr;
-};
-
-// scale = gamma / sqrt(var + eps), shift = beta - mean * scale: the batch norm's map, into `scale`/`shift`.
-void FoldBatchNorm(const float *gamma, const float *beta, const float *mean, const float *variance, float eps,
-                   int64_t channels, std::vector<float> &scale, std::vector<float> &shift) {
-  scale.resize(channels);
-  shift.resize(channels);
-  for (int64_t c = 0; c < channels; ++c) {
-    scale[c] = gamma[c] / std::sqrt(variance[c] + eps);
-    shift[c] = beta[c] - mean[c] * scale[c];
-  }
-}
-
-// y = x * scale[c] + shift[c] (then max(y, 0) with `relu`) on NCHW planes [first, last); x and y may be
-// one buffer. Compiled for AVX-512, AVX2 and a baseline, picked at load time for the CPU (memory-bound:
-// the ONEDNN_MAX_CPU_ISA cap does not matter here).
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void ScaleShiftPlanes(const float *x, float *y, const float *scale, const float *shift, bool relu, int64_t first,
-                      int64_t last, int64_t channels, int64_t plane) {
-  for (int64_t p = first; p < last; ++p) {
-    const float a = scale[p % channels], b = shift[p % channels];
-    const float *in = x + p * plane;
-    float *out = y + p * plane;
-    if (relu) {
-      for (int64_t i = 0; i < plane; ++i) out[i] = std::max(in[i] * a + b, 0.f);
-    } else {
-      for (int64_t i = 0; i < plane; ++i) out[i] = in[i] * a + b;
-    }
-  }
-}
-
-// `affine` (and a ReLU) over the NCHW tensor x of `shape` into y, in one pass on the kernels' thread pool.
-void ApplyAffine(const float *x, float *y, const Affine &affine, bool relu, const int64_t *shape) {
-  const int64_t channels = shape[1], plane = shape[2] * shape[3], planes = shape[0] * channels;
-  auto *pool = GetRuntime().pool;
-  const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool->get_num_threads(), planes)));
-  pool->parallel_for(tasks, [&](int task, int n) {
-    ScaleShiftPlanes(x, y, affine.scale, affine.shift, relu, planes * task / n, planes * (task + 1) / n, channels,
-                     plane);
-  });
-}
-
 // Post-ops of a forward convolution that apply `Affine` per output channel (binary multiply, binary add
 // of 1 x C x 1 x 1 tensors) and, with `relu`, a ReLU.
 dnnl::primitive_attr BatchNormPostOps(const memory::desc &per_channel, bool relu) {
@@ -254,12 +109,6 @@ dnnl::primitive_attr BatchNormPostOps(const memory::desc &per_channel, bool relu
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   attr.set_post_ops(post_ops);
-  return attr;
-}
-
-dnnl::primitive_attr UserScratchpad() {
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return attr;
 }
 
@@ -424,167 +273,6 @@ int Run(int direction, void *a, void *b, void *out, const ConvGeometry &g, const
 }
 
 bool Float32(const char *dtype) { return std::strcmp(dtype, "float32") == 0; }
-
-struct PoolGeometry {
-  memory::dims src, dst, kernel, strides, dilates{0, 0}, pad_l, pad_r;
-};
-
-PoolGeometry MakePoolGeometry(const int64_t *x, const int64_t *y, const int64_t *cfg) {
-  PoolGeometry g;
-  g.src = {x[0], x[1], x[2], x[3]};
-  g.dst = {y[0], y[1], y[2], y[3]};
-  g.kernel = {cfg[0], cfg[1]};
-  g.strides = {cfg[2], cfg[3]};
-  for (int d = 0; d < 2; ++d) {
-    const int64_t total = std::max<int64_t>((y[2 + d] - 1) * cfg[2 + d] + cfg[d] - x[2 + d], 0);
-    const int64_t before = cfg[4] ? total / 2 : cfg[5 + d];
-    g.pad_l.push_back(before);
-    g.pad_r.push_back(total - before);
-  }
-  return g;
-}
-
-dnnl::pooling_forward::primitive_desc PoolForwardDesc(const PoolGeometry &g, tag layout) {
-  return dnnl::pooling_forward::primitive_desc(
-      GetRuntime().engine, dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max,
-      Plain(g.src, layout), Plain(g.dst, layout), g.strides, g.kernel, g.dilates, g.pad_l, g.pad_r,
-      UserScratchpad());
-}
-
-// The layout max pooling runs on: MindSpore's plain NCHW where oneDNN has a JIT kernel for it (AVX-512),
-// else a channel-blocked one that has (at AVX2 oneDNN runs plain max pooling on its generic simple_nchw
-// kernel, ~20x slower: 36 ms against 1.7 ms for ResNet-18's stem pool at batch 8), with the tensors
-// reordered in and out. The workspace then holds the argmax in the blocked layout, which only the backward
-// kernel reads; it keeps one byte per output, so a blocking that would pad the channels is not used.
-tag PoolLayout(const PoolGeometry &g) {
-  const size_t outputs = static_cast<size_t>(g.dst[0] * g.dst[1] * g.dst[2] * g.dst[3]);
-  auto jit_with_plain_workspace = [&](tag layout) {
-    try {
-      const auto pd = PoolForwardDesc(g, layout);
-      return std::string(pd.impl_info_str()).rfind("jit", 0) == 0 && pd.workspace_desc().get_size() == outputs;
-    } catch (const dnnl::error &) {
-      return false;
-    }
-  };
-  for (tag layout : {tag::nchw, tag::nChw16c, tag::nChw8c})
-    if (jit_with_plain_workspace(layout)) return layout;
-  return tag::nchw;
-}
-
-struct PoolKernel {
-  std::mutex mutex;
-  dnnl::primitive primitive;
-  Operand in, out;  // forward: x in, y out; backward: dy in, dx out
-  memory::desc workspace;
-  memory scratchpad;
-};
-
-PoolKernel &GetPoolKernel(bool backward, const PoolGeometry &g) {
-  static std::mutex cache_mutex;
-  static auto *cache = new std::unordered_map<std::string, std::unique_ptr<PoolKernel>>();
-  std::string key(backward ? "pool_bwd" : "pool_fwd");
-  for (const auto *dims : {&g.src, &g.dst, &g.kernel, &g.strides, &g.pad_l, &g.pad_r})
-    for (auto v : *dims) key += "," + std::to_string(v);
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  auto it = cache->find(key);
-  if (it != cache->end()) return *it->second;
-  auto k = std::make_unique<PoolKernel>();
-  const tag layout = PoolLayout(g);
-  auto fwd = PoolForwardDesc(g, layout);
-  memory::desc pad_desc;
-  const memory::desc src = Plain(g.src, tag::nchw), dst = Plain(g.dst, tag::nchw);
-  if (backward) {
-    dnnl::pooling_backward::primitive_desc pd(
-        GetRuntime().engine, dnnl::algorithm::pooling_max, Plain(g.src, layout), Plain(g.dst, layout),
-        g.strides, g.kernel, g.dilates, g.pad_l, g.pad_r, fwd, UserScratchpad());
-    k->primitive = dnnl::pooling_backward(pd);
-    k->in.Init(dst, pd.diff_dst_desc(), false);
-    k->out.Init(src, pd.diff_src_desc(), true);
-    pad_desc = pd.scratchpad_desc();
-  } else {
-    k->primitive = dnnl::pooling_forward(fwd);
-    k->in.Init(src, fwd.src_desc(), false);
-    k->out.Init(dst, fwd.dst_desc(), true);
-    pad_desc = fwd.scratchpad_desc();
-  }
-  k->workspace = fwd.workspace_desc();
-  // The workspace travels between the two ops as a uint8 tensor shaped like y.
-  const size_t expected = static_cast<size_t>(g.dst[0] * g.dst[1] * g.dst[2] * g.dst[3]);
-  if (k->workspace.get_size() != expected)
-    throw std::runtime_error("max-pool workspace is " + std::to_string(k->workspace.get_size()) +
-                             " bytes, expected one byte per output (" + std::to_string(expected) + ")");
-  k->scratchpad = memory(pad_desc, GetRuntime().engine);
-  return *cache->emplace(key, std::move(k)).first->second;
-}
-
-int RunPool(bool backward, void *in, void *workspace, void *out, const PoolGeometry &g) {
-  try {
-    PoolKernel &k = GetPoolKernel(backward, g);
-    std::lock_guard<std::mutex> lock(k.mutex);
-    dnnl::stream &s = ThreadStream();
-    const std::vector<char *> working = ThreadArena().Carve({k.in.WorkingBytes(), k.out.WorkingBytes()});
-    memory ws(k.workspace, GetRuntime().engine, workspace);
-    memory source = k.in.Input(in, working[0], s), written = k.out.Output(out, working[1]);
-    if (backward) {
-      k.primitive.execute(s, {{DNNL_ARG_DIFF_DST, source}, {DNNL_ARG_WORKSPACE, ws}, {DNNL_ARG_DIFF_SRC, written},
-                              {DNNL_ARG_SCRATCHPAD, k.scratchpad}});
-    } else {
-      k.primitive.execute(s, {{DNNL_ARG_SRC, source}, {DNNL_ARG_DST, written}, {DNNL_ARG_WORKSPACE, ws},
-                              {DNNL_ARG_SCRATCHPAD, k.scratchpad}});
-    }
-    k.out.Finish(written, out, s);
-    s.wait();
-    return 0;
-  } catch (const std::exception &e) {
-    std::fprintf(stderr, "dropcov oneDNN max pooling failed: %s\n", e.what());
-    return 1;
-  }
-}
-
-// Evaluation-mode batch norm on NCHW in one pass over x (ApplyAffine). MindSpore's CPU kernel runs oneDNN's
-// batch norm on the plain layout (its generic "ncsp" implementation), several times slower.
-int RunBatchNormInference(const float *x, const float *gamma, const float *beta, const float *mean,
-                          const float *variance, float eps, float *y, const int64_t *shape) {
-  try {
-    std::vector<float> scale, shift;
-    FoldBatchNorm(gamma, beta, mean, variance, eps, shape[1], scale, shift);
-    ApplyAffine(x, y, Affine{scale.data(), shift.data()}, false, shape);
-    return 0;
-  } catch (const std::exception &e) {
-    std::fprintf(stderr, "dropcov batch norm failed: %s\n", e.what());
-    return 1;
-  }
-}
-
-// y = max(x + identity, 0) over elements [first, last): a residual block's addition and ReLU in one pass
-// (MindSpore runs them as two kernels, reading and writing the activation twice).
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void AddReLURange(const float *x, const float *identity, float *y, int64_t first, int64_t last) {
-  for (int64_t i = first; i < last; ++i) y[i] = std::max(x[i] + identity[i], 0.f);
-}
-
-int RunAddReLU(const float *x, const float *identity, float *y, int64_t count) {
-  try {
-    constexpr int64_t kLine = 16;  // floats per 64-byte line: tasks start on line boundaries
-    auto *pool = GetRuntime().pool;
-    const int64_t lines = (count + kLine - 1) / kLine;
-    const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool->get_num_threads(), lines)));
-    pool->parallel_for(tasks, [&](int task, int n) {
-      AddReLURange(x, identity, y, std::min(count, lines * task / n * kLine),
-                   std::min(count, lines * (task + 1) / n * kLine));
-    });
-    return 0;
-  } catch (const std::exception &e) {
-    std::fprintf(stderr, "dropcov add + ReLU failed: %s\n", e.what());
-    return 1;
-  }
-}
-
-int64_t ElementCount(int ndim, const int64_t *shape) {
-  int64_t count = 1;
-  for (int d = 0; d < ndim; ++d) count *= shape[d];
-  return count;
-}
 
 }  // namespace
 

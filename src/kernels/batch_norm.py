@@ -1,4 +1,4 @@
-"""Evaluation-mode batch norm in one pass (``csrc/onednn_kernels.cc``), a drop-in for ``nn.BatchNorm2d`` on CPU.
+"""Evaluation-mode batch norm in one pass (``csrc/elementwise_kernels.h``), a drop-in for ``nn.BatchNorm2d`` on CPU.
 
 In evaluation mode a batch norm is a per-channel affine map, ``y = x * scale + shift`` with
 ``scale = gamma / sqrt(moving_variance + eps)`` and ``shift = beta - moving_mean * scale``. MindSpore's

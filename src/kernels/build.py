@@ -27,8 +27,10 @@ from src.errors import CommandLineParser, DropCovError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = REPO_ROOT / "csrc" / "onednn_kernels.cc"
-#: The headers ``SOURCE`` includes from its own folder (thread pools, layout choices); in the digest too.
-LOCAL_HEADERS = ("onednn_threadpool.h", "onednn_layout_choices.h")
+#: The headers ``SOURCE`` includes from its own folder (memory, pooling, elementwise passes, thread pools, layout
+#: choices); in the digest too.
+LOCAL_HEADERS = ("onednn_threadpool.h", "onednn_layout_choices.h", "onednn_memory.h", "onednn_pooling.h",
+                 "elementwise_kernels.h")
 #: Built libraries go here (ignored by git); ``DROPCOV_KERNEL_DIR`` overrides it.
 BUILD_DIR = REPO_ROOT / "build" / "kernels"
 #: The PyPI package with oneDNN's headers: 2025.3.0 is oneDNN 3.9, no newer than MindSpore 2.10's 3.10.

@@ -1,4 +1,4 @@
-"""Padded max pooling on oneDNN (``csrc/onednn_kernels.cc``) as a drop-in for ``nn.MaxPool2d`` on CPU.
+"""Padded max pooling on oneDNN (``csrc/onednn_pooling.h``) as a drop-in for ``nn.MaxPool2d`` on CPU.
 
 MindSpore 2.10 computes a padded ``nn.MaxPool2d`` (the ResNet-18/34 stem pool, 3x3/2 with padding 1)
 with ``MaxPool3DWithArgmax``, about 60 ms per training step for ResNet-18 at batch 8 on 2 cores;
