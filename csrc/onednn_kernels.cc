@@ -272,6 +272,20 @@ int Run(int direction, void *a, void *b, void *out, const ConvGeometry &g, const
   }
 }
 
+// The forward convolution with an evaluation-mode batch norm folded in: `batch_norm` points at gamma, beta,
+// mean and variance, one value per output channel.
+int RunWithBatchNorm(int direction, void *x, void *w, void *y, const ConvGeometry &g, const float *const *batch_norm,
+                     float eps) {
+  try {
+    std::vector<float> scale, shift;
+    FoldBatchNorm(batch_norm[0], batch_norm[1], batch_norm[2], batch_norm[3], eps, g.dst[1], scale, shift);
+    return Run(direction, x, w, y, g, Affine{scale.data(), shift.data()});
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "dropcov oneDNN convolution + batch norm failed: %s\n", e.what());
+    return 1;
+  }
+}
+
 bool Float32(const char *dtype) { return std::strcmp(dtype, "float32") == 0; }
 
 }  // namespace
@@ -303,15 +317,16 @@ DROPCOV_EXPORT int dropcov_conv2d_backward_filter(int nparam, void **params, int
 
 DROPCOV_EXPORT int dropcov_conv2d_batch_norm_inference(int nparam, void **params, int *ndims, int64_t **shapes,
                                                        const char **dtypes, void *stream, void *extra) {
-  if (nparam != 9 || ndims[0] != 4 || shapes[2][0] != 8) return 1;
+  if (nparam != 9 || ndims[0] != 4 || ndims[1] != 4 || ElementCount(ndims[2], shapes[2]) != 8) return 1;
   for (int i : {0, 1, 3, 4, 5, 6, 7})
     if (!Float32(dtypes[i])) return 1;
+  for (int i : {3, 4, 5, 6})  // gamma, beta, mean, variance: one value per output channel
+    if (ElementCount(ndims[i], shapes[i]) != shapes[1][0]) return 1;
+  if (ElementCount(ndims[7], shapes[7]) != 1) return 1;
   const auto *cfg = static_cast<const int64_t *>(params[2]);
   const auto *f = reinterpret_cast<float *const *>(params);
-  thread_local std::vector<float> scale, shift;
-  FoldBatchNorm(f[3], f[4], f[5], f[6], f[7][0], shapes[1][0], scale, shift);
-  return Run(cfg[7] ? kForwardBatchNormReLU : kForwardBatchNorm, params[0], params[1], params[8],
-             MakeGeometry(shapes[0], shapes[1], shapes[8], cfg), Affine{scale.data(), shift.data()});
+  return RunWithBatchNorm(cfg[7] ? kForwardBatchNormReLU : kForwardBatchNorm, params[0], params[1], params[8],
+                          MakeGeometry(shapes[0], shapes[1], shapes[8], cfg), f + 3, f[7][0]);
 }
 
 DROPCOV_EXPORT int dropcov_max_pool2d_forward(int nparam, void **params, int *ndims, int64_t **shapes,
@@ -342,9 +357,9 @@ DROPCOV_EXPORT int dropcov_batch_norm_inference(int nparam, void **params, int *
 
 DROPCOV_EXPORT int dropcov_add_relu(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                     void *stream, void *extra) {
-  if (nparam != 3 || !Float32(dtypes[0]) || !Float32(dtypes[1])) return 1;
+  if (nparam != 3 || !Float32(dtypes[0]) || !Float32(dtypes[1]) || ndims[0] != ndims[1]) return 1;
+  if (!std::equal(shapes[0], shapes[0] + ndims[0], shapes[1])) return 1;  // no broadcasting
   const int64_t count = ElementCount(ndims[0], shapes[0]);
-  if (count != ElementCount(ndims[1], shapes[1])) return 1;
   return RunAddReLU(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
                     static_cast<float *>(params[2]), count);
 }

@@ -85,7 +85,7 @@ class Arena {
 
 // Each MindSpore thread that runs kernels has its own arena: calls on one thread run one after the
 // other, and oneDNN primitives may execute on several threads at once with different memory.
-Arena &ThreadArena() {
+inline Arena &ThreadArena() {
   thread_local Arena arena;
   return arena;
 }

@@ -188,3 +188,15 @@ def test_fused_network_trains_and_evaluates_like_stock(net_name, head, chains, l
     fast.set_train(False)
     expected = stock(x).asnumpy()
     np.testing.assert_allclose(fast(x).asnumpy(), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def test_surgery_on_a_network_in_training_mode_leaves_every_cell_training(library):
+    """Twins take the mode of the cell they replace (a new cell starts in evaluation mode): a network swapped
+    while training keeps its batch norms and ReLUs in the training graph."""
+    net = create_model("resnet18", num_classes=10, head="dropcov")
+    net.set_train(True)
+    assert apply_conv_backend(net, "onednn", "CPU", "O0") == "onednn"
+    twins = [cell for _, cell in net.cells_and_names() if isinstance(cell, (OneDNNConvBatchNorm, EvaluationIdentity,
+                                                                             InferenceAddReLU))]
+    assert twins and all(cell.training for cell in twins)
+    assert all(cell.training for _, cell in net.cells_and_names())

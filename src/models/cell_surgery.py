@@ -48,6 +48,7 @@ def replace_cells(net: nn.Cell, twin_of: Callable[[nn.Cell], nn.Cell | None]) ->
             continue
         parent_name, _, key = name.rpartition(".")
         parent = child_cell(net, parent_name) if parent_name else net
+        twin.set_train(cell.training)  # a new cell starts in evaluation mode; the twin takes the cell's
         set_child(parent, key, twin)
         for param in twin.get_parameters():  # setattr re-prefixes them with the child key only
             if id(param) in names:
@@ -156,7 +157,10 @@ def fuse_conv_batch_norms(net: nn.Cell, library: str) -> int:
 
     Runs after :func:`use_onednn_convolutions` and :func:`use_inference_batch_norms`: a chain folds when its
     convolution is a :class:`~src.kernels.onednn_conv.OneDNNConv2d` and its batch norm an
-    :class:`~src.kernels.batch_norm.InferenceBatchNorm2d` (moving statistics in evaluation).
+    :class:`~src.kernels.batch_norm.InferenceBatchNorm2d` (moving statistics in evaluation). The batch norm
+    and ReLU cells of a folded chain become the identity in evaluation: a chain must name cells whose
+    output ``construct`` reads nowhere else (which ``tests/test_onednn_conv_batch_norm.py`` checks for the
+    networks' own declarations only as far as no ReLU is named twice).
     """
     from src.kernels.batch_norm import InferenceBatchNorm2d
     from src.kernels.conv_batch_norm import EvaluationIdentity, OneDNNConvBatchNorm
