@@ -177,7 +177,9 @@ def test_resnet_swap_keeps_parameter_names_shapes_and_training_numbers(library):
                                    nn.Momentum(net.trainable_params(), 0.05, 0.9))
         step.set_train()
         losses.append([float(step(x, labels).asnumpy()) for _ in range(3)])
-    np.testing.assert_allclose(losses[1], losses[0], rtol=2e-4)
+    # the kernels sum in another order, and a batch of 2 through BN at lr 0.05 amplifies that over the steps:
+    # 0.13% apart at the third step in one measured set of layouts (a wrong gradient is tens of % away)
+    np.testing.assert_allclose(losses[1], losses[0], rtol=5e-3)
     for p_fast, p_stock in zip(fast.get_parameters(), stock.get_parameters()):
         # the two nets' training updates agree to 1% (float32 summation order differs between the kernels)
         update = p_stock.asnumpy() - initial[p_stock.name]
