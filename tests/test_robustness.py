@@ -466,7 +466,7 @@ def test_ascend_requested_where_mindspore_sees_none(data, tmp_path):
 def test_eval_run_distribute_without_launcher_names_eval(data, tmp_path):
     result = run("eval.py", *eval_args(data, tmp_path / "x.ckpt", device_target="CPU", run_distribute=True,
                                        output_path=tmp_path / "out"))
-    assert_one_line_error(result, "eval.py", "not started by mpirun or msrun", "mpirun -n N python eval.py",
+    assert_one_line_error(result, "eval.py", "not started by mpirun, srun or msrun", "mpirun -n N python eval.py",
                           "--join=True eval.py")
 
 

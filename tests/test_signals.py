@@ -80,6 +80,7 @@ def test_a_second_signal_stops_at_once_and_removes_the_partial_file(tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)
             while not stop.requested:
                 time.sleep(0.01)
+            time.sleep(1.2)  # past REPEAT_SECONDS: a second request, not a copy of the first
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(30)
         print("not reached")
@@ -87,6 +88,24 @@ def test_a_second_signal_stops_at_once_and_removes_the_partial_file(tmp_path):
     assert result.returncode == 128 + signal.SIGTERM, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "export.py: received SIGTERM again: stopping at once"
     assert "not reached" not in result.stdout and not partial.exists()
+
+
+def test_a_copy_of_the_signal_within_a_second_is_the_same_request():
+    """scancel signals every task and srun forwards its own copy: the two are one request; SIGUSR1 (mpirun's
+    forwarded stop) is a graceful stop with exit status 0."""
+    result = _run("""
+        import os, signal, time
+        from src.runtime.signals import StopRequest
+        with StopRequest(program="train.py") as stop:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            while not stop.requested:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.5)
+            print(stop.signal_name, stop.exit_status, stop.requested)
+    """)
+    assert result.returncode == 0 and result.stdout == "SIGUSR1 0 True\n", result.stderr
+    assert "stopping at once" not in result.stderr
 
 
 def test_after_the_work_is_done_a_late_signal_cannot_kill_the_process():

@@ -126,7 +126,7 @@ def test_run_distribute_without_launcher_is_one_line(image_folder, tmp_path):
     result = run_train(tiny_run_options(image_folder, tmp_path / "out", run_distribute=True), timeout=120)
     assert result.returncode == 2
     line = one_line_error(result)
-    assert "not started by mpirun or msrun" in line and "msrun --worker_num" in line
+    assert "not started by mpirun, srun or msrun" in line and "msrun --worker_num" in line
 
 
 def test_unwritable_output_folder_is_one_line(image_folder, tmp_path):

@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .distributed import ParallelInfo, detect_launcher, init_data_parallel
+from .distributed import ParallelInfo, init_data_parallel
+from .launchers import launch_position, rank_device_id
 from .log import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,11 @@ def start_run(config: Any, conv_backend: str, distributed: bool = True) -> RunCo
     from .device import setup_device
 
     setup_logging(None)
-    launched = distributed and config.run_distribute and detect_launcher() is not None
-    setup_device(config.device_target, config.mode_name, None if launched else config.device_id)
+    position = launch_position() if distributed and config.run_distribute else None
+    # a launched rank takes its local rank's device, passed explicitly: MindSpore would give every rank of
+    # an mpirun or srun job device 0
+    device_id = config.device_id if position is None else rank_device_id(position, config.device_target)
+    setup_device(config.device_target, config.mode_name, device_id)
     parallel = ParallelInfo()
     if distributed:
         parallel = init_data_parallel(config.run_distribute, config.device_target, config.device_num,

@@ -76,7 +76,8 @@ def device_available(device_target: str) -> bool:
 def setup_device(device_target: str, mode_name: str = "GRAPH_MODE", device_id: int | None = 0) -> None:
     """Select the device and execution mode before any network is built.
 
-    ``device_id`` None lets the distributed launcher decide (GPU ranks pick their local rank).
+    ``device_id`` None leaves MindSpore's own choice; launched ranks pass their local rank's device
+    (:func:`src.runtime.launchers.rank_device_id`). An id beyond the devices MindSpore sees is a one-line error.
     A GPU (or Ascend) request on a machine where MindSpore sees no such device is a one-line error,
     not a crash later; so is an unknown target or mode.
     """
@@ -96,6 +97,12 @@ def setup_device(device_target: str, mode_name: str = "GRAPH_MODE", device_id: i
         raise DropCovError(f"device_target {target}: MindSpore sees no usable {target} device here: {reason}; "
                            "check the CANN installation and `python scripts/check_env.py`, or run with "
                            "--device_target CPU")
+    if device_id is not None and target != "CPU":
+        count = ms.hal.device_count(target)
+        if not 0 <= device_id < count:
+            raise DropCovError(f"device_id {device_id} but MindSpore sees {count} {target}(s) here (ids 0-{count - 1})"
+                               + (f", CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}"
+                                  if target == "GPU" and "CUDA_VISIBLE_DEVICES" in os.environ else ""))
     if device_id is None:
         ms.set_device(target)
     else:

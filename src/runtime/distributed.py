@@ -1,7 +1,9 @@
-"""Data-parallel set-up: which launcher started us, communicator init, rank and group size.
+"""Data-parallel set-up: communicator init, rank and group size, and each rank's start line.
 
-A single-process run never calls ``init()``. ``mpirun`` (OpenMPI) is the GPU/NCCL path; ``msrun``
-works for any device (MindSpore's own collective backend on CPU).
+A single-process run never calls ``init()``. Which launcher started the process, and which device each rank
+takes, is :mod:`src.runtime.launchers`'. ``mpirun`` (OpenMPI) on GPU joins through MindSpore's OpenMPI/NCCL
+bindings and ``msrun`` through its own scheduler; ``mpirun`` on CPU and Slurm's ``srun`` form MindSpore's
+cluster with a scheduler that rank 0 starts (:mod:`src.runtime.cluster`).
 """
 from __future__ import annotations
 
@@ -9,11 +11,14 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from src.errors import DropCovError
+
+from .cluster import join_cluster, needs_own_scheduler
+from .launchers import LaunchPosition, launch_position
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +34,8 @@ def launch_hint(program: str = "") -> str:
         program = script if script in DISTRIBUTED_ENTRY_POINTS else "train.py"
     return (f"start it with a launcher: `mpirun -n N python {program} ... --run_distribute=True` (GPU, NCCL) "
             f"or `msrun --worker_num=N --local_worker_num=N --master_addr=127.0.0.1 --master_port=8118 "
-            f"--join=True {program} ... --run_distribute=True` (GPU or CPU); or drop --run_distribute for a "
-            "single-device run")
+            f"--join=True {program} ... --run_distribute=True` (GPU or CPU), or srun inside a Slurm job "
+            "(scripts/slurm_train_gpu.sbatch); or drop --run_distribute for a single-device run")
 
 
 @dataclass(frozen=True)
@@ -50,44 +55,26 @@ class ParallelInfo:
         return self.group_size > 1 or self.launcher is not None
 
 
-def detect_launcher(environ: dict | None = None) -> str | None:
-    """'mpirun' under OpenMPI/PMI, 'msrun' under MindSpore's launcher, None otherwise."""
-    env = os.environ if environ is None else environ
-    if "OMPI_COMM_WORLD_SIZE" in env or "PMI_SIZE" in env or "PMIX_RANK" in env:
-        return "mpirun"
-    if env.get("MS_ROLE") and "MS_WORKER_NUM" in env:
-        return "msrun"
-    return None
-
-
-def launcher_local_rank(environ: dict | None = None) -> int:
-    """This process's index on its node according to the launcher (0 when not launched)."""
-    env = os.environ if environ is None else environ
-    for key in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "DEVICE_ID"):
-        if env.get(key, "").isdigit():
-            return int(env[key])
-    return 0
-
-
 def init_data_parallel(run_distribute: bool, device_target: str, device_num: int = 1,
                        all_reduce_fusion_config: Sequence[int] = ()) -> ParallelInfo:
     """Initialise communication for data parallel training when asked; otherwise a 1-process info.
 
     Gradients are averaged across ranks (``gradients_mean``); the group size comes from the
-    communicator, and a disagreeing ``device_num`` gets a warning, not a silent override.
+    communicator, and a disagreeing ``device_num`` gets a warning, not a silent override. Every rank
+    prints one line with its rank, local rank, host and device (:func:`rank_start_line`).
     """
     if not run_distribute:
         return ParallelInfo()
-    launcher = detect_launcher()
-    if launcher is None:
-        raise DropCovError(f"run_distribute=True but this process was not started by mpirun or msrun: "
+    position = launch_position()
+    if position is None:
+        raise DropCovError(f"run_distribute=True but this process was not started by mpirun, srun or msrun: "
                            f"{launch_hint()}")
-    if launcher == "mpirun" and device_target.upper() == "CPU":
-        raise DropCovError("mpirun is the GPU/NCCL path; for data parallel on CPU launch with msrun "
-                           "(`bash scripts/run_distribute_train_msrun.sh N CONFIG ...`)")
+    launcher = position.launcher
     import mindspore as ms
     from mindspore.communication import get_group_size, get_rank, init
 
+    if needs_own_scheduler(launcher, device_target):
+        join_cluster(position)
     try:
         init()
     except RuntimeError as err:
@@ -109,8 +96,21 @@ def init_data_parallel(run_distribute: bool, device_target: str, device_num: int
             ms.set_auto_parallel_context(all_reduce_fusion_config=list(all_reduce_fusion_config))
         except (RuntimeError, ValueError, TypeError) as err:
             logger.warning("all_reduce_fusion_config %s not applied: %s", list(all_reduce_fusion_config), err)
-    logger.info("data parallel: rank %d of %d (launcher %s)", rank, size, launcher)
+    print(rank_start_line(rank, size, position, ms.get_current_device()), file=sys.stderr, flush=True)
     return ParallelInfo(rank=rank, group_size=size, launcher=launcher)
+
+
+def rank_start_line(rank: int, size: int, position: LaunchPosition, device: Any) -> str:
+    """The line each rank prints once it has joined, ``rank R of N (local rank L on HOST): device GPU:D, launcher
+    mpirun``; ``device`` is MindSpore's ``get_current_device()``, the device the rank really took."""
+    target = getattr(device, "device_target", None)
+    device_id = getattr(device, "device_id", None)
+    if target is None:
+        target, device_id = device
+    return (f"rank {rank} of {size} (local rank {position.local_rank} on {position.host}): device "
+            f"{target}:{device_id}, launcher {position.launcher}")
+
+
 
 
 _SUM_OVER_RANKS: list = []

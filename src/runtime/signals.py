@@ -1,4 +1,8 @@
-"""Stop requests: SIGTERM and SIGINT (Ctrl-C) reach one watcher thread, never MindSpore's handlers.
+"""Stop requests: SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 reach one watcher thread, never MindSpore's handlers.
+
+SIGUSR1 is the stop request of a job launched by ``mpirun``: OpenMPI forwards it to every rank and, unlike
+SIGTERM or SIGINT, kills no rank a second later, so rank 0 has the time to write its checkpoint (the launch
+script turns its own SIGTERM/Ctrl-C into SIGUSR1; ``kill -USR1`` and Slurm's ``--signal=USR1@120`` send it).
 
 MindSpore 2.10 re-registers its own SIGINT handler at every graph run (``GraphScheduler::Run``), and that
 handler sends the process SIGTERM: Ctrl-C during training would look like a scheduler's SIGTERM. So
@@ -14,7 +18,8 @@ A section that runs MindSpore graphs outside training (evaluation, prediction, e
 with :meth:`StopRequest.deferred`: a signal is raised as ``KeyboardInterrupt`` at its next check (after a
 batch) instead of inside a graph compilation, which MindSpore would answer with a dump of the failed graph.
 A second signal stops the process at once (exit status 128 + the signal's number), removing the partial
-files registered with :func:`removed_if_forced_out`. Python-level handlers that only record the request are
+files registered with :func:`removed_if_forced_out`; the same signal again within :data:`REPEAT_SECONDS` is the
+same request (Slurm's ``scancel`` signals every task and ``srun`` forwards its own copy of the signal). Python-level handlers that only record the request are
 installed too, for threads that existed before (in-process use).
 """
 from __future__ import annotations
@@ -26,14 +31,21 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Callable, Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 
-#: Exit status after a graceful stop: 0 for SIGTERM (a scheduler's polite request), 130 for SIGINT.
-EXIT_STATUS = {"SIGTERM": 0, "SIGINT": 130}
+#: Exit status after a graceful stop: 0 for SIGTERM (a scheduler's polite request) and SIGUSR1 (a launcher's),
+#: 130 for SIGINT.
+EXIT_STATUS = {"SIGTERM": 0, "SIGUSR1": 0, "SIGINT": 130}
+#: The signals that ask for a stop.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+#: The same signal again within this many seconds of the first is a copy of it (delivered by a scheduler and
+#: forwarded by a launcher), not a second request.
+REPEAT_SECONDS = 1.0
 _POLL_SECONDS = 0.2
 _ACTIVE: list = []  # the installed StopRequest of this process, if any
 _PARTIAL_FILES: set = set()  # files being written: removed when a second signal ends the process at once
@@ -68,15 +80,15 @@ def deferred_stop() -> Iterator[Callable[[], None]]:
 
 
 def _unblock_in_child() -> None:
-    """A forked child (a data-loading worker) must die by SIGTERM/SIGINT as usual."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
+    """A forked child (a data-loading worker) must die by SIGTERM/SIGINT/SIGUSR1 as usual."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 os.register_at_fork(after_in_child=_unblock_in_child)
 
 
 class StopRequest:
-    """Records a SIGTERM/SIGINT so the training loop can stop cleanly at a step boundary.
+    """Records a SIGTERM/SIGINT/SIGUSR1 so the training loop can stop cleanly at a step boundary.
 
     Use as a context manager (installs the watcher, restores the signal mask and handlers on exit), or
     call :meth:`install` / :meth:`restore`. :meth:`request` sets the flag without a signal (tests, hooks).
@@ -90,10 +102,11 @@ class StopRequest:
         ...             save_checkpoint(); break
     """
 
-    def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT), graceful: bool = True,
+    def __init__(self, signals: Iterable[int] = STOP_SIGNALS, graceful: bool = True,
                  program: str = "") -> None:
         self.signals = tuple(signals)
         self.signal_name: str | None = None
+        self._received_at = 0.0
         self.graceful = graceful
         self.program = program
         self._previous_handlers: dict = {}
@@ -124,6 +137,9 @@ class StopRequest:
 
     def _received(self, signum: int, in_main_thread: bool = False) -> None:
         name = signal.Signals(signum).name
+        if name == self.signal_name and time.monotonic() - self._received_at < REPEAT_SECONDS:
+            logger.debug("%s again within %.0f s: the same stop request", name, REPEAT_SECONDS)
+            return
         if self.signal_name is not None:
             for partial in list(_PARTIAL_FILES):
                 partial.unlink(missing_ok=True)
@@ -131,9 +147,10 @@ class StopRequest:
             print(f"{prefix}received {name} again: stopping at once", file=sys.stderr, flush=True)
             os._exit(128 + signum)
         self.request(name)
+        self._received_at = time.monotonic()
         if self.graceful:
             logger.warning("received %s: a checkpoint will be saved at the next step boundary, then the run "
-                           "stops (send it again to stop immediately)", name)
+                           "stops (send it again, a second or more later, to stop immediately)", name)
         elif in_main_thread:
             raise KeyboardInterrupt
         else:
