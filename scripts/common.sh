@@ -6,8 +6,11 @@ SCRIPT_NAME="$(basename "$0")"
 
 die() { echo "$SCRIPT_NAME: error: $*" >&2; exit 2; }
 
-# The calling script's header comment (lines 2-7) as its usage text.
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# The calling script's header comment: its first paragraph (up to a bare "#" line) is the usage text printed on a
+# wrong call (exit 2); --help or -h as the first argument prints all of it (exit 0). #SBATCH lines are not part of it.
+script_header() { awk 'NR > 1 && /^#SBATCH/ { next } NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${SCRIPT_PATH:-$0}"; }
+usage() { script_header | awk '/^$/ { exit } { print }' >&2; exit 2; }
+handle_help() { case "${1:-}" in --help | -h) script_header; exit 0 ;; esac; }
 
 require_positive_int() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"; }
 require_config() { [ -f "$1" ] || die "config file not found: $1"; }
@@ -31,22 +34,32 @@ visible_gpu_count() {
   fi
 }
 
-# mpirun must exist and, on this node, DEVICE_NUM must not exceed the visible GPUs (with a hostfile the
-# ranks spread over several nodes, so only mpirun itself is checked).
+# mpirun must exist and, on this node, DEVICE_NUM must not exceed the visible GPUs. With a hostfile, or inside a
+# Slurm allocation (mpirun then takes the allocation's nodes), the ranks spread over several nodes whose GPUs this
+# node cannot see: only mpirun itself is checked. DEVICE_TARGET=CPU (CPU ranks) needs no GPU.
 require_mpirun_gpus() {
   command -v mpirun >/dev/null || die "mpirun not found: install OpenMPI 4.x ($2)"
-  [ -n "${HOSTFILE:-}" ] && return 0
+  [ -n "${HOSTFILE:-}" ] || [ -n "${SLURM_JOB_ID:-}" ] || [ "${DEVICE_TARGET:-GPU}" = CPU ] && return 0
   local visible
   visible="$(visible_gpu_count)"
   [ -z "$visible" ] || [ "$1" -le "$visible" ] || die "DEVICE_NUM=$1 but this machine shows $visible GPU(s) ($(
     if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then echo "CUDA_VISIBLE_DEVICES='$CUDA_VISIBLE_DEVICES'"; else echo "nvidia-smi -L"; fi))"
 }
 
+# DEVICE_TARGET: GPU (default), or CPU for CPU ranks (MindSpore's CPU collectives; a check of the launch on a
+# machine without a GPU).
+require_device_target() {
+  DEVICE_TARGET="${DEVICE_TARGET:-GPU}"
+  [ "$DEVICE_TARGET" = GPU ] || [ "$DEVICE_TARGET" = CPU ] || die "DEVICE_TARGET must be GPU or CPU, got '$DEVICE_TARGET'"
+}
+
 # Variables every mpirun rank needs, local or on another node (mpirun starts remote ranks with a bare
 # environment): PATH (the venv's python), the CUDA libraries and MindSpore's plugin choice (LD_LIBRARY_PATH,
-# CUDA_HOME), the GPUs, the CUDA JIT cache, MindSpore's log level and every NCCL_* setting. Only set ones go.
-MPIRUN_FORWARDED=(PATH LD_LIBRARY_PATH PYTHONPATH CUDA_HOME CUDA_VISIBLE_DEVICES CUDA_DEVICE_ORDER CUDA_CACHE_PATH
-                  CUDA_CACHE_MAXSIZE GLOG_v)
+# CUDA_HOME), the CUDA JIT cache, MindSpore's log level, the address of MindSpore's scheduler for CPU ranks
+# (MASTER_ADDR, MASTER_PORT) and every NCCL_* setting. Only set ones go. CUDA_VISIBLE_DEVICES is not among them:
+# the ranks on this node inherit it, and another node's GPUs are that node's (Slurm sets it per node).
+MPIRUN_FORWARDED=(PATH LD_LIBRARY_PATH PYTHONPATH CUDA_HOME CUDA_DEVICE_ORDER CUDA_CACHE_PATH CUDA_CACHE_MAXSIZE
+                  GLOG_v MASTER_ADDR MASTER_PORT)
 mpirun_env_args() {
   MPIRUN_ENV=()
   local name
@@ -57,6 +70,7 @@ mpirun_env_args() {
 
 # mpirun's own options: no core binding (with -n <= 2 OpenMPI pins each rank to one core, starving the data
 # pipeline's decode threads), the hostfile when HOSTFILE is set (several nodes; mpirun is started once, there).
+# Inside a Slurm allocation OpenMPI finds the nodes itself and starts its daemons with srun.
 mpirun_launch_args() {
   MPIRUN_ARGS=(--allow-run-as-root --bind-to none)
   if [ -n "${HOSTFILE:-}" ]; then

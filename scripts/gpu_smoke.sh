@@ -7,6 +7,7 @@
 # Stops at once, with one line, where MindSpore sees no usable GPU.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+handle_help "$@"
 [ $# -le 1 ] || usage
 OUT="$(mkdir -p "${1:-./output/gpu_smoke}" && cd "${1:-./output/gpu_smoke}" && pwd)"
 LOGS="$OUT/logs"

@@ -15,6 +15,7 @@
 # its own, out of Ctrl-C's reach, and the workers get SIGTERM for either signal (their graceful stop, status 0).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+handle_help "$@"
 [ $# -ge 3 ] || usage
 WORKER_NUM="$1"; CONFIG="$2"; DATA_PATH="$3"; shift 3
 OUTPUT_PATH="./output"

@@ -7,6 +7,7 @@
 # OUTPUT_PATH/train.log. Continue an interrupted run by adding: -- --resume auto
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+handle_help "$@"
 [ $# -ge 2 ] || usage
 CONFIG="$1"; DATA_PATH="$2"; shift 2
 OUTPUT_PATH="./output"; DEVICE_ID=0

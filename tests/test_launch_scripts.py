@@ -84,7 +84,7 @@ def test_gpu_count_follows_cuda_visible_devices_then_nvidia_smi_without_mig(stub
     result, argv = launch("run_distribute_train_gpu.sh", [device_num, *TRAIN, tmp_path / "out"], stubs, **env)
     if ok:
         assert result.returncode == 0, result.stderr
-        assert ("CUDA_VISIBLE_DEVICES" in forwarded(argv)) == (visible is not None)
+        assert "CUDA_VISIBLE_DEVICES" not in forwarded(argv)  # the local ranks inherit it; other nodes have their own
     else:
         assert result.returncode == 2 and argv == []
         expected = "nvidia-smi -L" if visible is None else f"CUDA_VISIBLE_DEVICES='{visible}'"
@@ -104,6 +104,41 @@ def test_hostfile_spreads_ranks_over_nodes_without_the_local_gpu_check(stubs, tm
     missing, _ = launch("run_distribute_train_gpu.sh", [8, *TRAIN, tmp_path / "out"], stubs,
                         HOSTFILE=str(tmp_path / "nope"))
     assert missing.returncode == 2 and "HOSTFILE not found" in missing.stderr
+
+
+def test_inside_a_slurm_allocation_the_ranks_spread_over_its_nodes_with_their_own_gpus(stubs, tmp_path):
+    """mpirun inside an allocation takes the allocation's nodes: no cap at this node's GPUs, and this node's
+    CUDA_VISIBLE_DEVICES (Slurm's gres share of this node) is not sent to the others."""
+    result, argv = launch("run_distribute_train_gpu.sh", [16, *TRAIN, tmp_path / "out"], stubs, SLURM_JOB_ID="77",
+                          CUDA_VISIBLE_DEVICES="2,3", CUDA_HOME="/opt/cuda-11.8")
+    assert result.returncode == 0, result.stderr
+    assert argv[argv.index("-n") + 1] == "16" and "--hostfile" not in argv
+    assert "CUDA_VISIBLE_DEVICES" not in forwarded(argv) and "CUDA_HOME" in forwarded(argv)
+
+
+def test_cpu_ranks_need_no_gpu_and_get_the_scheduler_address(stubs, tmp_path):
+    result, argv = launch("run_distribute_train_gpu.sh", [4, *TRAIN, tmp_path / "out"], stubs, DEVICE_TARGET="CPU",
+                          CUDA_VISIBLE_DEVICES="", MASTER_ADDR="10.0.0.1", MASTER_PORT="29500")
+    assert result.returncode == 0, result.stderr
+    assert argv[argv.index("--device_target") + 1] == "CPU"
+    assert {"MASTER_ADDR", "MASTER_PORT"} <= set(forwarded(argv))
+    wrong, _ = launch("run_distribute_train_gpu.sh", [1, *TRAIN, tmp_path / "out"], stubs, DEVICE_TARGET="TPU")
+    assert wrong.returncode == 2 and wrong.stderr == ("run_distribute_train_gpu.sh: error: DEVICE_TARGET must be GPU "
+                                                      "or CPU, got 'TPU'\n")
+
+
+@pytest.mark.parametrize("script", ["run_distribute_train_gpu.sh", "run_distribute_train_msrun.sh", "run_eval_gpu.sh",
+                                    "run_standalone_train_gpu.sh", "gpu_smoke.sh", "slurm_train_gpu.sbatch"])
+def test_help_prints_the_usage_and_exits_0(script, tmp_path):
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / script), "--help"], cwd=tmp_path,
+                            env={**os.environ, "REPO_ROOT": str(REPO_ROOT)}, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    header = [line for line in (REPO_ROOT / "scripts" / script).read_text().splitlines()[1:]
+              if line.startswith("#") and not line.startswith("#SBATCH")]
+    assert result.stdout.splitlines()[0] == header[0].lstrip("# ")
+    assert f"scripts/{script}" in result.stdout
+    assert not (tmp_path / "--help").exists()  # not taken for an output folder
 
 
 def test_multi_gpu_eval_uses_the_same_launch(stubs, tmp_path):

@@ -1,0 +1,232 @@
+"""The cluster launch scripts run for real with two CPU ranks: scripts/run_distribute_train_gpu.sh under OpenMPI's
+mpirun (DEVICE_TARGET=CPU: MindSpore's CPU collectives, the scheduler started by rank 0), and
+scripts/slurm_train_gpu.sbatch under tests/fake_slurm's srun and scontrol (tasks started locally with the variables
+Slurm gives them, signals forwarded as srun forwards them).
+
+What a GPU user meets is checked on the way: each rank on its own device, Ctrl-C that saves the stop step's checkpoint
+(mpirun alone kills the ranks a second after a SIGINT), the ranks' user error as one line with status 2, and a rank
+that dies named with its log. Without mpirun these tests skip, saying so; CI installs OpenMPI
+(scripts/install_openmpi.sh) and sets DROPCOV_REQUIRE_MPIRUN=1, which turns the skip into a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from train_helpers import REPO_ROOT, free_port, make_image_folder, subprocess_env, tiny_run_options, wait_for
+
+MPIRUN_SCRIPT = "run_distribute_train_gpu.sh"
+SLURM_SCRIPT = "slurm_train_gpu.sbatch"
+FAKE_SLURM = Path(__file__).parent / "fake_slurm"
+CONFIG = str(REPO_ROOT / "config" / "digits_demo_cpu.yaml")
+
+if shutil.which("mpirun") is None and os.environ.get("DROPCOV_REQUIRE_MPIRUN") == "1":
+    raise RuntimeError("DROPCOV_REQUIRE_MPIRUN=1 but mpirun is not on PATH: run `bash scripts/install_openmpi.sh`")
+needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None,
+                                  reason="OpenMPI's mpirun not found: `bash scripts/install_openmpi.sh` installs it")
+pytestmark = pytest.mark.slow
+
+
+def records(output: Path, kind: str) -> list[dict]:
+    path = output / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [record for record in map(json.loads, lines) if record["kind"] == kind]
+
+
+def run_options(data: Path, output: Path, **overrides) -> list[str]:
+    """tiny_run_options without the three options the scripts set themselves."""
+    options = tiny_run_options(data, output, **overrides)
+    for key in ("--config_path", "--data_path", "--output_path"):
+        index = options.index(key)
+        del options[index:index + 2]
+    return options
+
+
+def mpirun_command(data: Path, output: Path, *options: str, config: str = CONFIG) -> list[str]:
+    return ["bash", str(REPO_ROOT / "scripts" / MPIRUN_SCRIPT), "2", config, str(data), str(output), "--", *options]
+
+
+def cpu_env(**extra: str) -> dict:
+    return subprocess_env(DEVICE_TARGET="CPU", MASTER_PORT=str(free_port()), **extra)
+
+
+def start_lines(log_text: str) -> list[str]:
+    return re.findall(r"^rank \d of 2 \(local rank \d on [^)]+\): device \S+, launcher \w+$", log_text, re.M)
+
+
+@needs_mpirun
+def test_mpirun_ctrl_c_saves_the_stop_step_and_resume_auto_continues(tmp_path):
+    data = make_image_folder(tmp_path / "data")
+    output = tmp_path / "out"
+    options = run_options(data, output, epoch_size=4, save_checkpoint_epochs=2)  # 8 steps
+    env = cpu_env()
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        launcher = subprocess.Popen(mpirun_command(data, output, *options), cwd=tmp_path, env=env, stdout=stdout,
+                                    stderr=stderr)
+    try:
+        wait_for(lambda: records(output, "step"), launcher, timeout=150, what="the first training step")
+        launcher.send_signal(signal.SIGINT)  # Ctrl-C reaches the script alone: mpirun runs in its own session
+        status = launcher.wait(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait(timeout=30)
+    stderr_lines = (tmp_path / "stderr").read_text().splitlines()
+    assert status == 130, stderr_lines
+    (stop,) = records(output, "stop")
+    assert stop["reason"] == "SIGUSR1" and stop["global_step"] < 8  # the ranks were asked by mpirun's SIGUSR1
+    checkpoint = output / "checkpoints" / f"resnet18_dropcov-{stop['epoch']}_{stop['global_step']}.ckpt"
+    assert checkpoint.is_file()
+    assert stderr_lines == [f"{MPIRUN_SCRIPT}: stopped by SIGINT at global step {stop['global_step']}; "
+                            f"checkpoint {checkpoint}; continue with --resume auto"]
+    console = (tmp_path / "stdout").read_text()
+    assert f"{MPIRUN_SCRIPT}: received SIGINT: the ranks save a checkpoint" in console
+    # every rank on its own device, each saying so in its own log
+    logs = [(output / "mpirun_log" / "1" / f"rank.{rank}" / "stdout").read_text() for rank in (0, 1)]
+    assert [start_lines(text) for text in logs] == [
+        [f"rank {rank} of 2 (local rank {rank} on {os.uname().nodename}): device CPU:{rank}, launcher mpirun"]
+        for rank in (0, 1)]
+
+    resumed = subprocess.run(mpirun_command(data, output, *options, "--resume", "auto"), cwd=tmp_path, env=cpu_env(),
+                             capture_output=True, text=True, timeout=150)
+    assert resumed.returncode == 0, resumed.stderr
+    (resume,) = records(output, "resume")
+    assert resume["global_step"] == stop["global_step"] and resume["checkpoint"] == str(checkpoint)
+    assert [record["global_step"] for record in records(output, "step")] == list(range(1, 9))
+    assert (output / "checkpoints" / "resnet18_dropcov-4_8.ckpt").is_file()
+
+
+@needs_mpirun
+def test_mpirun_a_user_error_in_the_ranks_is_one_line_and_status_2(tmp_path):
+    data = make_image_folder(tmp_path / "data")
+    config = tmp_path / "typo.yaml"
+    config.write_text(Path(CONFIG).read_text() + "epoch_sise: 3\n")
+    result = subprocess.run(mpirun_command(data, tmp_path / "out", *run_options(data, tmp_path), config=str(config)),
+                            cwd=tmp_path, env=cpu_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"{MPIRUN_SCRIPT}: error: {config}: unknown key 'epoch_sise'; "
+                                          "did you mean 'epoch_size'?"]
+    assert "-----" not in result.stdout and "Primary job" not in result.stdout  # no mpirun banner
+
+
+@needs_mpirun
+def test_mpirun_a_rank_that_dies_is_named_with_its_log(tmp_path):
+    data = make_image_folder(tmp_path / "data")
+    output = tmp_path / "out"
+    options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
+    with open(tmp_path / "stderr", "w") as stderr:
+        launcher = subprocess.Popen(mpirun_command(data, output, *options), cwd=tmp_path, env=cpu_env(),
+                                    stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        wait_for(lambda: records(output, "step"), launcher, timeout=150, what="the first training step")
+        rank_1 = [pid for pid in map(int, subprocess.run(["pgrep", "-f", f"train.py.*{output}"], capture_output=True,
+                                                        text=True).stdout.split())
+                  if b"OMPI_COMM_WORLD_RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes()]
+        assert len(rank_1) == 1
+        os.kill(rank_1[0], signal.SIGKILL)
+        status = launcher.wait(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    log = output / "mpirun_log" / "1" / "rank.1" / "stdout"
+    assert status == 1
+    assert (tmp_path / "stderr").read_text().splitlines() == [
+        f"{MPIRUN_SCRIPT}: error: rank 1 on node {os.uname().nodename} was killed by signal 9 (Killed); its log: "
+        f"{log} (mpirun's: {output}/mpirun_log/mpirun.log); continue with the same command plus -- --resume auto"]
+    time.sleep(1)
+    leftovers = subprocess.run(["pgrep", "-f", f"train.py.*{output}|src.runtime.cluster"], capture_output=True,
+                               text=True).stdout.split()
+    assert leftovers == []  # rank 0 and the scheduler it started are gone too
+
+
+def slurm_env(tmp_path: Path, ntasks: int = 2, **extra: str) -> dict:
+    settings = dict(DEVICE_TARGET="CPU", SLURM_JOB_ID="4242", SLURM_NTASKS=str(ntasks), SLURM_JOB_NUM_NODES="1",
+                    SLURM_JOB_NODELIST="localhost", SLURM_SUBMIT_DIR=str(REPO_ROOT), MASTER_PORT=str(free_port()),
+                    FAKE_SRUN_RECORD=str(tmp_path / "srun.argv"))
+    env = subprocess_env(**{**settings, **extra})
+    env["PATH"] = f"{FAKE_SLURM}{os.pathsep}{env['PATH']}"
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def test_slurm_batch_script_usr1_saves_and_stops_each_task_on_its_own_device(tmp_path):
+    """The batch script as sbatch runs it (from a copy, elsewhere): srun starts one rank per task, the scheduler at
+    the first node's address; Slurm's USR1 before the time limit saves the stop step and ends with status 0."""
+    data = make_image_folder(tmp_path / "data")
+    output = tmp_path / "out"
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    batch_copy = spool / "slurm_script"
+    shutil.copy(REPO_ROOT / "scripts" / SLURM_SCRIPT, batch_copy)
+    options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        batch = subprocess.Popen(["bash", str(batch_copy), CONFIG, str(data), str(output), *options], cwd=spool,
+                                 env=slurm_env(tmp_path), stdout=stdout, stderr=stderr)
+    try:
+        wait_for(lambda: records(output, "step"), batch, timeout=150, what="the first training step")
+        batch.send_signal(signal.SIGUSR1)  # --signal=B:USR1@600: to the batch shell, which passes it on to srun
+        status = batch.wait(timeout=120)
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+    stderr_lines = (tmp_path / "stderr").read_text().splitlines()
+    assert status == 0, stderr_lines
+    (stop,) = records(output, "stop")
+    checkpoint = output / "checkpoints" / f"resnet18_dropcov-{stop['epoch']}_{stop['global_step']}.ckpt"
+    assert stop["reason"] == "SIGUSR1" and checkpoint.is_file()
+    assert stderr_lines == [f"{SLURM_SCRIPT}: stopped by SIGUSR1 at global step {stop['global_step']}; "
+                            f"checkpoint {checkpoint}; continue with --resume auto"]
+    logs = [(output / "srun_log" / f"rank_{rank}.log").read_text() for rank in (0, 1)]
+    assert [start_lines(text) for text in logs] == [
+        [f"rank {rank} of 2 (local rank {rank} on {os.uname().nodename}): device CPU:{rank}, launcher srun"]
+        for rank in (0, 1)]
+    srun_argv = (tmp_path / "srun.argv").read_text().splitlines()
+    assert srun_argv[:5] == ["--kill-on-bad-exit=1", "--cpu-bind=none", "--output", f"{output}/srun_log/rank_%t.log",
+                             "python"]
+    assert srun_argv[srun_argv.index("--device_num") + 1] == "2"
+
+
+def test_slurm_batch_script_a_rank_that_dies_is_named_with_its_log(tmp_path):
+    data = make_image_folder(tmp_path / "data")
+    output = tmp_path / "out"
+    options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
+    with open(tmp_path / "stderr", "w") as stderr:
+        batch = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / SLURM_SCRIPT), CONFIG, str(data), str(output),
+                                  *options], cwd=tmp_path, env=slurm_env(tmp_path), stdout=subprocess.DEVNULL,
+                                 stderr=stderr)
+    try:
+        wait_for(lambda: records(output, "step"), batch, timeout=150, what="the first training step")
+        rank_1 = [pid for pid in map(int, subprocess.run(["pgrep", "-f", f"train.py.*{output}"], capture_output=True,
+                                                        text=True).stdout.split())
+                  if b"SLURM_PROCID=1\0" in Path(f"/proc/{pid}/environ").read_bytes()]
+        os.kill(rank_1[0], signal.SIGKILL)
+        status = batch.wait(timeout=60)
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+    assert status == 1
+    assert (tmp_path / "stderr").read_text().splitlines() == [
+        f"{SLURM_SCRIPT}: error: rank 1 on node {os.uname().nodename}: Killed; its log: {output}/srun_log/rank_1.log "
+        f"(srun's: {output}/srun_log/srun.log); continue with the same sbatch line plus --resume auto"]
+
+
+def test_slurm_batch_script_outside_a_job_and_from_elsewhere_is_one_line(tmp_path):
+    script = str(REPO_ROOT / "scripts" / SLURM_SCRIPT)
+    env = slurm_env(tmp_path)
+    del env["SLURM_JOB_ID"]
+    outside = subprocess.run(["bash", script, CONFIG, str(tmp_path), str(tmp_path / "out")], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=30)
+    assert outside.returncode == 2 and outside.stderr == (
+        f"{SLURM_SCRIPT}: error: not inside a Slurm job: submit it with sbatch (or run it inside salloc)\n")
+    env = slurm_env(tmp_path, SLURM_SUBMIT_DIR=str(tmp_path))
+    elsewhere = subprocess.run(["bash", script, CONFIG, str(tmp_path), str(tmp_path / "out")], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=30)
+    assert elsewhere.returncode == 2 and elsewhere.stderr == (
+        f"{SLURM_SCRIPT}: error: {tmp_path} is not the repository: submit from its folder or set REPO_ROOT\n")
