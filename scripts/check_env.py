@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 os.environ.setdefault("GLOG_v", "3")
@@ -89,7 +90,10 @@ def check_gpu_plugin() -> list[Check]:
 
     choice = gpu_plugin.choose_gpu_plugin()
     plugins = gpu_plugin.gpu_plugins()
-    if choice.plugin is not None:
+    if choice.plugin is not None and choice.problem:  # picked, but it cannot load with this toolkit
+        checks = [Check("GPU plugin (CUDA_HOME)", "WARN", choice.problem, choice.fix, gpu=True)]
+        plugin = choice.plugin
+    elif choice.plugin is not None:
         version = ".".join(map(str, choice.cuda_version))
         checks = [Check("GPU plugin (CUDA_HOME)", "OK", f"CUDA_HOME={choice.cuda_home}: nvcc reports CUDA {version}, "
                         f"MindSpore picks {choice.plugin.name}", gpu=True)]
@@ -162,9 +166,29 @@ def _library_version(name: str) -> tuple[int, int, int] | None:
         return None
 
 
+def check_jit_cache(compute_capability: float) -> Check:
+    """The CUDA JIT cache on GPUs newer than Pascal: the NCCL that MindSpore bundles holds machine code for sm_60
+    only (and compute_60 PTX), so its kernels are JIT-compiled at the first collective of every such GPU, and on
+    Hopper MindSpore's own kernels too. The cache folder must be writable and outlive the run; its size is
+    MindSpore's to set (it exports CUDA_CACHE_MAXSIZE=4000000000 when its GPU plugin loads)."""
+    folder = Path(os.environ.get("CUDA_CACHE_PATH") or Path.home() / ".nv" / "ComputeCache")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    writable = os.access(existing, os.W_OK)
+    disabled = os.environ.get("CUDA_CACHE_DISABLE") == "1"
+    detail = (f"{folder}{'' if os.environ.get('CUDA_CACHE_PATH') else ' (default; CUDA_CACHE_PATH unset)'}: "
+              f"NCCL's kernels are JIT-compiled at the first collective on compute capability {compute_capability:g}"
+              + (", MindSpore's own on Hopper" if compute_capability >= 9.0 else "") + ", then read from here")
+    if disabled or not writable:
+        problem = "CUDA_CACHE_DISABLE=1" if disabled else f"{existing} is not writable"
+        return Check("CUDA JIT cache", "WARN", f"{problem}; {detail}",
+                     "unset CUDA_CACHE_DISABLE and export CUDA_CACHE_PATH=<a writable folder that outlives the run> "
+                     "(in a container: a volume)", gpu=True)
+    return Check("CUDA JIT cache", "OK", detail, gpu=True)
+
+
 def check_gpu_hardware() -> list[Check]:
-    """Driver and GPUs from nvidia-smi; for Ada/Hopper (compute capability >= 8.9) the CUDA 11.8 libraries and
-    a persistent JIT cache, since MindSpore's kernels carry no SASS for them (first start JIT-compiles PTX)."""
+    """Driver and GPUs from nvidia-smi; the CUDA JIT cache on every GPU newer than Pascal (NCCL's kernels are
+    JIT-compiled there); for Ada/Hopper (compute capability >= 8.9) the CUDA 11.8 libraries."""
     gpus = _nvidia_smi()
     if not gpus:
         return [Check("NVIDIA driver", "WARN", "nvidia-smi not found or lists no GPU",
@@ -178,6 +202,8 @@ def check_gpu_hardware() -> list[Check]:
         newest = max(float(g["compute_cap"]) for g in gpus)
     except ValueError:
         return checks
+    if newest >= 7.0:
+        checks.append(check_jit_cache(newest))
     if newest < 8.9:
         return checks
     cuda = os.environ.get("CUDA_HOME", "")
@@ -196,14 +222,6 @@ def check_gpu_hardware() -> list[Check]:
         checks.append(Check(f"{label} >= {wanted[0]}.{wanted[1]} for sm_89/sm_90", "OK" if good else "WARN",
                             ".".join(map(str, found)) if found else f"{name} not loadable", "" if good else fix,
                             gpu=True))
-    cache_size = os.environ.get("CUDA_CACHE_MAXSIZE", "")
-    cache_ok = cache_size.isdigit() and int(cache_size) >= 2 ** 31 and os.environ.get("CUDA_CACHE_PATH")
-    checks.append(Check("CUDA JIT cache", "OK" if cache_ok else "WARN",
-                        f"CUDA_CACHE_PATH={os.environ.get('CUDA_CACHE_PATH', 'unset')}, "
-                        f"CUDA_CACHE_MAXSIZE={cache_size or 'unset'}",
-                        "" if cache_ok else "export CUDA_CACHE_PATH=$HOME/.nv/ComputeCache CUDA_CACHE_MAXSIZE=4294967296 "
-                        "(MindSpore's kernels are JIT-compiled from PTX on this GPU: minutes at the first start, "
-                        "then read from the cache)", gpu=True))
     return checks
 
 

@@ -49,6 +49,28 @@ def test_select_plugin_version(cuda, expected):
     assert gpu_plugin.select_plugin_version(cuda, [(11, 1), (11, 6)]) == expected
 
 
+@pytest.mark.parametrize("release, problem", [("11.1", False), ("11.4", True), ("11.5", True), ("11.6", False),
+                                              ("11.8", False)])
+def test_the_plugins_toolkits_follow_from_the_nvrtc_they_need(tmp_path, release, problem):
+    """The 11.1 plugin needs libnvrtc.so.11.1 (read from the file), which CUDA 11.2 and later do not ship: MindSpore
+    picks it for CUDA 11.2-11.5, where it cannot load, and the check says so instead of a pip fix that cannot work."""
+    plugins = gpu_plugin.gpu_plugins()
+    assert {version: gpu_plugin.plugin_nvrtc(path) for version, path in plugins.items()} == {(11, 1): (11, 1),
+                                                                                           (11, 6): (11, 2)}
+    choice = gpu_plugin.choose_gpu_plugin(str(fake_cuda_home(tmp_path / "cuda", release)))
+    assert choice.plugin is not None
+    if problem:
+        assert choice.plugin.name == "libmindspore_gpu.so.11.1"
+        assert f"holds CUDA {release}: MindSpore picks libmindspore_gpu.so.11.1, which needs libnvrtc.so.11.1, " \
+               "shipped by CUDA 11.1 only" in choice.problem
+        assert "CUDA 11.6-11.8" in choice.fix
+    else:
+        assert choice.problem == ""
+    label, fix = gpu_plugin.library_label("libnvrtc.so.11.1")
+    assert label == "NVRTC" and "pip install" not in fix and fix.startswith("libnvrtc.so.11.1 comes with the CUDA 11.1")
+    assert gpu_plugin.library_label("libnvrtc.so.11.2") == ("NVRTC", "pip install nvidia-cuda-nvrtc-cu11")
+
+
 PROBE = ("import mindspore; from mindspore._c_expression import MSContext; "
          "print(MSContext.get_instance().load_plugin_error())")
 
@@ -209,8 +231,24 @@ def test_check_env_reads_hopper_and_driver_from_nvidia_smi(tmp_path):
     assert driver.startswith("WARN") and "515.65.01; NVIDIA H100 80GB HBM3 (compute capability 9.0)" in driver
     assert line_of(result.stdout, "CUDA 11.8 for sm_89/sm_90").startswith("WARN")
     assert line_of(result.stdout, "cuBLAS >= 11.11 for sm_89/sm_90").startswith("WARN")
-    assert line_of(result.stdout, "CUDA JIT cache").startswith("WARN")
-    assert "CUDA_CACHE_MAXSIZE=4294967296" in fix_after(result.stdout, "CUDA JIT cache")
+    cache = line_of(result.stdout, "CUDA JIT cache")  # the default folder, writable here
+    assert cache.startswith("OK") and "JIT-compiled at the first collective on compute capability 9" in cache
+    assert "MindSpore's own on Hopper" in cache
+
+
+@pytest.mark.slow
+def test_check_env_asks_for_a_writable_jit_cache_on_any_gpu_newer_than_pascal(tmp_path):
+    """NCCL 2.16.5 in the wheel has sm_60 code only: a V100 (7.0) JIT-compiles it too; a P100 (6.0) does not."""
+    smi = tmp_path / "nvidia-smi"
+    for name, capability, expected in (("Tesla V100-SXM2-16GB", "7.0", True), ("Tesla P100-PCIE-16GB", "6.0", False)):
+        smi.write_text(f"#!/bin/sh\necho '{name}, {capability}, 535.104.05'\n")
+        smi.chmod(0o755)
+        result = run_check_env(PATH=f"{tmp_path}:{os.environ['PATH']}", CUDA_CACHE_DISABLE="1")
+        lines = [line for line in result.stdout.splitlines() if "CUDA JIT cache" in line]
+        assert bool(lines) == expected, result.stdout
+        if expected:
+            assert lines[0].startswith("WARN") and "CUDA_CACHE_DISABLE=1" in lines[0]
+            assert "export CUDA_CACHE_PATH=" in fix_after(result.stdout, "CUDA JIT cache")
 
 
 @pytest.mark.slow

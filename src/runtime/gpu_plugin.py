@@ -10,6 +10,11 @@ version the wheel was built for: 11.1 and 11.6) and picks one by ``$CUDA_HOME/bi
 - the chosen plugin is then opened with ``dlopen``; the loader's complaint (the first missing library
   only) is kept in ``MSContext.load_plugin_error()``.
 
+Which toolkits a plugin really runs on follows from the NVRTC it needs (``DT_NEEDED``): CUDA 11.0 and 11.1 each
+ship their own ``libnvrtc.so.11.0`` / ``libnvrtc.so.11.1``, CUDA 11.2 to 11.8 all ship ``libnvrtc.so.11.2``.
+The 11.1 plugin needs ``libnvrtc.so.11.1``: it runs on CUDA 11.1 only, so for CUDA 11.2 to 11.5, where MindSpore
+picks it, no plugin of the wheel loads. The 11.6 plugin needs ``libnvrtc.so.11.2`` and serves 11.6 to 11.8.
+
 :func:`choose_gpu_plugin` restates that rule (the tests hold it against MindSpore's own choice), so that a
 check can tell which plugin a machine gets and list every library the plugin needs, not only the first
 one missing.
@@ -111,6 +116,26 @@ class PluginChoice:
     fix: str = ""
 
 
+#: The fix for an NVRTC that no pip package provides (the CUDA 11 pip packages are CUDA 11.8 builds).
+_OWN_NVRTC_FIX = ("use a CUDA 11.6-11.8 toolkit, for which MindSpore picks its 11.6 plugin (the pip route: "
+                  "source scripts/cuda_pip_env.sh, docs/GPU.md)")
+_NVRTC_SONAME = re.compile(r"libnvrtc\.so\.(\d+)\.(\d+)")
+
+
+def plugin_nvrtc(plugin: Path) -> tuple[int, int] | None:
+    """The NVRTC release whose ``libnvrtc.so.X.Y`` ``plugin`` needs (None: it needs none)."""
+    for name in read_dynamic_section(plugin).needed:
+        match = _NVRTC_SONAME.fullmatch(name)
+        if match:
+            return int(match[1]), int(match[2])
+    return None
+
+
+def own_nvrtc_toolkit(nvrtc: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The one CUDA release that ships NVRTC ``nvrtc`` when only that release does (11.0, 11.1), else None."""
+    return nvrtc if nvrtc is not None and nvrtc[0] == 11 and nvrtc < (11, 2) else None
+
+
 def choose_gpu_plugin(cuda_home: str | None = None, folder: Path | None = None) -> PluginChoice:
     """The plugin MindSpore's rule picks for ``cuda_home`` (default: ``$CUDA_HOME``)."""
     cuda_home = os.environ.get("CUDA_HOME", "") if cuda_home is None else cuda_home
@@ -140,6 +165,14 @@ def choose_gpu_plugin(cuda_home: str | None = None, folder: Path | None = None) 
                             f"CUDA_HOME={cuda_home} holds CUDA {version[0]}.{version[1]}, but MindSpore's GPU plugins "
                             f"are built for CUDA {built_for} only",
                             CUDA_HOME_FIX)
+    own = own_nvrtc_toolkit(plugin_nvrtc(plugins[chosen]))
+    if own is not None and version != own:
+        release = f"{version[0]}.{version[1]}"
+        return PluginChoice(cuda_home, version, plugins[chosen],
+                            f"CUDA_HOME={cuda_home} holds CUDA {release}: MindSpore picks {plugins[chosen].name}, "
+                            f"which needs libnvrtc.so.{own[0]}.{own[1]}, shipped by CUDA {own[0]}.{own[1]} only (CUDA "
+                            f"11.2 and later ship libnvrtc.so.11.2): no GPU plugin of this wheel runs on CUDA {release}",
+                            _OWN_NVRTC_FIX)
     return PluginChoice(cuda_home, version, plugins[chosen])
 
 
@@ -155,7 +188,12 @@ class NeededLibrary:
 
 def library_label(name: str) -> tuple[str, str]:
     """``(what it is, how to install it)`` for a library file name such as ``libcublas.so.11``."""
-    return LIBRARY_SOURCES.get(name.split(".so")[0], (name, f"install the package that provides {name}"))
+    label, fix = LIBRARY_SOURCES.get(name.split(".so")[0], (name, f"install the package that provides {name}"))
+    match = _NVRTC_SONAME.fullmatch(name)
+    own = own_nvrtc_toolkit((int(match[1]), int(match[2])) if match else None)
+    if own is not None:  # no pip package has it: the pip NVRTC (CUDA 11.8) is libnvrtc.so.11.2
+        fix = f"{name} comes with the CUDA {own[0]}.{own[1]} toolkit only; or {_OWN_NVRTC_FIX}"
+    return label, fix
 
 
 def outside_libraries(library: Path) -> list[NeededLibrary]:
@@ -193,6 +231,8 @@ def gpu_unavailable_reason() -> str:
     """Why MindSpore has no GPU plugin in this process: its own load error for the plugin it chose, else why
     its rule chose none. Empty when the plugin loaded."""
     failed = [line for line in mindspore_plugin_errors() if "libmindspore_gpu" in line]
+    choice = choose_gpu_plugin()
     if failed:
-        return f"MindSpore could not load its GPU plugin: {failed[-1]}"
-    return choose_gpu_plugin().problem
+        why = f"; {choice.problem}" if choice.plugin is not None and choice.problem else ""
+        return f"MindSpore could not load its GPU plugin: {failed[-1]}{why}"
+    return choice.problem
