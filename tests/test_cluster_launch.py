@@ -230,3 +230,17 @@ def test_slurm_batch_script_outside_a_job_and_from_elsewhere_is_one_line(tmp_pat
                                capture_output=True, text=True, timeout=30)
     assert elsewhere.returncode == 2 and elsewhere.stderr == (
         f"{SLURM_SCRIPT}: error: {tmp_path} is not the repository: submit from its folder or set REPO_ROOT\n")
+
+
+@needs_mpirun
+def test_the_collective_probe_times_a_correct_all_reduce_on_every_rank_s_own_device(tmp_path):
+    """gpu_smoke.sh's first-collective step, on CPU ranks: each rank on its device, the sum right, two times."""
+    result = subprocess.run(["mpirun", "--allow-run-as-root", "--bind-to", "none", "-n", "2", "-x", "MASTER_PORT",
+                             "python", "-m", "src.tools.collective_probe", "--device_target", "CPU"], cwd=REPO_ROOT,
+                            env=cpu_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(start_lines(result.stderr)) == [
+        f"rank {rank} of 2 (local rank {rank} on {os.uname().nodename}): device CPU:{rank}, launcher mpirun"
+        for rank in (0, 1)]
+    assert re.search(r"^collective_probe: 2 ranks: first all-reduce of 4 MiB \d+\.\d\d s .*, second \d+\.\d ms; "
+                     r"sums correct$", result.stdout, re.M), result.stdout
