@@ -55,11 +55,12 @@ require_device_target() {
 
 # Variables every mpirun rank needs, local or on another node (mpirun starts remote ranks with a bare
 # environment): PATH (the venv's python), the CUDA libraries and MindSpore's plugin choice (LD_LIBRARY_PATH,
-# CUDA_HOME), the CUDA JIT cache, MindSpore's log level, the address of MindSpore's scheduler for CPU ranks
+# CUDA_HOME), the CUDA JIT cache's folder (its size is MindSpore's: it sets CUDA_CACHE_MAXSIZE itself), MindSpore's
+# log level, the address of MindSpore's scheduler for CPU ranks
 # (MASTER_ADDR, MASTER_PORT) and every NCCL_* setting. Only set ones go. CUDA_VISIBLE_DEVICES is not among them:
 # the ranks on this node inherit it, and another node's GPUs are that node's (Slurm sets it per node).
-MPIRUN_FORWARDED=(PATH LD_LIBRARY_PATH PYTHONPATH CUDA_HOME CUDA_DEVICE_ORDER CUDA_CACHE_PATH CUDA_CACHE_MAXSIZE
-                  GLOG_v MASTER_ADDR MASTER_PORT)
+MPIRUN_FORWARDED=(PATH LD_LIBRARY_PATH PYTHONPATH CUDA_HOME CUDA_DEVICE_ORDER CUDA_CACHE_PATH GLOG_v MASTER_ADDR
+                  MASTER_PORT)
 mpirun_env_args() {
   MPIRUN_ENV=()
   local name
@@ -70,9 +71,12 @@ mpirun_env_args() {
 
 # mpirun's own options: no core binding (with -n <= 2 OpenMPI pins each rank to one core, starving the data
 # pipeline's decode threads), the hostfile when HOSTFILE is set (several nodes; mpirun is started once, there).
-# Inside a Slurm allocation OpenMPI finds the nodes itself and starts its daemons with srun.
+# Inside a Slurm allocation OpenMPI finds the nodes itself and starts its daemons with srun. MPIRUN_OPTIONS: more
+# options of mpirun's own (e.g. "--prefix /opt/openmpi --mca btl_tcp_if_include eth1"), split at spaces.
 mpirun_launch_args() {
-  MPIRUN_ARGS=(--allow-run-as-root --bind-to none)
+  local extra=()
+  read -r -a extra <<<"${MPIRUN_OPTIONS:-}"
+  MPIRUN_ARGS=(--allow-run-as-root --bind-to none "${extra[@]}")
   if [ -n "${HOSTFILE:-}" ]; then
     [ -f "$HOSTFILE" ] || die "HOSTFILE not found: $HOSTFILE"
     MPIRUN_ARGS+=(--hostfile "$HOSTFILE")

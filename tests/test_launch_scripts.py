@@ -59,8 +59,9 @@ def test_train_forwards_what_remote_ranks_need_and_does_not_bind(stubs, tmp_path
     assert result.returncode == 0, result.stderr
     assert argv[argv.index("--bind-to") + 1] == "none"
     assert argv[argv.index("-n") + 1] == "2"
+    # not CUDA_CACHE_MAXSIZE: MindSpore sets it itself when its GPU plugin loads
     assert set(forwarded(argv)) == {"PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "GLOG_v", "NCCL_DEBUG",
-                                    "NCCL_SOCKET_IFNAME", "CUDA_CACHE_PATH", "CUDA_CACHE_MAXSIZE"}
+                                    "NCCL_SOCKET_IFNAME", "CUDA_CACHE_PATH"}
     assert "--hostfile" not in argv
     assert argv[argv.index("--device_target") + 1] == "GPU" and argv[argv.index("--device_num") + 1] == "2"
 
@@ -114,6 +115,15 @@ def test_inside_a_slurm_allocation_the_ranks_spread_over_its_nodes_with_their_ow
     assert result.returncode == 0, result.stderr
     assert argv[argv.index("-n") + 1] == "16" and "--hostfile" not in argv
     assert "CUDA_VISIBLE_DEVICES" not in forwarded(argv) and "CUDA_HOME" in forwarded(argv)
+
+
+def test_mpirun_options_reach_mpirun_before_the_command(stubs, tmp_path):
+    result, argv = launch("run_distribute_train_gpu.sh", [2, *TRAIN, tmp_path / "out"], stubs,
+                          MPIRUN_OPTIONS="--prefix /opt/openmpi --mca btl_tcp_if_include eth1")
+    assert result.returncode == 0, result.stderr
+    command = argv.index("python")
+    assert argv[argv.index("--prefix") + 1] == "/opt/openmpi" and argv.index("--prefix") < command
+    assert argv[argv.index("--mca"):argv.index("--mca") + 3] == ["--mca", "btl_tcp_if_include", "eth1"]
 
 
 def test_cpu_ranks_need_no_gpu_and_get_the_scheduler_address(stubs, tmp_path):
