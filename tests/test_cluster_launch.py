@@ -20,7 +20,16 @@ import time
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO_ROOT, free_port, make_image_folder, subprocess_env, tiny_run_options, wait_for
+from train_helpers import (
+    REPO_ROOT,
+    descendants,
+    free_port,
+    kill_tree,
+    make_image_folder,
+    subprocess_env,
+    tiny_run_options,
+    wait_for,
+)
 
 MPIRUN_SCRIPT = "run_distribute_train_gpu.sh"
 SLURM_SCRIPT = "slurm_train_gpu.sbatch"
@@ -57,6 +66,25 @@ def cpu_env(**extra: str) -> dict:
     return subprocess_env(DEVICE_TARGET="CPU", MASTER_PORT=str(free_port()), **extra)
 
 
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def ranks_below(process: subprocess.Popen, marker: bytes) -> list[int]:
+    """The train.py processes below ``process`` whose environment holds ``marker`` (e.g. its rank variable)."""
+    found = []
+    for pid in descendants(process.pid):
+        try:
+            if "train.py" in command_line(pid) and marker in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def start_lines(log_text: str) -> list[str]:
     return re.findall(r"^rank \d of 2 \(local rank \d on [^)]+\): device \S+, launcher \w+$", log_text, re.M)
 
@@ -76,8 +104,7 @@ def test_mpirun_ctrl_c_saves_the_stop_step_and_resume_auto_continues(tmp_path):
         status = launcher.wait(timeout=120)
     finally:
         if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait(timeout=30)
+            kill_tree(launcher)
     stderr_lines = (tmp_path / "stderr").read_text().splitlines()
     assert status == 130, stderr_lines
     (stop,) = records(output, "stop")
@@ -126,15 +153,13 @@ def test_mpirun_a_rank_that_dies_is_named_with_its_log(tmp_path):
                                     stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         wait_for(lambda: records(output, "step"), launcher, timeout=150, what="the first training step")
-        rank_1 = [pid for pid in map(int, subprocess.run(["pgrep", "-f", f"train.py.*{output}"], capture_output=True,
-                                                        text=True).stdout.split())
-                  if b"OMPI_COMM_WORLD_RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes()]
+        rank_1 = ranks_below(launcher, b"OMPI_COMM_WORLD_RANK=1\0")
         assert len(rank_1) == 1
         os.kill(rank_1[0], signal.SIGKILL)
         status = launcher.wait(timeout=60)
     finally:
         if launcher.poll() is None:
-            launcher.kill()
+            kill_tree(launcher)
     log = output / "mpirun_log" / "1" / "rank.1" / "stdout"
     assert status == 1
     assert (tmp_path / "stderr").read_text().splitlines() == [
@@ -143,7 +168,7 @@ def test_mpirun_a_rank_that_dies_is_named_with_its_log(tmp_path):
     time.sleep(1)
     leftovers = subprocess.run(["pgrep", "-f", f"train.py.*{output}|src.runtime.cluster"], capture_output=True,
                                text=True).stdout.split()
-    assert leftovers == []  # rank 0 and the scheduler it started are gone too
+    assert leftovers == []  # rank 0 and the scheduler it started are gone too (they are no longer below the script)
 
 
 def slurm_env(tmp_path: Path, ntasks: int = 2, **extra: str) -> dict:
@@ -175,7 +200,7 @@ def test_slurm_batch_script_usr1_saves_and_stops_each_task_on_its_own_device(tmp
         status = batch.wait(timeout=120)
     finally:
         if batch.poll() is None:
-            batch.kill()
+            kill_tree(batch)
     stderr_lines = (tmp_path / "stderr").read_text().splitlines()
     assert status == 0, stderr_lines
     (stop,) = records(output, "stop")
@@ -193,6 +218,36 @@ def test_slurm_batch_script_usr1_saves_and_stops_each_task_on_its_own_device(tmp
     assert srun_argv[srun_argv.index("--device_num") + 1] == "2"
 
 
+def test_slurm_scancel_signals_every_task_and_srun_forwards_a_copy_yet_the_stop_step_is_saved(tmp_path):
+    """scancel: slurmd sends SIGTERM to the batch shell, srun and every task at once, and srun forwards its own
+    SIGTERM to the tasks; each rank takes the two as one request (not a second signal that stops at once)."""
+    data = make_image_folder(tmp_path / "data")
+    output = tmp_path / "out"
+    options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
+    with open(tmp_path / "stderr", "w") as stderr:
+        batch = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / SLURM_SCRIPT), CONFIG, str(data), str(output),
+                                  *options], cwd=tmp_path, env=slurm_env(tmp_path), stdout=subprocess.DEVNULL,
+                                 stderr=stderr)
+    try:
+        wait_for(lambda: records(output, "step"), batch, timeout=150, what="the first training step")
+        tasks = ranks_below(batch, b"SLURM_STEP_NUM_TASKS=2\0")
+        srun = [pid for pid in descendants(batch.pid) if "fake_slurm/srun" in command_line(pid)]
+        assert len(tasks) == 2 and len(srun) == 1
+        for pid in (batch.pid, *srun, *tasks):
+            os.kill(pid, signal.SIGTERM)
+        status = batch.wait(timeout=120)
+    finally:
+        if batch.poll() is None:
+            kill_tree(batch)
+    stderr_lines = (tmp_path / "stderr").read_text().splitlines()
+    assert status == 0, stderr_lines
+    (stop,) = records(output, "stop")
+    checkpoint = output / "checkpoints" / f"resnet18_dropcov-{stop['epoch']}_{stop['global_step']}.ckpt"
+    assert stop["reason"] == "SIGTERM" and checkpoint.is_file()
+    assert stderr_lines == [f"{SLURM_SCRIPT}: stopped by SIGTERM at global step {stop['global_step']}; "
+                            f"checkpoint {checkpoint}; continue with --resume auto"]
+
+
 def test_slurm_batch_script_a_rank_that_dies_is_named_with_its_log(tmp_path):
     data = make_image_folder(tmp_path / "data")
     output = tmp_path / "out"
@@ -203,14 +258,12 @@ def test_slurm_batch_script_a_rank_that_dies_is_named_with_its_log(tmp_path):
                                  stderr=stderr)
     try:
         wait_for(lambda: records(output, "step"), batch, timeout=150, what="the first training step")
-        rank_1 = [pid for pid in map(int, subprocess.run(["pgrep", "-f", f"train.py.*{output}"], capture_output=True,
-                                                        text=True).stdout.split())
-                  if b"SLURM_PROCID=1\0" in Path(f"/proc/{pid}/environ").read_bytes()]
+        rank_1 = ranks_below(batch, b"SLURM_PROCID=1\0")
         os.kill(rank_1[0], signal.SIGKILL)
         status = batch.wait(timeout=60)
     finally:
         if batch.poll() is None:
-            batch.kill()
+            kill_tree(batch)
     assert status == 1
     assert (tmp_path / "stderr").read_text().splitlines() == [
         f"{SLURM_SCRIPT}: error: rank 1 on node {os.uname().nodename}: Killed; its log: {output}/srun_log/rank_1.log "

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_robustness import assert_one_line_error, eval_args, run, train_args, user_env
-from train_helpers import REPO_ROOT, free_port, make_image_folder, wait_for
+from train_helpers import REPO_ROOT, descendants, free_port, make_image_folder, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -228,24 +228,6 @@ def command_line(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (msrun starts its workers in sessions of their own)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, pending = [], [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
 
 
 def msrun(script_args: list, log_dir: Path, timeout: float, **env) -> subprocess.CompletedProcess:
