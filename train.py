@@ -164,6 +164,7 @@ def train(config: Config, argv: Sequence[str], conv_backend: str, parallel: Any,
     from src.engine.train_settings import TrainSettings
     from src.engine.trainer import Trainer
     from src.runtime.checkpoint import CheckpointManager
+    from src.runtime.log import stderr_line
     from src.runtime.signals import StopRequest, active_stop_request
 
     output = folder.output
@@ -223,8 +224,8 @@ def train(config: Config, argv: Sequence[str], conv_backend: str, parallel: Any,
     if result.stopped_by:
         if parallel.is_main:
             saved = f"checkpoint {result.last_checkpoint}" if result.last_checkpoint else "no checkpoint"
-            print(f"train.py: stopped by {result.stopped_by} at global step {result.state.global_step}; {saved}; "
-                  f"continue with --resume auto", file=sys.stderr, flush=True)
+            stderr_line(f"train.py: stopped by {result.stopped_by} at global step {result.state.global_step}; {saved}; "
+                  f"continue with --resume auto")
         return stop.exit_status
     best = f", best val top-1 {100 * result.state.best_top1:.2f}%" if result.state.best_top1 is not None else ""
     logger.info("training finished: %d/%d epochs, global step %d%s; output in %s", result.state.epoch,

@@ -39,6 +39,7 @@ def run_entry_point(main: Callable[[Sequence[str]], int | None], argv: Sequence[
 
     ``--debug`` in argv re-raises with the full traceback. An interrupt exits with 128 + the signal's number.
     """
+    from src.runtime.log import stderr_line
     from src.runtime.signals import StopRequest
 
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
@@ -54,13 +55,13 @@ def run_entry_point(main: Callable[[Sequence[str]], int | None], argv: Sequence[
     except DropCovError as err:
         if debug:
             raise
-        print(f"{name}: error: {error_line(err)}", file=sys.stderr, flush=True)
+        stderr_line(f"{name}: error: {error_line(err)}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if debug:
             raise
         signal_name = stop.signal_name or "SIGINT"
-        print(f"{name}: interrupted by {signal_name}; nothing was saved", file=sys.stderr, flush=True)
+        stderr_line(f"{name}: interrupted by {signal_name}; nothing was saved")
         return 128 + int(signal.Signals[signal_name])
     finally:
         stop.restore(ignore_later_signals=script and done)  # the work is done: a late signal must not kill it

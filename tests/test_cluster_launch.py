@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from train_helpers import (
@@ -89,28 +90,48 @@ def start_lines(log_text: str) -> list[str]:
     return re.findall(r"^rank \d of 2 \(local rank \d on [^)]+\): device \S+, launcher \w+$", log_text, re.M)
 
 
+def act_after_first_step(command: list[str], cwd: Path, env: dict, output: Path, tmp_path: Path,
+                         act: Callable[[subprocess.Popen], None]) -> tuple[int, list[str]]:
+    """Start a launch, wait for its first training step, ``act`` on it (a signal, a kill), wait for its end:
+    ``(exit status, stderr lines)``; stdout goes to ``tmp_path/stdout``. A failure leaves nothing running."""
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
+    try:
+        wait_for(lambda: records(output, "step"), process, timeout=150, what="the first training step")
+        act(process)
+        status = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            kill_tree(process)
+    return status, (tmp_path / "stderr").read_text().splitlines()
+
+
+def saved_stop(output: Path, reason: str) -> tuple[dict, Path]:
+    """The run's one stop record (the signal the ranks got) and the checkpoint of its step, which must exist."""
+    (stop,) = records(output, "stop")
+    checkpoint = output / "checkpoints" / f"resnet18_dropcov-{stop['epoch']}_{stop['global_step']}.ckpt"
+    assert stop["reason"] == reason and checkpoint.is_file(), stop
+    return stop, checkpoint
+
+
+def kill_rank_1(marker: bytes) -> Callable[[subprocess.Popen], None]:
+    def act(process: subprocess.Popen) -> None:
+        (rank_1,) = ranks_below(process, marker)
+        os.kill(rank_1, signal.SIGKILL)
+    return act
+
+
 @needs_mpirun
 def test_mpirun_ctrl_c_saves_the_stop_step_and_resume_auto_continues(tmp_path):
     data = make_image_folder(tmp_path / "data")
     output = tmp_path / "out"
     options = run_options(data, output, epoch_size=4, save_checkpoint_epochs=2)  # 8 steps
-    env = cpu_env()
-    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
-        launcher = subprocess.Popen(mpirun_command(data, output, *options), cwd=tmp_path, env=env, stdout=stdout,
-                                    stderr=stderr)
-    try:
-        wait_for(lambda: records(output, "step"), launcher, timeout=150, what="the first training step")
-        launcher.send_signal(signal.SIGINT)  # Ctrl-C reaches the script alone: mpirun runs in its own session
-        status = launcher.wait(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            kill_tree(launcher)
-    stderr_lines = (tmp_path / "stderr").read_text().splitlines()
+    # Ctrl-C reaches the script alone: mpirun runs in a session of its own
+    status, stderr_lines = act_after_first_step(mpirun_command(data, output, *options), tmp_path, cpu_env(), output,
+                                                tmp_path, lambda process: process.send_signal(signal.SIGINT))
     assert status == 130, stderr_lines
-    (stop,) = records(output, "stop")
-    assert stop["reason"] == "SIGUSR1" and stop["global_step"] < 8  # the ranks were asked by mpirun's SIGUSR1
-    checkpoint = output / "checkpoints" / f"resnet18_dropcov-{stop['epoch']}_{stop['global_step']}.ckpt"
-    assert checkpoint.is_file()
+    stop, checkpoint = saved_stop(output, "SIGUSR1")  # the ranks were asked by the SIGUSR1 that mpirun forwards
+    assert stop["global_step"] < 8
     assert stderr_lines == [f"{MPIRUN_SCRIPT}: stopped by SIGINT at global step {stop['global_step']}; "
                             f"checkpoint {checkpoint}; continue with --resume auto"]
     console = (tmp_path / "stdout").read_text()
@@ -148,27 +169,21 @@ def test_mpirun_a_rank_that_dies_is_named_with_its_log(tmp_path):
     data = make_image_folder(tmp_path / "data")
     output = tmp_path / "out"
     options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
-    with open(tmp_path / "stderr", "w") as stderr:
-        launcher = subprocess.Popen(mpirun_command(data, output, *options), cwd=tmp_path, env=cpu_env(),
-                                    stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        wait_for(lambda: records(output, "step"), launcher, timeout=150, what="the first training step")
-        rank_1 = ranks_below(launcher, b"OMPI_COMM_WORLD_RANK=1\0")
-        assert len(rank_1) == 1
-        os.kill(rank_1[0], signal.SIGKILL)
-        status = launcher.wait(timeout=60)
-    finally:
-        if launcher.poll() is None:
-            kill_tree(launcher)
+    status, stderr_lines = act_after_first_step(mpirun_command(data, output, *options), tmp_path, cpu_env(), output,
+                                                tmp_path, kill_rank_1(b"OMPI_COMM_WORLD_RANK=1\0"))
     log = output / "mpirun_log" / "1" / "rank.1" / "stdout"
     assert status == 1
-    assert (tmp_path / "stderr").read_text().splitlines() == [
+    assert stderr_lines == [
         f"{MPIRUN_SCRIPT}: error: rank 1 on node {os.uname().nodename} was killed by signal 9 (Killed); its log: "
         f"{log} (mpirun's: {output}/mpirun_log/mpirun.log); continue with the same command plus -- --resume auto"]
     time.sleep(1)
     leftovers = subprocess.run(["pgrep", "-f", f"train.py.*{output}|src.runtime.cluster"], capture_output=True,
                                text=True).stdout.split()
     assert leftovers == []  # rank 0 and the scheduler it started are gone too (they are no longer below the script)
+
+
+def slurm_command(data: Path, output: Path, *options: str) -> list[str]:
+    return ["bash", str(REPO_ROOT / "scripts" / SLURM_SCRIPT), CONFIG, str(data), str(output), *options]
 
 
 def slurm_env(tmp_path: Path, ntasks: int = 2, **extra: str) -> dict:
@@ -191,21 +206,12 @@ def test_slurm_batch_script_usr1_saves_and_stops_each_task_on_its_own_device(tmp
     batch_copy = spool / "slurm_script"
     shutil.copy(REPO_ROOT / "scripts" / SLURM_SCRIPT, batch_copy)
     options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
-    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
-        batch = subprocess.Popen(["bash", str(batch_copy), CONFIG, str(data), str(output), *options], cwd=spool,
-                                 env=slurm_env(tmp_path), stdout=stdout, stderr=stderr)
-    try:
-        wait_for(lambda: records(output, "step"), batch, timeout=150, what="the first training step")
-        batch.send_signal(signal.SIGUSR1)  # --signal=B:USR1@600: to the batch shell, which passes it on to srun
-        status = batch.wait(timeout=120)
-    finally:
-        if batch.poll() is None:
-            kill_tree(batch)
-    stderr_lines = (tmp_path / "stderr").read_text().splitlines()
+    # --signal=B:USR1@600: to the batch shell, which passes it on to srun
+    status, stderr_lines = act_after_first_step(["bash", str(batch_copy), CONFIG, str(data), str(output), *options],
+                                                spool, slurm_env(tmp_path), output, tmp_path,
+                                                lambda process: process.send_signal(signal.SIGUSR1))
     assert status == 0, stderr_lines
-    (stop,) = records(output, "stop")
-    checkpoint = output / "checkpoints" / f"resnet18_dropcov-{stop['epoch']}_{stop['global_step']}.ckpt"
-    assert stop["reason"] == "SIGUSR1" and checkpoint.is_file()
+    stop, checkpoint = saved_stop(output, "SIGUSR1")
     assert stderr_lines == [f"{SLURM_SCRIPT}: stopped by SIGUSR1 at global step {stop['global_step']}; "
                             f"checkpoint {checkpoint}; continue with --resume auto"]
     logs = [(output / "srun_log" / f"rank_{rank}.log").read_text() for rank in (0, 1)]
@@ -224,26 +230,18 @@ def test_slurm_scancel_signals_every_task_and_srun_forwards_a_copy_yet_the_stop_
     data = make_image_folder(tmp_path / "data")
     output = tmp_path / "out"
     options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
-    with open(tmp_path / "stderr", "w") as stderr:
-        batch = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / SLURM_SCRIPT), CONFIG, str(data), str(output),
-                                  *options], cwd=tmp_path, env=slurm_env(tmp_path), stdout=subprocess.DEVNULL,
-                                 stderr=stderr)
-    try:
-        wait_for(lambda: records(output, "step"), batch, timeout=150, what="the first training step")
+
+    def scancel(batch: subprocess.Popen) -> None:
         tasks = ranks_below(batch, b"SLURM_STEP_NUM_TASKS=2\0")
         srun = [pid for pid in descendants(batch.pid) if "fake_slurm/srun" in command_line(pid)]
         assert len(tasks) == 2 and len(srun) == 1
         for pid in (batch.pid, *srun, *tasks):
             os.kill(pid, signal.SIGTERM)
-        status = batch.wait(timeout=120)
-    finally:
-        if batch.poll() is None:
-            kill_tree(batch)
-    stderr_lines = (tmp_path / "stderr").read_text().splitlines()
+
+    status, stderr_lines = act_after_first_step(slurm_command(data, output, *options), tmp_path,
+                                                slurm_env(tmp_path), output, tmp_path, scancel)
     assert status == 0, stderr_lines
-    (stop,) = records(output, "stop")
-    checkpoint = output / "checkpoints" / f"resnet18_dropcov-{stop['epoch']}_{stop['global_step']}.ckpt"
-    assert stop["reason"] == "SIGTERM" and checkpoint.is_file()
+    stop, checkpoint = saved_stop(output, "SIGTERM")
     assert stderr_lines == [f"{SLURM_SCRIPT}: stopped by SIGTERM at global step {stop['global_step']}; "
                             f"checkpoint {checkpoint}; continue with --resume auto"]
 
@@ -252,20 +250,11 @@ def test_slurm_batch_script_a_rank_that_dies_is_named_with_its_log(tmp_path):
     data = make_image_folder(tmp_path / "data")
     output = tmp_path / "out"
     options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
-    with open(tmp_path / "stderr", "w") as stderr:
-        batch = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / SLURM_SCRIPT), CONFIG, str(data), str(output),
-                                  *options], cwd=tmp_path, env=slurm_env(tmp_path), stdout=subprocess.DEVNULL,
-                                 stderr=stderr)
-    try:
-        wait_for(lambda: records(output, "step"), batch, timeout=150, what="the first training step")
-        rank_1 = ranks_below(batch, b"SLURM_PROCID=1\0")
-        os.kill(rank_1[0], signal.SIGKILL)
-        status = batch.wait(timeout=60)
-    finally:
-        if batch.poll() is None:
-            kill_tree(batch)
+    status, stderr_lines = act_after_first_step(slurm_command(data, output, *options), tmp_path,
+                                                slurm_env(tmp_path), output, tmp_path,
+                                                kill_rank_1(b"SLURM_PROCID=1\0"))
     assert status == 1
-    assert (tmp_path / "stderr").read_text().splitlines() == [
+    assert stderr_lines == [
         f"{SLURM_SCRIPT}: error: rank 1 on node {os.uname().nodename}: Killed; its log: {output}/srun_log/rank_1.log "
         f"(srun's: {output}/srun_log/srun.log); continue with the same sbatch line plus --resume auto"]
 

@@ -19,6 +19,7 @@ from src.errors import DropCovError
 
 from .cluster import join_cluster, needs_own_scheduler
 from .launchers import LaunchPosition, launch_position
+from .log import stderr_line
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def init_data_parallel(run_distribute: bool, device_target: str, device_num: int
             ms.set_auto_parallel_context(all_reduce_fusion_config=list(all_reduce_fusion_config))
         except (RuntimeError, ValueError, TypeError) as err:
             logger.warning("all_reduce_fusion_config %s not applied: %s", list(all_reduce_fusion_config), err)
-    print(rank_start_line(rank, size, position, ms.get_current_device()), file=sys.stderr, flush=True)
+    stderr_line(rank_start_line(rank, size, position, ms.get_current_device()))
     return ParallelInfo(rank=rank, group_size=size, launcher=launcher)
 
 

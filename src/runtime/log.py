@@ -21,6 +21,14 @@ CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+def stderr_line(text: str) -> None:
+    """Write ``text`` and its newline to stderr in one write: a launcher that merges a rank's stdout and stderr
+    (mpirun's --merge-stderr-to-stdout) could put another line between the two writes of ``print``, and the
+    launch scripts read these lines back."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def _mark(handler: logging.Handler) -> logging.Handler:
     setattr(handler, _HANDLER_MARK, True)
     return handler

@@ -29,7 +29,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -144,7 +143,7 @@ class StopRequest:
             for partial in list(_PARTIAL_FILES):
                 partial.unlink(missing_ok=True)
             prefix = f"{self.program}: " if self.program else ""
-            print(f"{prefix}received {name} again: stopping at once", file=sys.stderr, flush=True)
+            os.write(2, f"{prefix}received {name} again: stopping at once\n".encode())
             os._exit(128 + signum)
         self.request(name)
         self._received_at = time.monotonic()
