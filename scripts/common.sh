@@ -57,14 +57,17 @@ require_device_target() {
 # environment): PATH (the venv's python), the CUDA libraries and MindSpore's plugin choice (LD_LIBRARY_PATH,
 # CUDA_HOME), the CUDA JIT cache's folder (its size is MindSpore's: it sets CUDA_CACHE_MAXSIZE itself), MindSpore's
 # log level, the address of MindSpore's scheduler for CPU ranks
-# (MASTER_ADDR, MASTER_PORT) and every NCCL_* setting. Only set ones go. CUDA_VISIBLE_DEVICES is not among them:
-# the ranks on this node inherit it, and another node's GPUs are that node's (Slurm sets it per node).
+# (MASTER_ADDR, MASTER_PORT) and every NCCL_* setting. Only set ones go. CUDA_VISIBLE_DEVICES goes with a hostfile
+# (the user's choice of GPUs, the same on every node); inside a Slurm allocation each node keeps its own (Slurm sets
+# it per node, and nodes shared with other jobs have different sets); on one node the ranks inherit it.
 MPIRUN_FORWARDED=(PATH LD_LIBRARY_PATH PYTHONPATH CUDA_HOME CUDA_DEVICE_ORDER CUDA_CACHE_PATH GLOG_v MASTER_ADDR
                   MASTER_PORT)
 mpirun_env_args() {
   MPIRUN_ENV=()
   local name
-  for name in "${MPIRUN_FORWARDED[@]}" $(compgen -e | grep '^NCCL_' || true); do
+  local names=("${MPIRUN_FORWARDED[@]}")
+  if [ -n "${HOSTFILE:-}" ] && [ -z "${SLURM_JOB_ID:-}" ]; then names+=(CUDA_VISIBLE_DEVICES); fi
+  for name in "${names[@]}" $(compgen -e | grep '^NCCL_' || true); do
     if [ -n "${!name+x}" ]; then MPIRUN_ENV+=(-x "$name"); fi
   done
 }
@@ -76,7 +79,7 @@ mpirun_env_args() {
 mpirun_launch_args() {
   local extra=()
   read -r -a extra <<<"${MPIRUN_OPTIONS:-}"
-  MPIRUN_ARGS=(--allow-run-as-root --bind-to none "${extra[@]}")
+  MPIRUN_ARGS=(--allow-run-as-root --bind-to none ${extra[@]+"${extra[@]}"})
   if [ -n "${HOSTFILE:-}" ]; then
     [ -f "$HOSTFILE" ] || die "HOSTFILE not found: $HOSTFILE"
     MPIRUN_ARGS+=(--hostfile "$HOSTFILE")

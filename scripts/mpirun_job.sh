@@ -12,25 +12,33 @@
 
 # shellcheck disable=SC2317  # the functions below run from traps
 MPIRUN_PID=""
-STOP_SIGNAL=""  # the first stop signal received
+STOP_SIGNAL=""     # the first stop signal received
+PENDING_SIGNAL=""  # a signal that came while mpirun was being started
+TRAPPED=""         # a trap ran during the last wait
 
 # Each rank's own output file (OpenMPI 4: LOG_DIR/<job>/rank.<r>/stdout).
 rank_log() { compgen -G "$LOG_DIR/*/rank.$1/stdout" | head -n 1; }
 
+# Each signal is passed on before anything is printed: the console may be gone (a closed terminal, a `| tee` that
+# Ctrl-C ended too), and SIGPIPE is ignored so that a failed echo cannot end the script with mpirun left running.
 mpirun_on_signal() {
-  local sig="$1" number
-  number="$(kill -l "$sig")"
-  [ -n "$MPIRUN_PID" ] || exit $((128 + number))
-  if [ -n "$STOP_SIGNAL" ]; then
-    kill -TERM "$MPIRUN_PID" 2>/dev/null  # mpirun: SIGTERM to every rank, SIGKILL a second later
-    echo "$SCRIPT_NAME: received SIG$sig again: the ranks are stopped at once, without a checkpoint" >&2
-    STOP_SIGNAL="FORCED:$sig"
+  local sig="$1"
+  TRAPPED=1
+  if [ -z "$MPIRUN_PID" ]; then
+    [ -n "${LAUNCHING:-}" ] || exit $((128 + $(kill -l "$sig")))
+    PENDING_SIGNAL="$sig"  # mpirun is being started: act once its pid is known
     return
   fi
+  if [ -n "$STOP_SIGNAL" ]; then
+    kill -TERM "$MPIRUN_PID" 2>/dev/null  # mpirun: SIGTERM to every rank, SIGKILL a second later
+    STOP_SIGNAL="FORCED:$sig"
+    echo "$SCRIPT_NAME: received SIG$sig again: the ranks are stopped at once, without a checkpoint" >&2
+    return
+  fi
+  kill -USR1 "$MPIRUN_PID" 2>/dev/null
   STOP_SIGNAL="$sig"
   echo "$SCRIPT_NAME: received SIG$sig: the ranks save a checkpoint at their next stop check and stop" \
-    "(send it again to stop at once)"
-  kill -USR1 "$MPIRUN_PID" 2>/dev/null
+    "(send it again, a second or more later, to stop at once)"
 }
 
 # The ranks' one-line errors (PROGRAM: error: ...), each message once, in rank order.
@@ -73,25 +81,33 @@ failed_rank() {
 run_mpirun_job() {
   PROGRAM="$1"; RANKS="$2"; LOG_DIR="$3"; shift 3
   mkdir -p "$LOG_DIR" || die "cannot create the log folder $LOG_DIR"
-  rm -rf "$LOG_DIR"/[0-9]* "$LOG_DIR/mpirun.log"  # an earlier run's logs must not be taken for this one's
+  rm -rf "$LOG_DIR/1" "$LOG_DIR/mpirun.log"  # an earlier run's logs must not be taken for this one's
   command -v setsid >/dev/null || die "setsid not found: install util-linux"
+  # mpirun dies with this script where util-linux's setpriv can arrange it (a SIGKILLed script leaves no job behind)
+  local with_parent=()
+  if command -v setpriv >/dev/null; then with_parent=(setpriv --pdeathsig TERM); fi
   set +e  # from here on every status is looked at explicitly
+  trap '' PIPE
   trap 'mpirun_on_signal TERM' TERM
   trap 'mpirun_on_signal INT' INT
   trap 'mpirun_on_signal HUP' HUP
   trap 'mpirun_on_signal USR1' USR1
   echo "$SCRIPT_NAME: $RANKS ranks; logs in $LOG_DIR (1/rank.<r>/stdout, mpirun.log); rank 0's shown here"
-  setsid mpirun --output-filename "$LOG_DIR" --merge-stderr-to-stdout "$@" >"$LOG_DIR/mpirun.log" 2>&1 </dev/null &
+  LAUNCHING=1
+  setsid ${with_parent[@]+"${with_parent[@]}"} mpirun --output-filename "$LOG_DIR" --merge-stderr-to-stdout "$@" \
+    >"$LOG_DIR/mpirun.log" 2>&1 </dev/null &
   MPIRUN_PID=$!
+  if [ -n "$PENDING_SIGNAL" ]; then mpirun_on_signal "$PENDING_SIGNAL"; fi
   (  # rank 0's output on the console once it exists, without the lines this script reports itself
     while [ -z "$(rank_log 0)" ] && kill -0 "$MPIRUN_PID" 2>/dev/null; do sleep 0.2; done
     [ -n "$(rank_log 0)" ] && tail -n +1 -F --pid="$MPIRUN_PID" "$(rank_log 0)" 2>/dev/null \
       | grep --line-buffered -v -E "^$PROGRAM: (error|stopped by|interrupted by)"
   ) &
   local status
-  while :; do  # wait returns early (status > 128) when a trap ran: wait again while mpirun lives
+  while :; do  # wait returns early when a trap ran: wait again (bash keeps the status of a job that has ended)
+    TRAPPED=""
     wait "$MPIRUN_PID"; status=$?
-    if [ "$status" -le 128 ] || ! kill -0 "$MPIRUN_PID" 2>/dev/null; then break; fi
+    [ -n "$TRAPPED" ] || break
   done
   trap - TERM INT HUP USR1  # the job has ended
   wait  # the console tail ends with mpirun

@@ -6,7 +6,7 @@
 # DATA_PATH holds val/ (or pass -- --eval_dataset_path VAL_FOLDER); results go to ./output/eval_results.json
 # unless -- --output_path DIR or -- --output_file FILE is given.
 #
-# With DEVICE_NUM > 1: rank logs in ./output/mpirun_log/1/rank.<r>/stdout (LOG_DIR=... to change), rank 0's shown;
+# With DEVICE_NUM > 1: rank logs in ./output/mpirun_log/1/rank.<r>/stdout (EVAL_LOG_DIR=... to change), rank 0's shown;
 # a user error in the ranks is their one line and status 2, Ctrl-C stops every rank (status 130). HOSTFILE and
 # DEVICE_TARGET=CPU as for scripts/run_distribute_train_gpu.sh.
 set -euo pipefail
@@ -33,6 +33,6 @@ fi
 require_mpirun_gpus "$DEVICE_NUM" "for multi-GPU evaluation; or use DEVICE_NUM 1"
 mpirun_env_args
 mpirun_launch_args
-run_mpirun_job eval.py "$DEVICE_NUM" "${LOG_DIR:-./output/mpirun_log}" "${MPIRUN_ARGS[@]}" -n "$DEVICE_NUM" \
+run_mpirun_job eval.py "$DEVICE_NUM" "${EVAL_LOG_DIR:-./output/mpirun_log}" "${MPIRUN_ARGS[@]}" -n "$DEVICE_NUM" \
   "${MPIRUN_ENV[@]}" python "$REPO_ROOT/eval.py" --config_path "$CONFIG" --data_path "$DATA_PATH" \
   --checkpoint_file_path "$CHECKPOINT" --run_distribute True --device_num "$DEVICE_NUM" --device_target "$DEVICE_TARGET" "$@"

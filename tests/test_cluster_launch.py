@@ -37,11 +37,19 @@ SLURM_SCRIPT = "slurm_train_gpu.sbatch"
 FAKE_SLURM = Path(__file__).parent / "fake_slurm"
 CONFIG = str(REPO_ROOT / "config" / "digits_demo_cpu.yaml")
 
-if shutil.which("mpirun") is None and os.environ.get("DROPCOV_REQUIRE_MPIRUN") == "1":
-    raise RuntimeError("DROPCOV_REQUIRE_MPIRUN=1 but mpirun is not on PATH: run `bash scripts/install_openmpi.sh`")
-needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None,
-                                  reason="OpenMPI's mpirun not found: `bash scripts/install_openmpi.sh` installs it")
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def mpirun() -> str:
+    """OpenMPI's mpirun: these tests skip without it, saying so, and fail where DROPCOV_REQUIRE_MPIRUN=1 (CI)."""
+    found = shutil.which("mpirun")
+    if found is None:
+        reason = "OpenMPI's mpirun not found: `bash scripts/install_openmpi.sh` installs it"
+        if os.environ.get("DROPCOV_REQUIRE_MPIRUN") == "1":
+            pytest.fail(f"DROPCOV_REQUIRE_MPIRUN=1 but {reason}")
+        pytest.skip(reason)
+    return found
 
 
 def records(output: Path, kind: str) -> list[dict]:
@@ -121,8 +129,7 @@ def kill_rank_1(marker: bytes) -> Callable[[subprocess.Popen], None]:
     return act
 
 
-@needs_mpirun
-def test_mpirun_ctrl_c_saves_the_stop_step_and_resume_auto_continues(tmp_path):
+def test_mpirun_ctrl_c_saves_the_stop_step_and_resume_auto_continues(mpirun, tmp_path):
     data = make_image_folder(tmp_path / "data")
     output = tmp_path / "out"
     options = run_options(data, output, epoch_size=4, save_checkpoint_epochs=2)  # 8 steps
@@ -151,8 +158,7 @@ def test_mpirun_ctrl_c_saves_the_stop_step_and_resume_auto_continues(tmp_path):
     assert (output / "checkpoints" / "resnet18_dropcov-4_8.ckpt").is_file()
 
 
-@needs_mpirun
-def test_mpirun_a_user_error_in_the_ranks_is_one_line_and_status_2(tmp_path):
+def test_mpirun_a_user_error_in_the_ranks_is_one_line_and_status_2(mpirun, tmp_path):
     data = make_image_folder(tmp_path / "data")
     config = tmp_path / "typo.yaml"
     config.write_text(Path(CONFIG).read_text() + "epoch_sise: 3\n")
@@ -164,8 +170,7 @@ def test_mpirun_a_user_error_in_the_ranks_is_one_line_and_status_2(tmp_path):
     assert "-----" not in result.stdout and "Primary job" not in result.stdout  # no mpirun banner
 
 
-@needs_mpirun
-def test_mpirun_a_rank_that_dies_is_named_with_its_log(tmp_path):
+def test_mpirun_a_rank_that_dies_is_named_with_its_log(mpirun, tmp_path):
     data = make_image_folder(tmp_path / "data")
     output = tmp_path / "out"
     options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
@@ -188,6 +193,7 @@ def slurm_command(data: Path, output: Path, *options: str) -> list[str]:
 
 def slurm_env(tmp_path: Path, ntasks: int = 2, **extra: str) -> dict:
     settings = dict(DEVICE_TARGET="CPU", SLURM_JOB_ID="4242", SLURM_NTASKS=str(ntasks), SLURM_JOB_NUM_NODES="1",
+                    SLURM_CPUS_PER_TASK="2",
                     SLURM_JOB_NODELIST="localhost", SLURM_SUBMIT_DIR=str(REPO_ROOT), MASTER_PORT=str(free_port()),
                     FAKE_SRUN_RECORD=str(tmp_path / "srun.argv"))
     env = subprocess_env(**{**settings, **extra})
@@ -219,14 +225,36 @@ def test_slurm_batch_script_usr1_saves_and_stops_each_task_on_its_own_device(tmp
         [f"rank {rank} of 2 (local rank {rank} on {os.uname().nodename}): device CPU:{rank}, launcher srun"]
         for rank in (0, 1)]
     srun_argv = (tmp_path / "srun.argv").read_text().splitlines()
-    assert srun_argv[:5] == ["--kill-on-bad-exit=1", "--cpu-bind=none", "--output", f"{output}/srun_log/rank_%t.log",
-                             "python"]
+    # the job's CPUs per task passed on (srun of Slurm >= 22.05 does not take them from the job), no PMI
+    assert srun_argv[:7] == ["--kill-on-bad-exit=1", "--cpu-bind=none", "--mpi=none", "--cpus-per-task=2", "--output",
+                             f"{output}/srun_log/rank_%t.log", "python"]
     assert srun_argv[srun_argv.index("--device_num") + 1] == "2"
 
 
-def test_slurm_scancel_signals_every_task_and_srun_forwards_a_copy_yet_the_stop_step_is_saved(tmp_path):
-    """scancel: slurmd sends SIGTERM to the batch shell, srun and every task at once, and srun forwards its own
-    SIGTERM to the tasks; each rank takes the two as one request (not a second signal that stops at once)."""
+def test_slurm_scancel_with_usr1_stops_every_rank_at_a_saved_step(tmp_path):
+    """`scancel --signal=USR1 JOBID` signals every task of the job's steps directly (not the batch script): each rank
+    saves and stops, and the script reports rank 0's line."""
+    data = make_image_folder(tmp_path / "data")
+    output = tmp_path / "out"
+    options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
+
+    def scancel_usr1(batch: subprocess.Popen) -> None:
+        tasks = ranks_below(batch, b"SLURM_STEP_NUM_TASKS=2\0")
+        assert len(tasks) == 2
+        for pid in tasks:
+            os.kill(pid, signal.SIGUSR1)
+
+    status, stderr_lines = act_after_first_step(slurm_command(data, output, *options), tmp_path,
+                                                slurm_env(tmp_path), output, tmp_path, scancel_usr1)
+    assert status == 0, stderr_lines
+    stop, checkpoint = saved_stop(output, "SIGUSR1")
+    assert stderr_lines == [f"{SLURM_SCRIPT}: stopped by SIGUSR1 at global step {stop['global_step']}; "
+                            f"checkpoint {checkpoint}; continue with --resume auto"]
+
+
+def test_slurm_plain_scancel_is_reported_as_a_kill_that_saved_nothing(tmp_path):
+    """A plain scancel (or the time limit) sends SIGTERM to the batch script, srun and every task at once; srun
+    answers by SIGKILLing the tasks. The script says so and how to stop with a checkpoint instead."""
     data = make_image_folder(tmp_path / "data")
     output = tmp_path / "out"
     options = run_options(data, output, epoch_size=50, train_steps_per_epoch=20, batch_size=1)
@@ -240,10 +268,10 @@ def test_slurm_scancel_signals_every_task_and_srun_forwards_a_copy_yet_the_stop_
 
     status, stderr_lines = act_after_first_step(slurm_command(data, output, *options), tmp_path,
                                                 slurm_env(tmp_path), output, tmp_path, scancel)
-    assert status == 0, stderr_lines
-    stop, checkpoint = saved_stop(output, "SIGTERM")
-    assert stderr_lines == [f"{SLURM_SCRIPT}: stopped by SIGTERM at global step {stop['global_step']}; "
-                            f"checkpoint {checkpoint}; continue with --resume auto"]
+    assert status == 143
+    assert stderr_lines[-1].startswith(f"{SLURM_SCRIPT}: error: the job was ended by SIGTERM (a plain scancel, or the "
+                                       "time limit) and srun SIGKILLed the ranks: nothing was saved")
+    assert "scancel --signal=USR1 JOBID" in stderr_lines[-1]
 
 
 def test_slurm_batch_script_a_rank_that_dies_is_named_with_its_log(tmp_path):
@@ -274,10 +302,9 @@ def test_slurm_batch_script_outside_a_job_and_from_elsewhere_is_one_line(tmp_pat
         f"{SLURM_SCRIPT}: error: {tmp_path} is not the repository: submit from its folder or set REPO_ROOT\n")
 
 
-@needs_mpirun
-def test_the_collective_probe_times_a_correct_all_reduce_on_every_rank_s_own_device(tmp_path):
+def test_the_collective_probe_times_a_correct_all_reduce_on_every_rank_s_own_device(mpirun, tmp_path):
     """gpu_smoke.sh's first-collective step, on CPU ranks: each rank on its device, the sum right, two times."""
-    result = subprocess.run(["mpirun", "--allow-run-as-root", "--bind-to", "none", "-n", "2", "-x", "MASTER_PORT",
+    result = subprocess.run([mpirun, "--allow-run-as-root", "--bind-to", "none", "-n", "2", "-x", "MASTER_PORT",
                              "python", "-m", "src.tools.collective_probe", "--device_target", "CPU"], cwd=REPO_ROOT,
                             env=cpu_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -98,10 +98,11 @@ def test_hostfile_spreads_ranks_over_nodes_without_the_local_gpu_check(stubs, tm
     hosts = tmp_path / "hosts"
     hosts.write_text("node1 slots=4\nnode2 slots=4\n")
     result, argv = launch("run_distribute_train_gpu.sh", [8, *TRAIN, tmp_path / "out"], stubs, HOSTFILE=str(hosts),
-                          CUDA_HOME="/opt/cuda-11.8")
+                          CUDA_HOME="/opt/cuda-11.8", CUDA_VISIBLE_DEVICES="4,5,6,7")
     assert result.returncode == 0, result.stderr
     assert argv[argv.index("--hostfile") + 1] == str(hosts) and argv[argv.index("-n") + 1] == "8"
-    assert "CUDA_HOME" in forwarded(argv)
+    # the user's choice of GPUs holds on every node of a hostfile (outside Slurm, which sets it per node)
+    assert {"CUDA_HOME", "CUDA_VISIBLE_DEVICES"} <= set(forwarded(argv))
     missing, _ = launch("run_distribute_train_gpu.sh", [8, *TRAIN, tmp_path / "out"], stubs,
                         HOSTFILE=str(tmp_path / "nope"))
     assert missing.returncode == 2 and "HOSTFILE not found" in missing.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from src.errors import DropCovError
 from src.runtime import context
-from src.runtime.cluster import cluster_address, cluster_time_out, needs_own_scheduler
+from src.runtime.cluster import cluster_address, cluster_time_out, join_cluster, needs_own_scheduler
 from src.runtime.distributed import rank_start_line
 from src.runtime.launchers import (
     LaunchPosition,
@@ -38,6 +38,7 @@ MSRUN_WORKER_2 = {"MS_ROLE": "MS_WORKER", "MS_WORKER_NUM": "4", "RANK_ID": "2", 
     ({"PMI_SIZE": "2", "PMI_RANK": "1", "MPI_LOCALRANKID": "1"}, "mpirun", 1, 1, 2),  # MPICH's Hydra
     ({**SLURM_TASK_5, **OPENMPI_RANK_3}, "mpirun", 11, 3, 8),  # mpirun inside an allocation: OpenMPI's numbers
     (SLURM_TASK_5, "srun", 5, 1, 8),
+    ({**SLURM_TASK_5, "PMIX_RANK": "5", "PMI_SIZE": "8"}, "srun", 5, 1, 8),  # Slurm's MpiDefault=pmix/pmi2
     (SLURM_BATCH_SCRIPT, None, None, 0, None),  # the batch script itself is no rank
     (MSRUN_WORKER_2, "msrun", 2, 2, 4),
     ({"RANK_ID": "0"}, None, None, 0, None),  # a stray RANK_ID alone is not a launcher
@@ -95,8 +96,30 @@ def test_the_local_rank_reaches_set_device(monkeypatch, environ, expected_id):
 
 def test_the_start_line_names_rank_host_and_the_device_mindspore_took():
     position = LaunchPosition("mpirun", 1, 1, 2, "node7")
-    assert rank_start_line(1, 2, position, ("GPU", 1)) == \
+    assert rank_start_line(1, 2, position, ("GPU", 1), {}) == \
         "rank 1 of 2 (local rank 1 on node7): device GPU:1, launcher mpirun"
+    # one GPU of its own: every rank is GPU:0, the visible entry tells them apart
+    assert rank_start_line(1, 2, position, ("GPU", 0), {"CUDA_VISIBLE_DEVICES": "5"}) == \
+        "rank 1 of 2 (local rank 1 on node7): device GPU:0 = CUDA_VISIBLE_DEVICES entry '5', launcher mpirun"
+    assert rank_start_line(1, 2, position, ("CPU", 1), {"CUDA_VISIBLE_DEVICES": "5"}).endswith("device CPU:1, launcher mpirun")
+
+
+@pytest.mark.parametrize("environ, several", [
+    (OPENMPI_RANK_3, None), ({**OPENMPI_RANK_3, "OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, True),
+    ({**OPENMPI_RANK_3, "OMPI_COMM_WORLD_LOCAL_SIZE": "8"}, False),
+    (SLURM_TASK_5, None), ({**SLURM_TASK_5, "SLURM_STEP_NUM_NODES": "2"}, True),
+    ({**SLURM_TASK_5, "SLURM_STEP_NUM_NODES": "1"}, False)])
+def test_whether_the_job_spans_several_nodes(environ, several):
+    assert launch_position(environ).several_nodes is several
+
+
+def test_a_loopback_scheduler_address_for_a_job_on_several_nodes_is_one_line(monkeypatch):
+    """Debian maps a host's own name to 127.0.1.1: rank 0's scheduler would listen where no other node reaches."""
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    position = LaunchPosition("srun", 0, 0, 8, "node1", several_nodes=True)
+    with pytest.raises(DropCovError, match=r"^MASTER_ADDR 'localhost' is 127\.0\.0\.1 on node1, a loopback address "
+                                           r"the job's other nodes cannot reach; set MASTER_ADDR"):
+        join_cluster(position)
 
 
 @pytest.mark.parametrize("launcher, target, own", [

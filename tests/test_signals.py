@@ -91,8 +91,8 @@ def test_a_second_signal_stops_at_once_and_removes_the_partial_file(tmp_path):
 
 
 def test_a_copy_of_the_signal_within_a_second_is_the_same_request():
-    """scancel signals every task and srun forwards its own copy: the two are one request; SIGUSR1 (mpirun's
-    forwarded stop) is a graceful stop with exit status 0."""
+    """scancel --batch --signal=USR1 reaches the batch script and srun, and both pass it on: the two copies are one
+    request; SIGUSR1 (the stop that mpirun forwards) is a graceful stop with exit status 0."""
     result = _run("""
         import os, signal, time
         from src.runtime.signals import StopRequest

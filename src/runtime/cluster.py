@@ -75,6 +75,10 @@ def join_cluster(position: LaunchPosition) -> None:
         raise DropCovError(f"{position.launcher} did not tell this process its rank and the job's size; "
                            "start it with mpirun (OpenMPI) or srun")
     address, port = cluster_address()
+    if position.several_nodes and address.startswith("127."):
+        raise DropCovError(f"MASTER_ADDR {os.environ.get('MASTER_ADDR') or DEFAULT_MASTER_ADDR!r} is {address} on "
+                           f"{position.host}, a loopback address the job's other nodes cannot reach; set MASTER_ADDR "
+                           "to the address of rank 0's host on the network the nodes share")
     common = {"MS_SCHED_HOST": address, "MS_SCHED_PORT": str(port), "MS_WORKER_NUM": str(position.size),
               "MS_TOPO_TIMEOUT": str(cluster_time_out())}
     if position.rank == 0:

@@ -11,14 +11,14 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from src.errors import DropCovError
 
 from .cluster import join_cluster, needs_own_scheduler
-from .launchers import LaunchPosition, launch_position
+from .launchers import LaunchPosition, launch_position, visible_gpus
 from .log import stderr_line
 
 logger = logging.getLogger(__name__)
@@ -101,15 +101,22 @@ def init_data_parallel(run_distribute: bool, device_target: str, device_num: int
     return ParallelInfo(rank=rank, group_size=size, launcher=launcher)
 
 
-def rank_start_line(rank: int, size: int, position: LaunchPosition, device: Any) -> str:
+def rank_start_line(rank: int, size: int, position: LaunchPosition, device: Any,
+                    environ: Mapping[str, str] | None = None) -> str:
     """The line each rank prints once it has joined, ``rank R of N (local rank L on HOST): device GPU:D, launcher
-    mpirun``; ``device`` is MindSpore's ``get_current_device()``, the device the rank really took."""
+    mpirun``; ``device`` is MindSpore's ``get_current_device()``, the device the rank really took. Where
+    ``CUDA_VISIBLE_DEVICES`` renumbers the GPUs, the entry behind GPU:D follows it (``GPU:0 = CUDA_VISIBLE_DEVICES
+    entry '5'``), so ranks given one GPU each still name different GPUs."""
     target = getattr(device, "device_target", None)
     device_id = getattr(device, "device_id", None)
     if target is None:
         target, device_id = device
+    gpus = visible_gpus(environ)
+    physical = ""
+    if target == "GPU" and gpus and isinstance(device_id, int) and 0 <= device_id < len(gpus):
+        physical = f" = CUDA_VISIBLE_DEVICES entry {gpus[device_id]!r}"
     return (f"rank {rank} of {size} (local rank {position.local_rank} on {position.host}): device "
-            f"{target}:{device_id}, launcher {position.launcher}")
+            f"{target}:{device_id}{physical}, launcher {position.launcher}")
 
 
 

@@ -4,7 +4,9 @@ Each launcher tells its ranks where they sit through its own environment variabl
 (``OMPI_COMM_WORLD_*``, or PMI/PMIx under another MPI or ``srun --mpi=pmix``), Slurm's ``srun``
 (``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_STEP_NUM_TASKS``) and MindSpore's ``msrun`` (``RANK_ID``, its
 ``DEVICE_ID`` = the local rank, ``MS_WORKER_NUM``). A rank's device is its local rank among the GPUs its node
-shows it, passed to MindSpore explicitly: MindSpore itself sets device 0 for every launcher but msrun.
+shows it, passed to MindSpore explicitly: MindSpore's own choice depends on the launcher (it copies OpenMPI's local
+rank into its context when imported, reads nothing of Slurm's, and ``set_device``'s documentation promises device 0
+for launchers other than msrun), and a rank that was given one GPU of its own must take device 0.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ from src.errors import DropCovError
 @dataclass(frozen=True)
 class LaunchPosition:
     """Where a launched process sits: global rank and size (None where only the communicator knows them),
-    its index on its node, and the node's name."""
+    its index on its node, the node's name, and whether the job spans several nodes (None: not known)."""
 
     launcher: str
     rank: int | None
     local_rank: int
     size: int | None
     host: str
+    several_nodes: bool | None = None
 
 
 def _int(env: Mapping[str, str], *keys: str) -> int | None:
@@ -37,11 +40,16 @@ def _int(env: Mapping[str, str], *keys: str) -> int | None:
 
 
 def _mpirun(env: Mapping[str, str]) -> LaunchPosition | None:
-    if not ("OMPI_COMM_WORLD_SIZE" in env or "PMI_SIZE" in env or "PMIX_RANK" in env):
+    # PMI/PMIx variables alone are an MPI launcher's only outside an srun step: Slurm sets them in srun's tasks
+    # too where its MPI plugin is pmix or pmi2
+    pmi = ("PMI_SIZE" in env or "PMIX_RANK" in env) and "SLURM_STEP_NUM_TASKS" not in env
+    if "OMPI_COMM_WORLD_SIZE" not in env and not pmi:
         return None
+    size = _int(env, "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+    local_size = _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE")
     return LaunchPosition("mpirun", _int(env, "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"),
                           _int(env, "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID") or 0,
-                          _int(env, "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"), _host(env))
+                          size, _host(env), None if size is None or local_size is None else local_size < size)
 
 
 def _msrun(env: Mapping[str, str]) -> LaunchPosition | None:
@@ -56,8 +64,9 @@ def _srun(env: Mapping[str, str]) -> LaunchPosition | None:
     # SLURM_PROCID=0 and SLURM_NTASKS too, and must not take itself for rank 0 of a job)
     if "SLURM_PROCID" not in env or "SLURM_STEP_NUM_TASKS" not in env:
         return None
+    nodes = _int(env, "SLURM_STEP_NUM_NODES")
     return LaunchPosition("srun", _int(env, "SLURM_PROCID"), _int(env, "SLURM_LOCALID") or 0,
-                          _int(env, "SLURM_STEP_NUM_TASKS"), _host(env))
+                          _int(env, "SLURM_STEP_NUM_TASKS"), _host(env), None if nodes is None else nodes > 1)
 
 
 def _host(env: Mapping[str, str]) -> str:

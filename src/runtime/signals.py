@@ -19,7 +19,8 @@ with :meth:`StopRequest.deferred`: a signal is raised as ``KeyboardInterrupt`` a
 batch) instead of inside a graph compilation, which MindSpore would answer with a dump of the failed graph.
 A second signal stops the process at once (exit status 128 + the signal's number), removing the partial
 files registered with :func:`removed_if_forced_out`; the same signal again within :data:`REPEAT_SECONDS` is the
-same request (Slurm's ``scancel`` signals every task and ``srun`` forwards its own copy of the signal). Python-level handlers that only record the request are
+same request (``scancel --batch --signal=USR1`` reaches a Slurm job's batch script and its ``srun``, and both pass
+it on to the ranks). Python-level handlers that only record the request are
 installed too, for threads that existed before (in-process use).
 """
 from __future__ import annotations
