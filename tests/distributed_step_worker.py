@@ -57,7 +57,8 @@ def main() -> int:
     from src.engine.train_step import build_train_step, create_train_step
     from src.models import create_model
     from src.runtime.device import setup_device
-    from src.runtime.distributed import detect_launcher, init_data_parallel
+    from src.runtime.distributed import init_data_parallel
+    from src.runtime.launchers import detect_launcher
 
     launched = detect_launcher() is not None
     setup_device("CPU", "GRAPH_MODE", None if launched else 0)

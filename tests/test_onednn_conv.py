@@ -170,21 +170,23 @@ def test_resnet_swap_keeps_parameter_names_shapes_and_training_numbers(library):
 
     x = Tensor(np.random.default_rng(6).standard_normal((2, 3, 64, 64)).astype(np.float32))
     labels = Tensor(np.array([1, 7], np.int32))
-    losses = []
-    for net in (stock, fast):
-        step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.SoftmaxCrossEntropyWithLogits(sparse=True,
-                                                                                         reduction="mean")),
-                                   nn.Momentum(net.trainable_params(), 0.05, 0.9))
-        step.set_train()
-        losses.append([float(step(x, labels).asnumpy()) for _ in range(3)])
-    # the kernels sum in another order, and a batch of 2 through BN at lr 0.05 amplifies that over the steps:
-    # 0.13% apart at the third step in one measured set of layouts (a wrong gradient is tens of % away)
+    steps = [nn.TrainOneStepCell(nn.WithLossCell(net, nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")),
+                                 nn.Momentum(net.trainable_params(), 0.05, 0.9)) for net in (stock, fast)]
+    losses = [[], []]
+    for index in range(3):
+        for step, record in zip(steps, losses):
+            step.set_train()
+            record.append(float(step(x, labels).asnumpy()))
+        if index == 0:
+            # the first update is the gradient itself: the kernels' float32 summation order moves it by ~1e-4 of its
+            # size (a wrong gradient moves it by tens of %)
+            for p_fast, p_stock in zip(fast.get_parameters(), stock.get_parameters()):
+                update = p_stock.asnumpy() - initial[p_stock.name]
+                difference = p_fast.asnumpy() - p_stock.asnumpy()
+                assert np.linalg.norm(difference) <= 2e-3 * np.linalg.norm(update) + 1e-7, p_fast.name
+    # later steps amplify that order: a batch of 2 through BN at lr 0.05 grows a 1e-4 difference some 20-fold per
+    # step (measured: 1e-4, 4e-3, 2e-2 of the update after 1, 2, 3 steps), so the losses are held loosely
     np.testing.assert_allclose(losses[1], losses[0], rtol=5e-3)
-    for p_fast, p_stock in zip(fast.get_parameters(), stock.get_parameters()):
-        # the two nets' training updates agree to 1% (float32 summation order differs between the kernels)
-        update = p_stock.asnumpy() - initial[p_stock.name]
-        difference = p_fast.asnumpy() - p_stock.asnumpy()
-        assert np.linalg.norm(difference) <= 1e-2 * np.linalg.norm(update) + 1e-7, p_fast.name
 
 
 def test_resolve_conv_backend_choices(library):
