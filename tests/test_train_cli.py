@@ -101,17 +101,20 @@ def test_nan_loss_stops_with_one_line_naming_the_step(image_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(image_folder, tmp_path):
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 0), (signal.SIGHUP, 129)])
+def test_a_stop_signal_saves_a_checkpoint_and_exits_cleanly(image_folder, tmp_path, sig, status):
+    """SIGTERM (a scheduler) and SIGHUP (a closed terminal or SSH session) save the exact step and stop."""
+    name = signal.Signals(sig).name
     output = tmp_path / "term"
     log_path = tmp_path / "term.out"
     # 50 epochs of 6 steps, no periodic checkpoint before the end: the only one is the stop's
     process = start_train(tiny_run_options(image_folder, output, epoch_size=50, train_steps_per_epoch=6,
                                            save_checkpoint_epochs=100, log_interval=1), log_path)
     wait_for(lambda: "epoch 2/50 step 2/6" in log_path.read_text(), process, 180, "epoch 2 step 2")
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 0
+    process.send_signal(sig)
+    assert process.wait(timeout=120) == status
     log = log_path.read_text()
-    assert "received SIGTERM" in log and "stopped by SIGTERM at epoch" in log
+    assert f"received {name}" in log and f"stopped by {name} at epoch" in log
     assert "continue with: python train.py" in log and "--resume auto" in log
     saved = list((output / "checkpoints").glob("*.ckpt"))
     assert len(saved) == 1, log[-3000:]

@@ -1,5 +1,6 @@
-"""Stop requests: SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 reach one watcher thread, never MindSpore's handlers.
+"""Stop requests: SIGTERM, SIGINT (Ctrl-C), SIGHUP and SIGUSR1 reach one watcher thread, never MindSpore's handlers.
 
+SIGHUP (the terminal or SSH session of a run closed) asks for the same checkpoint and stop as SIGTERM.
 SIGUSR1 is the stop request of a job launched by ``mpirun``: OpenMPI forwards it to every rank and, unlike
 SIGTERM or SIGINT, kills no rank a second later, so rank 0 has the time to write its checkpoint (the launch
 script turns its own SIGTERM/Ctrl-C into SIGUSR1; ``kill -USR1`` and Slurm's ``--signal=USR1@120`` send it).
@@ -39,10 +40,10 @@ from typing import Callable, Iterable, Iterator
 logger = logging.getLogger(__name__)
 
 #: Exit status after a graceful stop: 0 for SIGTERM (a scheduler's polite request) and SIGUSR1 (a launcher's),
-#: 130 for SIGINT.
-EXIT_STATUS = {"SIGTERM": 0, "SIGUSR1": 0, "SIGINT": 130}
+#: 130 for SIGINT, 129 for SIGHUP.
+EXIT_STATUS = {"SIGTERM": 0, "SIGUSR1": 0, "SIGINT": 130, "SIGHUP": 129}
 #: The signals that ask for a stop.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 #: The same signal again within this many seconds of the first is a copy of it (delivered by a scheduler and
 #: forwarded by a launcher), not a second request.
 REPEAT_SECONDS = 1.0
@@ -80,7 +81,7 @@ def deferred_stop() -> Iterator[Callable[[], None]]:
 
 
 def _unblock_in_child() -> None:
-    """A forked child (a data-loading worker) must die by SIGTERM/SIGINT/SIGUSR1 as usual."""
+    """A forked child (a data-loading worker) must die by the stop signals as usual."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
@@ -88,7 +89,7 @@ os.register_at_fork(after_in_child=_unblock_in_child)
 
 
 class StopRequest:
-    """Records a SIGTERM/SIGINT/SIGUSR1 so the training loop can stop cleanly at a step boundary.
+    """Records a stop signal (:data:`STOP_SIGNALS`) so the training loop can stop cleanly at a step boundary.
 
     Use as a context manager (installs the watcher, restores the signal mask and handlers on exit), or
     call :meth:`install` / :meth:`restore`. :meth:`request` sets the flag without a signal (tests, hooks).
@@ -127,7 +128,7 @@ class StopRequest:
 
     @property
     def exit_status(self) -> int:
-        """Process exit status for the received signal (0 after SIGTERM, 130 after SIGINT)."""
+        """Process exit status for the received signal (:data:`EXIT_STATUS`)."""
         return EXIT_STATUS.get(self.signal_name or "", 0)
 
     def request(self, name: str = "SIGTERM") -> None:
