@@ -19,7 +19,6 @@ from src.runtime.launchers import (
     LaunchPosition,
     detect_launcher,
     launch_position,
-    launcher_local_rank,
     rank_device_id,
 )
 
@@ -46,7 +45,7 @@ MSRUN_WORKER_2 = {"MS_ROLE": "MS_WORKER", "MS_WORKER_NUM": "4", "RANK_ID": "2", 
 def test_each_launcher_tells_the_rank_its_place(environ, launcher, rank, local_rank, size):
     position = launch_position(environ)
     assert detect_launcher(environ) == launcher
-    assert launcher_local_rank(environ) == local_rank
+    assert (position.local_rank if position else 0) == local_rank
     if launcher is None:
         assert position is None
     else:

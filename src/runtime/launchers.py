@@ -95,12 +95,6 @@ def detect_launcher(environ: Mapping[str, str] | None = None) -> str | None:
     return position.launcher if position is not None else None
 
 
-def launcher_local_rank(environ: Mapping[str, str] | None = None) -> int:
-    """This process's index on its node according to the launcher (0 when not launched)."""
-    position = launch_position(environ)
-    return position.local_rank if position is not None else 0
-
-
 def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str] | None:
     """The entries of ``CUDA_VISIBLE_DEVICES`` (empty: none), or None when it is not set."""
     env = os.environ if environ is None else environ
