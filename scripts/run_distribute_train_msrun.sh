@@ -34,6 +34,15 @@ require_data_path "$DATA_PATH"
 use_repo_venv
 command -v msrun >/dev/null || die "msrun not found (it ships with MindSpore >= 2.3): activate the environment that has MindSpore"
 for tool in setsid ps tail; do command -v "$tool" >/dev/null || die "$tool not found: install util-linux / procps"; done
+# msrun's scheduler fails at once on a busy port, but msrun itself would wait for its workers until CLUSTER_TIME_OUT
+python - "$MASTER_ADDR" "$MASTER_PORT" <<'PY' || die "MASTER_PORT $MASTER_PORT is in use at $MASTER_ADDR on this host: choose a free one, e.g. MASTER_PORT=$((MASTER_PORT + 1))"
+import socket, sys
+with socket.socket() as probe:
+    try:
+        probe.bind((sys.argv[1], int(sys.argv[2])))
+    except OSError:
+        sys.exit(1)
+PY
 LOG_DIR="$OUTPUT_PATH/msrun_log"
 mkdir -p "$LOG_DIR" || die "cannot create the log folder $LOG_DIR"
 rm -f "$LOG_DIR"/worker_*.log "$LOG_DIR/scheduler.log"  # an earlier run's errors must not be taken for this one's

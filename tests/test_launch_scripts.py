@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -231,6 +233,24 @@ def test_msrun_script_sigterm_saves_a_checkpoint_exits_0_and_resume_auto_continu
     steps = [record["global_step"] for record in records(output, "step")]
     assert steps == list(range(1, 9))  # every step once: the resumed run went on from the stop to the end
     assert (output / "checkpoints" / "resnet18_dropcov-4_8.ckpt").is_file()
+
+
+def test_msrun_script_refuses_a_busy_master_port_at_once(tmp_path):
+    """msrun's scheduler fails at once on a port in use, but msrun would wait for its workers until the cluster
+    time-out: the script checks the port first."""
+    data = make_image_folder(tmp_path / "data")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(msrun_command(data, tmp_path / "out"), cwd=tmp_path,
+                                env=subprocess_env(MASTER_PORT=str(port)), capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"{MSRUN_SCRIPT}: error: MASTER_PORT {port} is in use at 127.0.0.1 on this host: choose a "
+                             f"free one, e.g. MASTER_PORT={port + 1}\n")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
