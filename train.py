@@ -92,10 +92,12 @@ def build_training(config: Config, steps_per_epoch: int, conv_backend: str, rank
     from src.engine.lr_schedule import create_lr_schedule
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer
     from src.engine.train_step import create_train_step, optimizer_loss_scale_for, uses_recipe_step
+    from src.kernels.swap import apply_conv_backend
     from src.models import create_model_from_config
 
     ms.set_seed(config.seed)
-    net = create_model_from_config(config, conv_backend)
+    net = create_model_from_config(config)
+    apply_conv_backend(net, conv_backend, config.device_target, config.amp_level)
     lr_schedule = create_lr_schedule(config.lr_decay_mode, config.lr_init, config.lr_max, config.lr_end,
                                      config.warmup_epochs, config.epoch_size, steps_per_epoch,
                                      config.lr_milestones, config.lr_gamma, config.lr_power,

@@ -74,8 +74,8 @@ def measure(framework: str, net_name: str = "resnet18", batch_size: int = 8, ima
     backend = prepare_cpu_environment(conv_backend, "CPU", "O0")
     import mindspore as ms
 
+    from src.kernels.swap import apply_conv_backend
     from src.models import create_model
-    from src.models.cell_surgery import apply_conv_backend
     from src.runtime.device import setup_device
 
     setup_device("CPU", "GRAPH_MODE")

@@ -113,7 +113,7 @@ def measure_head(net_names: tuple[str, ...] = ("resnet18",), batch_size: int = 8
 
     from src.engine.loss import create_loss
     from src.engine.optimizer import create_optimizer
-    from src.models.cell_surgery import apply_conv_backend
+    from src.kernels.swap import apply_conv_backend
     from src.models.dropcov_head import ChannelWeights, DropCovHead, GlobalAvgPoolHead, classifier
     from src.runtime.device import setup_device
 

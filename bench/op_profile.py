@@ -195,8 +195,8 @@ def profile_train_step(net_name: str = "resnet18", head: str = "dropcov", layer4
     from src.engine.loss import create_loss
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer
     from src.engine.train_step import build_train_step
+    from src.kernels.swap import apply_conv_backend
     from src.models import create_model
-    from src.models.cell_surgery import apply_conv_backend
     from src.models.info import describe_model
     from src.runtime.device import setup_device
 

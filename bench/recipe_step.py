@@ -41,8 +41,8 @@ def measure_recipe_step(net_name: str = "resnet18", head: str = "dropcov", batch
     from src.engine.loss import create_loss
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer
     from src.engine.train_step import create_train_step, optimizer_loss_scale_for
+    from src.kernels.swap import apply_conv_backend
     from src.models import create_model
-    from src.models.cell_surgery import apply_conv_backend
     from src.runtime.device import setup_device
 
     setup_device(device_target, mode_name)

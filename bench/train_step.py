@@ -56,8 +56,8 @@ def build_bench_train_step(net_name: str, head: str, conv_backend: str, device_t
     from src.engine.loss import create_loss
     from src.engine.optimizer import create_loss_scale_manager, create_optimizer, optimizer_loss_scale
     from src.engine.train_step import build_train_step
+    from src.kernels.swap import apply_conv_backend
     from src.models import create_model
-    from src.models.cell_surgery import apply_conv_backend
 
     ms.set_seed(seed)
     net = create_model(net_name, head=head, **model_options)

@@ -6,8 +6,8 @@ from mindspore import Tensor, nn
 
 from src.kernels import build
 from src.kernels.batch_norm import InferenceBatchNorm2d, can_replace_batch_norm
+from src.kernels.swap import apply_conv_backend, use_inference_batch_norms
 from src.models import create_model
-from src.models.cell_surgery import apply_conv_backend, use_inference_batch_norms
 
 
 @pytest.fixture(scope="module")

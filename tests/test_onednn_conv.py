@@ -12,8 +12,8 @@ from onednn_helpers import GradOfProbe, numpy_conv2d
 from src.errors import DropCovError
 from src.kernels import backend, build
 from src.kernels.onednn_conv import OneDNNConv2d, can_replace
+from src.kernels.swap import apply_conv_backend, use_onednn_convolutions
 from src.models import create_model
-from src.models.cell_surgery import apply_conv_backend, use_onednn_convolutions
 
 KERNEL_ENTRY_POINTS = ("dropcov_conv2d_forward", "dropcov_conv2d_backward_data", "dropcov_conv2d_backward_filter")
 

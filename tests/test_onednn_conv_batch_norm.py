@@ -11,8 +11,9 @@ from src.kernels import build
 from src.kernels.add_relu import InferenceAddReLU
 from src.kernels.conv_batch_norm import EvaluationIdentity, OneDNNConvBatchNorm
 from src.kernels.onednn_conv import OneDNNConv2d
+from src.kernels.swap import apply_conv_backend
 from src.models import create_model
-from src.models.cell_surgery import apply_conv_backend, child_cell
+from src.models.cell_surgery import child_cell
 from src.models.layers import ResidualReLU
 
 GEOMETRIES = {  # (in, out, kernel, stride, pad_mode, padding, input size)

@@ -11,8 +11,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from src.errors import DropCovError
 from src.kernels import build
 from src.kernels.onednn_pool import OneDNNMaxPool2d, can_replace_pool
+from src.kernels.swap import apply_conv_backend, use_onednn_max_pools
 from src.models import create_model
-from src.models.cell_surgery import apply_conv_backend, use_onednn_max_pools
 
 
 @pytest.fixture(scope="module")

@@ -241,7 +241,7 @@ def test_onednn_convolutions_give_the_same_logits():
     """conv_backend onednn (train.py's default on CPU) swaps the stem's bias-free convolutions and its
     padded max-pool (whose input, unlike the ResNets', can be negative): same logits as MindSpore's."""
     from src.kernels import build
-    from src.models.cell_surgery import apply_conv_backend
+    from src.kernels.swap import apply_conv_backend
 
     build.build_library()
     ms.set_seed(14)

@@ -93,7 +93,7 @@ def test_small_transformer_trains_on_digits_resumes_evaluates_and_exports(digits
                    tmp_path / "small_vit", "--batch_size", 4, timeout=300)
     assert exported.returncode == 0, exported.stderr[-3000:]
     config, _ = load_config(["--config_path", str(CONFIG)])
-    net = create_model_from_config(config, conv_backend="stock")
+    net = create_model_from_config(config)  # MindSpore's own cells
     load_network_weights(net, params, strict=True, source=str(final))
     net.set_train(False)
     images = ms.Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))

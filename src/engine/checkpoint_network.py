@@ -24,10 +24,11 @@ class CheckpointNetwork(NamedTuple):
 def load_checkpoint_network(config: Any, conv_backend: str | None = None) -> CheckpointNetwork:
     """Build ``config``'s network and load ``config.checkpoint_file_path`` into it (every parameter must fit).
 
-    ``config`` is a :class:`src.config.Config`; ``conv_backend`` as for
-    :func:`src.models.create_model_from_config`. Raises :class:`src.errors.DropCovError` with one line for
+    ``config`` is a :class:`src.config.Config`; the network runs on ``conv_backend`` (default
+    ``config.conv_backend``, see :func:`src.kernels.swap.apply_conv_backend`). Raises :class:`src.errors.DropCovError` with one line for
     a missing or foreign file and for weights that do not fit the network.
     """
+    from src.kernels.swap import apply_conv_backend
     from src.models import create_model_from_config
     from src.models.ema_weights import select_weights
     from src.models.weights import (
@@ -46,7 +47,8 @@ def load_checkpoint_network(config: Any, conv_backend: str | None = None) -> Che
         logger.warning("%s: this config builds another network than the checkpoint's saved config (%s, saved "
                        "-> now); the weights load, but they are not scored in the network that was trained: "
                        "set the key as the saved config has it", checkpoint, difference)
-    net = create_model_from_config(config, conv_backend)
+    net = create_model_from_config(config)
+    apply_conv_backend(net, conv_backend or config.conv_backend, config.device_target, config.amp_level)
     load_network_weights(net, params, strict=True, source=checkpoint)
     logger.info("loaded the %s weights of %s (%s)", "EMA" if weights == "ema" else "raw", checkpoint,
                 format_description(describe_checkpoint(params)))

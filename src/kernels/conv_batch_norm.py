@@ -5,7 +5,7 @@ oneDNN applies it, and a ReLU, to each output of a convolution as it writes it (
 activation is written once instead of three times. :class:`OneDNNConvBatchNorm` takes the place of the
 convolution and :class:`EvaluationIdentity` those of the batch norm and the ReLU, whose work it does;
 training runs all three as before. Which cells form such a chain is the network's own fact: a cell lists
-them in ``conv_batch_norm_chains()`` (:func:`src.models.cell_surgery.fuse_conv_batch_norms` reads it).
+them in ``conv_batch_norm_chains()`` (:func:`src.kernels.swap.fuse_conv_batch_norms` reads it).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ of the ``nn.Conv2d`` it replaces, so parameter names, shapes and checkpoints do 
 saying why not), ``auto`` (these on CPU at amp_level O0 when the library builds, else stock). With
 ``onednn`` the padded max-pools move to oneDNN too (:mod:`src.kernels.onednn_pool`), and the batch norms'
 evaluation-mode forward to one pass of our kernel (:mod:`src.kernels.batch_norm`);
-:func:`src.models.cell_surgery.apply_conv_backend` swaps them into a network.
+:func:`src.kernels.swap.apply_conv_backend` swaps them into a network.
 """
 from __future__ import annotations
 

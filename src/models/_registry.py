@@ -131,18 +131,12 @@ def model_options(config: Any) -> dict[str, Any]:
     return {option: value for option, value in options.items() if not (option in VIT_ARCH_FIELDS and value == 0)}
 
 
-def create_model_from_config(config: Any, conv_backend: str | None = None) -> Any:
-    """``create_model(config.net_name, **model_options(config))``: the network a config describes.
-
-    Its convolutions run on ``conv_backend`` (default ``config.conv_backend``; see
-    :func:`src.models.cell_surgery.apply_conv_backend`), which changes no parameter name or shape.
-    """
-    from .cell_surgery import apply_conv_backend
+def create_model_from_config(config: Any) -> Any:
+    """``create_model(config.net_name, **model_options(config))``: the network a config describes, on MindSpore's
+    own cells (the CPU kernels are swapped in afterwards by :func:`src.kernels.swap.apply_conv_backend`)."""
     from .info import check_network_fits
 
     options = model_options(config)
     check_network_fits(config.net_name, options, (config.train_image_size, config.eval_image_size),
                        config.batch_size)
-    net = create_model(config.net_name, **options)
-    apply_conv_backend(net, conv_backend or config.conv_backend, config.device_target, config.amp_level)
-    return net
+    return create_model(config.net_name, **options)

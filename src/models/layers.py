@@ -44,7 +44,7 @@ class DropPath(nn.Cell):
 
 class ResidualReLU(nn.Cell):
     """``relu(x + identity)``, the end of a residual block, as one cell so that one kernel can take its place
-    (:func:`src.models.cell_surgery.use_inference_add_relus`)."""
+    (:func:`src.kernels.swap.use_inference_add_relus`)."""
 
     def construct(self, x: Tensor, identity: Tensor) -> Tensor:
         return ops.relu(x + identity)
